@@ -1,0 +1,1 @@
+"""Spark NLP Models Hub domain: versions and metadata.json entries (pure, no I/O)."""

@@ -1,0 +1,163 @@
+"""Enqueueing jobs for other apps: a transactional outbox.
+
+`enqueue()` writes the `Job` row (and its audit event) first and publishes the Celery message
+only after that transaction commits, with the job id as the task id. If the publish fails or
+the broker loses the message, the job stays `queued` and the reconciler (run by beat)
+publishes it again; redelivery is harmless because every task is idempotent per job id.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import event, or_, text
+from sqlmodel import Session, col, select
+
+from nlphub import audit
+from nlphub.redact import redact
+from schemas.db import get_engine
+from schemas.models import Job, utcnow
+from schemas.payloads import spec_for, validate_payload
+from schemas.states import JobState
+
+log = logging.getLogger(__name__)
+
+
+def _send(
+    job_id: uuid.UUID,
+    task: str,
+    queue: str,
+    payload: dict[str, Any],
+    countdown: float | None = None,
+) -> bool:
+    """Publish one job's message; False (logged) when the broker is unreachable."""
+    from workers.app import app
+
+    try:
+        app.send_task(
+            task,
+            kwargs=payload,
+            task_id=str(job_id),
+            queue=queue,
+            routing_key=queue,
+            countdown=countdown,
+            kwargsrepr=repr(redact(payload)),
+            argsrepr="()",
+        )
+    except Exception as exc:  # the reconciler publishes it later
+        log.warning("could not publish job %s (%s); it stays queued: %s", job_id, task, exc)
+        return False
+    return True
+
+
+def _publish(
+    job_id: uuid.UUID,
+    task: str,
+    queue: str,
+    payload: dict[str, Any],
+    countdown: float | None = None,
+) -> bool:
+    if not _send(job_id, task, queue, payload, countdown):
+        return False
+    with Session(get_engine()) as session:
+        session.execute(text("UPDATE job SET published_at = now() WHERE id = :id"), {"id": job_id})
+        session.commit()
+    return True
+
+
+def enqueue(
+    task: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    requested_by: str | None = None,
+    session: Session | None = None,
+    countdown: float | None = None,
+) -> uuid.UUID:
+    """Validate `payload` for `task`, record the job, and publish it after commit.
+
+    With `session`, the job joins the caller's transaction and is published when the caller
+    commits (nothing is published on rollback). Returns the job id (= Celery task id).
+    Raises `schemas.payloads.PayloadError` naming every bad field.
+    """
+    data = dict(payload or {})
+    if requested_by is not None:
+        data["requested_by"] = requested_by
+    spec = spec_for(task)
+    model = validate_payload(task, data)
+    body = model.model_dump(mode="json")
+    job = Job(task=task, queue=spec.queue, payload=redact(body), requested_by=model.requested_by)
+    job_id = job.id
+
+    def add(s: Session) -> None:
+        s.add(job)
+        s.flush()
+        audit.record(
+            s,
+            actor=model.requested_by,
+            action="job.enqueued",
+            target=task,
+            job_id=job.id,
+            details={"payload": body, "queue": spec.queue},
+        )
+
+    if session is None:
+        with Session(get_engine()) as own:
+            add(own)
+            own.commit()
+        _publish(job_id, task, spec.queue, body, countdown)
+    else:
+        add(session)
+
+        @event.listens_for(session, "after_commit", once=True)
+        def _after_commit(_s: Session) -> None:
+            _publish(job_id, task, spec.queue, body, countdown)
+
+    return job_id
+
+
+def reconcile_outbox(
+    session: Session, *, grace_seconds: int, republish_after: int, limit: int = 1000
+) -> list[uuid.UUID]:
+    """Publish again the jobs the broker never got or may have lost. Returns their ids.
+
+    - `queued` and never published, older than `grace_seconds` (publish failed or the
+      enqueuing process died between commit and publish);
+    - `queued`/`retrying` and last published more than `republish_after` seconds ago (the
+      broker lost the message, e.g. Redis restarted without persistence).
+    """
+    now = utcnow()
+    stale = session.exec(
+        select(Job)
+        .where(
+            or_(
+                (col(Job.state) == JobState.QUEUED.value)
+                & col(Job.published_at).is_(None)
+                & (col(Job.created_at) < now - timedelta(seconds=grace_seconds)),
+                col(Job.state).in_([JobState.QUEUED.value, JobState.RETRYING.value])
+                & (col(Job.published_at) < now - timedelta(seconds=republish_after))
+                & (col(Job.updated_at) < now - timedelta(seconds=republish_after)),
+            )
+        )
+        .order_by(col(Job.created_at))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    republished: list[uuid.UUID] = []
+    for job in stale:
+        first = job.published_at is None
+        if _send(job.id, job.task, job.queue, job.payload):
+            job.published_at = utcnow()
+            session.add(job)
+            republished.append(job.id)
+            audit.record(
+                session,
+                actor="reconciler",
+                action="job.republished",
+                target=job.task,
+                job_id=job.id,
+                details={"first_publish": first},
+            )
+    return republished

@@ -1,0 +1,315 @@
+"""Resources on disk: where they live, their checksums, inventory and deletion."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from nlphub import audit
+from nlphub.errors import NotFound, Refused
+from schemas.models import Resource, ResourceKind
+from schemas.states import RESOURCE_PRESENT, ResourceState
+
+log = logging.getLogger(__name__)
+
+TRASH_PREFIX = ".trash-"
+CHUNK = 1 << 20
+
+ProgressFn = Callable[[float, float, str], None]
+
+
+def install_dir(
+    root: Path, kind: ResourceKind | str, name: str, language: str, version: str
+) -> Path:
+    """Where a resource is installed: <root>/<kind>/<name>_<language>_<version>."""
+    safe = f"{name}_{language}_{version or 'unversioned'}"
+    if "/" in safe or safe.startswith(".") or "\0" in safe:
+        raise ValueError(f"resource name {name!r} cannot be used as a folder name")
+    return root / ResourceKind(kind).value / safe
+
+
+def tree_checksum(path: Path) -> tuple[str, int]:
+    """sha256 over every file's relative path, size and content (sorted); and total bytes."""
+    digest = hashlib.sha256()
+    total = 0
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    if path.is_file():
+        files = [path]
+    for file in files:
+        rel = file.name if file == path else file.relative_to(path).as_posix()
+        size = file.stat().st_size
+        total += size
+        h = hashlib.sha256()
+        with file.open("rb") as fh:
+            while chunk := fh.read(CHUNK):
+                h.update(chunk)
+        digest.update(f"{rel}\0{size}\0{h.hexdigest()}\n".encode())
+    return digest.hexdigest(), total
+
+
+def bytes_on_disk(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+@dataclass
+class DiskUsage:
+    total_bytes: int
+    free_bytes: int
+    used_by_resources: int
+    per_resource: dict[str, int] = field(default_factory=dict)
+
+
+def disk_usage(root: Path, per_resource: dict[str, int]) -> DiskUsage:
+    root.mkdir(parents=True, exist_ok=True)
+    usage = shutil.disk_usage(root)
+    return DiskUsage(usage.total, usage.free, sum(per_resource.values()), per_resource)
+
+
+@dataclass
+class InventoryReport:
+    checked: int = 0
+    verified: int = 0
+    missing: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+    trash_removed: list[str] = field(default_factory=list)
+    disk: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _on_disk_dirs(root: Path) -> Iterable[Path]:
+    for kind in ResourceKind:
+        base = root / kind.value
+        if base.is_dir():
+            yield from (p for p in base.iterdir() if not p.name.startswith("."))
+
+
+def _trash_dirs(root: Path) -> Iterable[Path]:
+    for kind in ResourceKind:
+        base = root / kind.value
+        if base.is_dir():
+            yield from (p for p in base.iterdir() if p.name.startswith(TRASH_PREFIX))
+
+
+def inventory(
+    session: Session,
+    root: Path,
+    *,
+    actor: str,
+    job_id: uuid.UUID | None = None,
+    verify_checksums: bool = True,
+    progress: ProgressFn | None = None,
+) -> InventoryReport:
+    """Reconcile `resource` rows with `root`: files missing or corrupt → invalid (audited);
+    invalid ones whose files verify again → installed; folders no row knows → orphans;
+    leftovers of interrupted deletes → removed. Safe to run twice."""
+    report = InventoryReport()
+    rows = session.exec(
+        select(Resource).where(col(Resource.state).in_([s.value for s in RESOURCE_PRESENT]))
+    ).all()
+    known: set[Path] = set()
+    per_resource: dict[str, int] = {}
+    for index, res in enumerate(rows):
+        report.checked += 1
+        if progress:
+            progress(index, len(rows), f"checking {res.label}")
+        path = Path(res.install_path) if res.install_path else None
+        if path is not None:
+            known.add(path.resolve())
+        problem: str | None = None
+        if path is None or not path.exists():
+            problem = f"files missing at {path}"
+            report.missing.append(res.label)
+        else:
+            if verify_checksums or res.checksum is None:
+                checksum, size = tree_checksum(path)
+            else:
+                checksum, size = res.checksum, bytes_on_disk(path)
+            res.bytes_on_disk = size
+            per_resource[res.label] = size
+            if res.checksum is None:
+                res.checksum = checksum
+            elif checksum != res.checksum:
+                problem = (
+                    f"checksum mismatch: stored {res.checksum[:12]}…, on disk {checksum[:12]}…"
+                )
+                report.corrupt.append(res.label)
+            else:
+                report.verified += 1
+        if problem and res.state != ResourceState.INVALID:
+            res.move_to(ResourceState.INVALID, error=problem)
+            audit.record(
+                session,
+                actor=actor,
+                action="resource.invalid",
+                target=res.label,
+                job_id=job_id,
+                details={"reason": problem},
+            )
+        elif not problem and res.state == ResourceState.INVALID:
+            res.move_to(ResourceState.INSTALLED)
+            report.recovered.append(res.label)
+            audit.record(
+                session,
+                actor=actor,
+                action="resource.recovered",
+                target=res.label,
+                job_id=job_id,
+                details={"checksum": res.checksum},
+            )
+        session.add(res)
+    for path in _on_disk_dirs(root):
+        if path.resolve() not in known:
+            report.orphans.append(str(path))
+    for trash in _trash_dirs(root):
+        shutil.rmtree(trash, ignore_errors=True)
+        report.trash_removed.append(str(trash))
+    report.disk = asdict(disk_usage(root, per_resource))
+    audit.record(
+        session,
+        actor=actor,
+        action="inventory.completed",
+        target=str(root),
+        job_id=job_id,
+        details={k: v for k, v in report.as_dict().items() if k != "disk"}
+        | {
+            "total_bytes": report.disk["used_by_resources"],
+            "free_bytes": report.disk["free_bytes"],
+        },
+    )
+    session.flush()
+    return report
+
+
+def find_resource(
+    session: Session,
+    *,
+    resource_id: uuid.UUID | None = None,
+    name: str | None = None,
+    language: str = "en",
+    version: str | None = None,
+    lock: bool = False,
+) -> Resource:
+    query = select(Resource)
+    if resource_id is not None:
+        query = query.where(Resource.id == resource_id)
+        what = f"resource {resource_id}"
+    else:
+        query = query.where(Resource.name == name, Resource.language == language)
+        if version is not None:
+            query = query.where(Resource.version == version)
+        else:
+            query = query.where(col(Resource.state) != ResourceState.DELETED.value)
+        query = query.order_by(col(Resource.updated_at).desc())
+        what = f"resource {name} ({language}{', ' + version if version else ''})"
+    if lock:
+        query = query.with_for_update()
+    found = session.exec(query).first()
+    if found is None:
+        raise NotFound(f"{what} not found")
+    return found
+
+
+def dependents(session: Session, res: Resource) -> list[Resource]:
+    """Resources in use that name `res` as a dependency (by name, the storageRef)."""
+    rows = session.exec(
+        select(Resource).where(
+            col(Resource.state).in_([s.value for s in RESOURCE_PRESENT]),
+            col(Resource.dependencies).contains([res.name]),
+            Resource.id != res.id,
+        )
+    ).all()
+    return list(rows)
+
+
+DELETABLE = frozenset(
+    {
+        ResourceState.INSTALLED,
+        ResourceState.MISSING_DEPENDENCIES,
+        ResourceState.FAILED,
+        ResourceState.INVALID,
+        ResourceState.DELETING,
+    }
+)
+
+
+def begin_delete(
+    session: Session, res: Resource, *, actor: str, force: bool, job_id: uuid.UUID | None = None
+) -> bool:
+    """Move to `deleting` (audited). False when it is already deleted (nothing to do)."""
+    if res.state == ResourceState.DELETED:
+        return False
+    if res.state not in DELETABLE:
+        raise Refused(f"{res.label} is {res.state.value}; it can be deleted once that finishes")
+    users = dependents(session, res)
+    if users and not force:
+        names = ", ".join(sorted(u.label for u in users))
+        raise Refused(f"{res.label} is used by {names}; pass force to delete it anyway")
+    if res.state != ResourceState.DELETING:
+        res.move_to(ResourceState.DELETING)
+        session.add(res)
+        audit.record(
+            session,
+            actor=actor,
+            action="resource.deleting",
+            target=res.label,
+            job_id=job_id,
+            details={"force": force, "dependents": [u.label for u in users]},
+        )
+    return True
+
+
+def remove_files(res: Resource) -> int:
+    """Take the files out of sight atomically (rename), then remove them. Returns bytes freed."""
+    if not res.install_path:
+        return 0
+    path = Path(res.install_path)
+    freed = 0
+    if path.exists():
+        freed = bytes_on_disk(path)
+        trash = path.with_name(f"{TRASH_PREFIX}{res.id}")
+        if trash.exists():
+            shutil.rmtree(trash)
+        os.replace(path, trash)
+        shutil.rmtree(trash)
+    else:
+        trash = path.with_name(f"{TRASH_PREFIX}{res.id}")
+        if trash.exists():  # an earlier attempt renamed it, then died
+            shutil.rmtree(trash)
+    return freed
+
+
+def finish_delete(
+    session: Session, res: Resource, *, actor: str, freed: int, job_id: uuid.UUID | None = None
+) -> None:
+    res.move_to(ResourceState.DELETED)
+    res.bytes_on_disk = 0
+    session.add(res)
+    audit.record(
+        session,
+        actor=actor,
+        action="resource.deleted",
+        target=res.label,
+        job_id=job_id,
+        details={"freed_bytes": freed, "path": res.install_path},
+    )
+
+
+def resource_totals(session: Session) -> dict[str, int]:
+    rows = session.exec(select(Resource.state, func.count()).group_by(Resource.state)).all()
+    return {str(state): int(n) for state, n in rows}

@@ -1,0 +1,112 @@
+"""One engine per database URL, sessions, and the migration gate."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlmodel import Session
+
+from workers.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+class DatabaseNotMigrated(RuntimeError):
+    """The database schema is not at the revision this code needs."""
+
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def engine_for(url: str) -> Engine:
+    """The process's engine for `url` (created once, pooled)."""
+    engine = _ENGINES.get(url)
+    if engine is None:
+        engine = create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=5,
+            max_overflow=5,
+            pool_recycle=1800,
+            connect_args={"application_name": "nlphub", "connect_timeout": 10},
+        )
+        event.listen(engine, "connect", _on_connect)
+        _ENGINES[url] = engine
+    return engine
+
+
+def _on_connect(dbapi_connection, _record):
+    with dbapi_connection.cursor() as cur:
+        cur.execute("SET TIME ZONE 'UTC'")
+    dbapi_connection.commit()
+
+
+def get_engine() -> Engine:
+    return engine_for(get_settings().require_database_url())
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection and forget the engines (after fork, at test teardown)."""
+    while _ENGINES:
+        _, engine = _ENGINES.popitem()
+        engine.dispose()
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on error."""
+    with Session(get_engine(), expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def alembic_config(url: str | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option(
+        "sqlalchemy.url", (url or get_settings().require_database_url()).replace("%", "%%")
+    )
+    return cfg
+
+
+def head_revision() -> str:
+    heads = ScriptDirectory.from_config(alembic_config("postgresql+psycopg://unused")).get_heads()
+    return heads[0]
+
+
+def current_revision(engine: Engine | None = None) -> str | None:
+    with (engine or get_engine()).connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(url: str | None = None) -> str:
+    """Migrate to head; returns the revision now in place."""
+    cfg = alembic_config(url)
+    command.upgrade(cfg, "head")
+    return head_revision()
+
+
+def require_migrated(engine: Engine | None = None) -> None:
+    """Refuse to run on a database that is not at the head revision."""
+    current = current_revision(engine)
+    head = head_revision()
+    if current != head:
+        where = "an empty database" if current is None else f"revision {current}"
+        raise DatabaseNotMigrated(
+            f"the database is at {where} but nlphub needs revision {head}: "
+            "run `nlphub db upgrade` first"
+        )

@@ -1,0 +1,145 @@
+"""Postgres tables (SQLModel). Alembic (`schemas/migrations`) owns the schema."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, DateTime, Identity, Index, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+from schemas.states import JobState, ResourceState, check_job_transition, check_resource_transition
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(nullable: bool = False) -> Any:
+    return Field(
+        default_factory=utcnow if not nullable else None,
+        sa_type=DateTime(timezone=True),
+        nullable=nullable,
+    )
+
+
+class ResourceKind(StrEnum):
+    MODEL = "model"
+    EMBEDDINGS = "embeddings"
+    PIPELINE = "pipeline"
+    RULES = "rules"
+
+
+class EmbeddingType(StrEnum):
+    WORD = "word"
+    SENTENCE = "sentence"
+    DOCUMENT = "document"
+
+
+class ResourceSource(StrEnum):
+    HUB = "hub"
+    UPLOAD = "upload"
+    DEFAULT = "default"
+    TRAINED = "trained"
+
+
+class ResourceBase(SQLModel):
+    name: str = Field(max_length=255, index=True)
+    language: str = Field(default="en", max_length=16)
+    version: str = Field(default="", max_length=64)
+    kind: ResourceKind = Field(sa_type=Text)
+    embedding_type: EmbeddingType | None = Field(default=None, sa_type=Text)
+    edition: str = Field(default="Open Source", max_length=64)
+    source: ResourceSource = Field(default=ResourceSource.HUB, sa_type=Text)
+    lib_version: str | None = Field(default=None, max_length=64)
+    spark_version: str | None = Field(default=None, max_length=64)
+    size_bytes: int | None = Field(default=None, sa_type=BigInteger)
+    labels: list[str] = Field(default_factory=list, sa_type=JSONB)
+    dependencies: list[str] = Field(default_factory=list, sa_type=JSONB)
+
+
+class Resource(ResourceBase, table=True):
+    """A model, embeddings, pipeline or rules resource, wherever it came from."""
+
+    __tablename__ = "resource"
+    __table_args__ = (UniqueConstraint("name", "language", "version", name="uq_resource_nlv"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    state: ResourceState = Field(default=ResourceState.AVAILABLE, sa_type=Text, index=True)
+    bytes_on_disk: int | None = Field(default=None, sa_type=BigInteger)
+    checksum: str | None = Field(default=None, max_length=128)
+    install_path: str | None = Field(default=None)
+    error: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    installed_at: datetime | None = _ts(nullable=True)
+
+    def move_to(self, new_state: ResourceState, *, error: str | None = None) -> ResourceState:
+        """Change state through the state machine; returns the previous state."""
+        old = self.state
+        if old != new_state:
+            check_resource_transition(old, new_state)
+        self.state = new_state
+        self.error = error
+        self.updated_at = utcnow()
+        if new_state == ResourceState.INSTALLED:
+            self.installed_at = self.updated_at
+        return old
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.language}/{self.version or '-'}"
+
+
+class Job(SQLModel, table=True):
+    """One row per enqueued job. `id` is the Celery task id."""
+
+    __tablename__ = "job"
+    __table_args__ = (Index("ix_job_state_created", "state", "created_at"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    task: str = Field(max_length=128, index=True)
+    queue: str = Field(max_length=64)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
+    state: JobState = Field(default=JobState.QUEUED, sa_type=Text)
+    progress: float = Field(default=0.0)
+    progress_message: str | None = Field(default=None, sa_type=Text)
+    attempts: int = Field(default=0)
+    result: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
+    error: str | None = Field(default=None, sa_type=Text)
+    requested_by: str = Field(default="system", max_length=255)
+    worker: str | None = Field(default=None, max_length=255)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    published_at: datetime | None = _ts(nullable=True)
+    started_at: datetime | None = _ts(nullable=True)
+    finished_at: datetime | None = _ts(nullable=True)
+
+    def move_to(self, new_state: JobState) -> JobState:
+        old = self.state
+        check_job_transition(old, new_state)
+        self.state = new_state
+        self.updated_at = utcnow()
+        return old
+
+
+class AuditEvent(SQLModel, table=True):
+    """Append-only, hash-chained record of every action (a trigger refuses UPDATE/DELETE)."""
+
+    __tablename__ = "audit_event"
+
+    seq: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger, Identity(always=False), primary_key=True),
+    )
+    at: datetime = _ts()
+    actor: str = Field(max_length=255)
+    action: str = Field(max_length=128, index=True)
+    target: str | None = Field(default=None, max_length=512, index=True)
+    job_id: uuid.UUID | None = Field(default=None, index=True)
+    details: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64, unique=True)

@@ -1,0 +1,106 @@
+"""Task payloads: the stable contract for apps that enqueue nlphub jobs.
+
+Each task name (e.g. `nlphub.inventory`) has one pydantic model here; its JSON schema is what
+other apps validate against (`nlphub tasks schema`). Secrets are never payload fields: a payload
+names a secret (`*_ref`) and the worker reads it from its settings.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Payload(BaseModel):
+    """Common fields of every payload."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    requested_by: str = Field(default="system", min_length=1, max_length=255)
+
+
+class InventoryPayload(Payload):
+    """Scan NLPHUB_HOME and reconcile it with the resource table."""
+
+    verify_checksums: bool = True
+
+
+class DeletePayload(Payload):
+    """Delete one resource's files and mark it deleted."""
+
+    resource_id: uuid.UUID | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    language: str = Field(default="en", min_length=1, max_length=16)
+    version: str | None = Field(default=None, max_length=64)
+    force: bool = False
+
+    @model_validator(mode="after")
+    def _one_target(self) -> DeletePayload:
+        if self.resource_id is None and not self.name:
+            raise ValueError("give resource_id or name")
+        return self
+
+
+class ReconcileOutboxPayload(Payload):
+    """Republish jobs that were committed but never reached (or were lost by) the broker."""
+
+    limit: int = Field(default=1000, ge=1, le=100_000)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    payload: type[Payload]
+    queue: str
+    #: Safe to run twice: acks_late + reject_on_worker_lost (redelivered if the worker dies).
+    idempotent: bool = True
+
+
+TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        TaskSpec("nlphub.inventory", InventoryPayload, "default"),
+        TaskSpec("nlphub.delete", DeletePayload, "default"),
+        TaskSpec("nlphub.reconcile_outbox", ReconcileOutboxPayload, "default"),
+    )
+}
+
+
+class PayloadError(ValueError):
+    """A payload that does not match its task's schema; the message names the bad fields."""
+
+    def __init__(self, task: str, problems: list[str]) -> None:
+        self.task = task
+        self.problems = problems
+        super().__init__(f"invalid payload for {task}: " + "; ".join(problems))
+
+
+def spec_for(task: str) -> TaskSpec:
+    try:
+        return TASKS[task]
+    except KeyError:
+        raise PayloadError(task, [f"unknown task {task!r} (known: {', '.join(TASKS)})"]) from None
+
+
+def validate_payload(task: str, data: Any) -> Payload:
+    spec = spec_for(task)
+    if not isinstance(data, dict):
+        raise PayloadError(task, [f"payload must be a JSON object, got {type(data).__name__}"])
+    try:
+        return spec.payload.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "payload"
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field"
+            problems.append(f"{field}: {msg}")
+        raise PayloadError(task, problems) from None
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    return {name: spec.payload.model_json_schema() for name, spec in TASKS.items()}

@@ -1,0 +1,370 @@
+"""One task base for every nlphub task: payload validation, job rows, audit, retries, locks.
+
+A task is a typed domain call wrapped by `nlphub_task(name)`:
+
+    @nlphub_task("nlphub.inventory")
+    def inventory(job: JobContext, payload: InventoryPayload) -> dict: ...
+
+The wrapper records every job transition (received, started, progress, retry, success,
+failure) in `Job` and `AuditEvent`, written here once. It makes redelivery safe:
+- a job that already finished is not run again (its stored result is returned);
+- a job that another worker is executing right now (a session advisory lock held for the
+  run, released by Postgres if that worker dies) is skipped;
+- the success or failure of a job is recorded once, whatever the number of deliveries.
+Retries (exponential backoff with jitter) are for temporary errors only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+import redis.exceptions
+import sqlalchemy.exc
+from celery import Task
+from celery.exceptions import Retry
+from celery.signals import task_received, worker_init, worker_process_init
+from sqlalchemy import text
+from sqlmodel import Session
+
+from nlphub import audit
+from nlphub.errors import GaveUp, NlphubError, TemporaryError
+from nlphub.redact import redact
+from schemas.db import dispose_engines, get_engine, require_migrated
+from schemas.models import Job, utcnow
+from schemas.payloads import Payload, PayloadError, spec_for, validate_payload
+from schemas.states import JOB_TERMINAL, JobState
+from workers.app import app
+from workers.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+P = TypeVar("P", bound=Payload)
+
+#: Exceptions that may go away by themselves: retried with backoff.
+TEMPORARY_ERRORS: tuple[type[BaseException], ...] = (
+    TemporaryError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    httpx.TransportError,
+    redis.exceptions.ConnectionError,
+    ConnectionError,
+    TimeoutError,
+)
+
+MAX_RETRIES = 8
+BACKOFF_BASE = 2.0
+BACKOFF_MAX = 300.0
+PROGRESS_INTERVAL = 0.5
+
+
+def backoff(retries: int, *, base: float = BACKOFF_BASE, cap: float = BACKOFF_MAX) -> float:
+    """Full-jitter exponential backoff: uniform in [base/2, min(cap, base * 2**retries)]."""
+    upper = min(cap, base * (2**retries))
+    return random.uniform(min(base / 2, upper), upper)
+
+
+def _lock_key(job_id: uuid.UUID) -> int:
+    return int.from_bytes(hashlib.blake2b(job_id.bytes, digest_size=8).digest(), "big", signed=True)
+
+
+@dataclass
+class JobContext:
+    """What a running task may tell the world: progress, and who asked for it."""
+
+    id: uuid.UUID
+    task: Task
+    requested_by: str
+    attempt: int
+    _last_progress: float = field(default=0.0)
+    _last_milestone: int = field(default=0)
+
+    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        """Report progress (fraction = done/total), throttled; visible in Flower and jobs."""
+        fraction = 0.0 if not total else max(0.0, min(1.0, done / total))
+        now = time.monotonic()
+        if fraction < 1.0 and now - self._last_progress < PROGRESS_INTERVAL:
+            return
+        self._last_progress = now
+        meta = {"fraction": fraction, "done": done, "total": total, "message": message}
+        milestone = int(fraction * 4)  # audit at 25 %, 50 %, 75 %, 100 %
+        with Session(get_engine()) as session:
+            session.execute(
+                text(
+                    "UPDATE job SET progress = :p, progress_message = :m, updated_at = now() "
+                    "WHERE id = :id AND state = 'started'"
+                ),
+                {"p": fraction, "m": message, "id": self.id},
+            )
+            if milestone > self._last_milestone:
+                self._last_milestone = milestone
+                audit.record(
+                    session,
+                    actor=self.requested_by,
+                    action="job.progress",
+                    target=self.task.name,
+                    job_id=self.id,
+                    details=meta,
+                )
+            session.commit()
+        try:
+            self.task.update_state(task_id=str(self.id), state="PROGRESS", meta=meta)
+            self.task.send_event("task-progress", **meta)
+        except Exception:  # progress display is best effort; the job row is the record
+            log.debug("could not publish progress", exc_info=True)
+
+
+class NlphubTask(Task):
+    """Base class; see the module docstring. Subclasses are made by `nlphub_task`."""
+
+    typing = False
+    max_retries = MAX_RETRIES
+    body: Callable[[JobContext, Any], dict[str, Any] | None]
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        job_id = uuid.UUID(self.request.id) if self.request.id else uuid.uuid4()
+        if args:
+            return self._fail_without_run(
+                job_id, kwargs, PayloadError(self.name, ["pass the payload as keyword arguments"])
+            )
+        try:
+            payload = validate_payload(self.name, kwargs)
+        except PayloadError as exc:
+            return self._fail_without_run(job_id, kwargs, exc)
+        try:
+            return self._run_locked(job_id, payload)
+        except Retry:
+            raise
+        except TEMPORARY_ERRORS as exc:
+            # The database itself may be what failed: retry without touching the job row.
+            log.warning("%s[%s]: temporary error before start: %s", self.name, job_id, exc)
+            raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from None
+
+    # -- the stages ---------------------------------------------------------------------------
+
+    def _run_locked(self, job_id: uuid.UUID, payload: Payload) -> Any:
+        engine = get_engine()
+        with engine.connect() as lock_conn:
+            key = _lock_key(job_id)
+            got = lock_conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+            lock_conn.commit()
+            if not got:
+                log.info(
+                    "%s[%s] is running on another worker; skipping this delivery", self.name, job_id
+                )
+                return {"skipped": "running elsewhere"}
+            try:
+                return self._execute(job_id, payload)
+            finally:
+                lock_conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                lock_conn.commit()
+
+    def _execute(self, job_id: uuid.UUID, payload: Payload) -> Any:
+        started = self._start(job_id, payload)
+        if started is not None:
+            return started  # already finished earlier: a duplicate delivery
+        ctx = JobContext(job_id, self, payload.requested_by, self.request.retries + 1)
+        try:
+            result = self.body(ctx, payload) or {}
+        except Retry:
+            raise
+        except TEMPORARY_ERRORS as exc:
+            if self.request.retries < self.max_retries:
+                countdown = backoff(self.request.retries)
+                self._record(
+                    job_id,
+                    JobState.RETRYING,
+                    payload,
+                    error=_describe(exc),
+                    details={"retry_in_s": round(countdown, 1)},
+                )
+                raise self.retry(exc=exc, countdown=countdown) from None
+            message = f"gave up after {self.request.retries + 1} attempts: {_describe(exc)}"
+            self._record(job_id, JobState.FAILED, payload, error=message)
+            raise GaveUp(message) from exc
+        except Exception as exc:
+            self._record(job_id, JobState.FAILED, payload, error=_describe(exc))
+            raise
+        self._record(job_id, JobState.SUCCEEDED, payload, result=result)
+        return result
+
+    def _start(self, job_id: uuid.UUID, payload: Payload) -> dict[str, Any] | None:
+        spec = spec_for(self.name)
+        with Session(get_engine(), expire_on_commit=False) as session:
+            job = _lock_job(session, job_id, self.name, spec.queue, payload)
+            if job.state in JOB_TERMINAL:
+                log.info("%s[%s] already %s; not running it again", self.name, job_id, job.state)
+                session.commit()
+                return job.result or {"state": job.state.value}
+            job.move_to(JobState.STARTED)
+            job.attempts += 1
+            job.started_at = job.started_at or utcnow()
+            job.worker = self.request.hostname
+            job.error = None
+            audit.record(
+                session,
+                actor=payload.requested_by,
+                action="job.started",
+                target=self.name,
+                job_id=job_id,
+                details={"attempt": job.attempts, "worker": job.worker},
+            )
+            session.commit()
+        return None
+
+    def _record(
+        self,
+        job_id: uuid.UUID,
+        state: JobState,
+        payload: Payload | dict[str, Any],
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        requested_by = (
+            payload.requested_by
+            if isinstance(payload, Payload)
+            else str(payload.get("requested_by") or "system")
+        )
+        spec = spec_for(self.name)
+        with Session(get_engine()) as session:
+            job = _lock_job(session, job_id, self.name, spec.queue, payload)
+            if job.state in JOB_TERMINAL:
+                session.commit()
+                return  # a duplicate delivery finished first: record the outcome once
+            job.move_to(state)
+            if state in JOB_TERMINAL:
+                job.finished_at = utcnow()
+            if state == JobState.SUCCEEDED:
+                job.progress = 1.0
+                job.result = result
+            job.error = error
+            action = {
+                JobState.SUCCEEDED: "job.succeeded",
+                JobState.FAILED: "job.failed",
+                JobState.RETRYING: "job.retry",
+            }[state]
+            audit.record(
+                session,
+                actor=requested_by,
+                action=action,
+                target=self.name,
+                job_id=job_id,
+                details={
+                    **(details or {}),
+                    **({"error": error} if error else {}),
+                    **({"result": result} if result else {}),
+                },
+            )
+            session.commit()
+        if error:
+            log.warning("%s[%s] %s: %s", self.name, job_id, state.value, error)
+
+    def _fail_without_run(self, job_id: uuid.UUID, kwargs: dict[str, Any], exc: Exception) -> Any:
+        """A payload that can never succeed: record the failure, do not retry, stay healthy."""
+        self._record(job_id, JobState.FAILED, kwargs, error=str(exc))
+        raise exc
+
+
+def _lock_job(
+    session: Session, job_id: uuid.UUID, task: str, queue: str, payload: Payload | dict[str, Any]
+) -> Job:
+    """The job row, locked; created here for jobs enqueued without our API (Flower's REST)."""
+    job = session.get(Job, job_id, with_for_update=True)
+    if job is None:
+        data = payload.model_dump(mode="json") if isinstance(payload, Payload) else payload
+        session.execute(
+            text(
+                "INSERT INTO job (id, task, queue, payload, state, progress, attempts, "
+                "requested_by, created_at, updated_at, published_at) VALUES (:id, :task, :queue, "
+                "CAST(:payload AS jsonb), 'received', 0, 0, :by, now(), now(), now()) "
+                "ON CONFLICT (id) DO NOTHING"
+            ),
+            {
+                "id": job_id,
+                "task": task,
+                "queue": queue,
+                "payload": audit.canonical(redact(data)),
+                "by": str(data.get("requested_by") or "external")[:255],
+            },
+        )
+        job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
+        assert job is not None
+    return job
+
+
+def _describe(exc: BaseException) -> str:
+    message = str(exc).strip() or exc.__class__.__name__
+    if isinstance(exc, NlphubError):
+        return message
+    return f"{exc.__class__.__name__}: {message}"
+
+
+def nlphub_task(name: str) -> Callable[[Callable[[JobContext, P], dict[str, Any] | None]], Task]:
+    """Register `fn(job, payload)` as the Celery task `name` with the nlphub base."""
+    spec = spec_for(name)
+
+    def decorate(fn: Callable[[JobContext, P], dict[str, Any] | None]) -> Task:
+        attrs = {
+            "name": name,
+            "body": staticmethod(fn),
+            "__doc__": fn.__doc__,
+            "__module__": fn.__module__,
+            "acks_late": spec.idempotent,
+            "reject_on_worker_lost": spec.idempotent,
+            "queue": spec.queue,
+        }
+        cls = type(f"{fn.__name__.title().replace('_', '')}Task", (NlphubTask,), attrs)
+        return app.register_task(cls())
+
+    return decorate
+
+
+@task_received.connect
+def _on_received(request: Any = None, **_: Any) -> None:
+    """Record `received` when a worker takes the message (before a pool process starts it)."""
+    if request is None or not str(getattr(request, "name", "")).startswith("nlphub."):
+        return
+    try:
+        job_id = uuid.UUID(request.id)
+        with Session(get_engine()) as session:
+            updated = session.execute(
+                text(
+                    "UPDATE job SET state = 'received', updated_at = now() "
+                    "WHERE id = :id AND state IN ('queued', 'retrying')"
+                ),
+                {"id": job_id},
+            ).rowcount  # type: ignore[attr-defined]
+            if updated:
+                audit.record(
+                    session,
+                    actor="worker",
+                    action="job.received",
+                    target=request.name,
+                    job_id=job_id,
+                    details={"worker": request.hostname},
+                )
+            session.commit()
+    except Exception:  # the start transition records it anyway; never block consumption
+        log.warning("could not record receipt of %s", getattr(request, "id", "?"), exc_info=True)
+
+
+@worker_process_init.connect
+def _after_fork(**_: Any) -> None:
+    # Pooled connections must not be shared across fork.
+    dispose_engines()
+
+
+@worker_init.connect
+def _check_database(**_: Any) -> None:
+    """A worker refuses to start without a broker URL or on an un-migrated database."""
+    get_settings().require_redis_url()
+    require_migrated(get_engine())

@@ -1,0 +1,27 @@
+"""Housekeeping tasks run by beat."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nlphub.jobs import reconcile_outbox as reconcile
+from schemas.db import session_scope
+from schemas.payloads import ReconcileOutboxPayload
+from tasks.base import JobContext, nlphub_task
+from workers.settings import get_settings
+
+
+@nlphub_task("nlphub.reconcile_outbox")
+def reconcile_outbox(job: JobContext, payload: ReconcileOutboxPayload) -> dict[str, Any]:
+    """Publish again jobs that are `queued` but never reached the broker, or were lost by it.
+    Side effects: Celery messages, `job.published_at`, audit events. Safe to run twice (skips
+    rows another reconciler holds; a job published twice runs once)."""
+    settings = get_settings()
+    with session_scope() as session:
+        ids = reconcile(
+            session,
+            grace_seconds=settings.outbox_grace_seconds,
+            republish_after=settings.outbox_republish_after,
+            limit=payload.limit,
+        )
+    return {"republished": len(ids), "job_ids": [str(i) for i in ids[:50]]}

@@ -1,0 +1,77 @@
+"""Shared fixtures: real embedded Postgres + Redis for the session, one database per test."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
+             what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from schemas.db import dispose_engines, upgrade
+    from workers.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    base = tmp_path_factory.mktemp("servers")
+    pg = EmbeddedPostgres(base / "pg")
+    pg.start()
+    redis = EmbeddedRedis(base / "redis")
+    redis_url = redis.start()
+    template = "nlphub_template"
+    pg.drop_database(template)
+    template_url = pg.create_database(template)
+    upgrade(template_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    dispose_engines()
+    yield {"pg": pg, "redis": redis, "redis_url": redis_url, "template": template}
+    dispose_engines()
+    redis.stop()
+    pg.stop()
+
+
+@pytest.fixture
+def env(servers: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        ) -> Iterator[dict[str, Any]]:
+    """A fresh migrated database (cloned from the template), empty Redis, own NLPHUB_HOME."""
+    import redis as redis_lib
+
+    from schemas.db import dispose_engines
+    from workers.app import configure
+    from workers.settings import get_settings
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    db_url = servers["pg"].create_database(name, template=servers["template"])
+    home = tmp_path / "home"
+    home.mkdir()
+    redis_lib.Redis.from_url(servers["redis_url"]).flushall()
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setenv("REDIS_URL", servers["redis_url"])
+    monkeypatch.setenv("NLPHUB_HOME", str(home))
+    monkeypatch.setenv("NLPHUB_OUTBOX_GRACE", "1")
+    get_settings.cache_clear()
+    dispose_engines()
+    configure(get_settings())
+    yield {"database_url": db_url, "redis_url": servers["redis_url"], "home": home,
+           "db_name": name}
+    dispose_engines()
+    get_settings.cache_clear()
+    servers["pg"].drop_database(name)

@@ -1,0 +1,105 @@
+"""A real Celery worker (celery.contrib.testing, thread pool) per test, on the test's servers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import Session, col, select
+
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def worker(env: dict[str, Any]) -> Iterator[Any]:
+    from celery.contrib.testing.worker import start_worker
+
+    from workers.app import app
+
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
+                      loglevel="WARNING", shutdown_timeout=30.0,
+                      queues=["downloads", "embeddings", "default"]) as w:
+        yield w
+
+
+@pytest.fixture
+def job_state() -> Callable[[uuid.UUID], Any]:
+    from schemas.db import get_engine
+    from schemas.models import Job
+
+    def get(job_id: uuid.UUID) -> Any:
+        with Session(get_engine()) as session:
+            job = session.get(Job, job_id)
+            if job is not None:
+                session.expunge(job)
+            return job
+
+    return get
+
+
+@pytest.fixture
+def wait_job(job_state: Callable[[uuid.UUID], Any]) -> Callable[..., Any]:
+    from schemas.states import JOB_TERMINAL
+
+    def wait(job_id: uuid.UUID, timeout: float = 60.0) -> Any:
+        def done() -> Any:
+            job = job_state(job_id)
+            return job if job is not None and job.state in JOB_TERMINAL else None
+
+        return wait_for(done, timeout, what=f"job {job_id} to finish")
+
+    return wait
+
+
+@pytest.fixture
+def audit_actions() -> Callable[..., list[str]]:
+    from schemas.db import get_engine
+    from schemas.models import AuditEvent
+
+    def actions(job_id: uuid.UUID | None = None) -> list[str]:
+        with Session(get_engine()) as session:
+            query = select(AuditEvent).order_by(col(AuditEvent.seq))
+            if job_id is not None:
+                query = query.where(AuditEvent.job_id == job_id)
+            return [e.action for e in session.exec(query).all()]
+
+    return actions
+
+
+@pytest.fixture
+def spawn(env: dict[str, Any]) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start real processes (celery worker, flower) with the test's environment; all killed
+    at teardown."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(argv: list[str], extra_env: dict[str, str] | None = None,
+              log: Path | None = None) -> subprocess.Popen[bytes]:
+        out = log.open("wb") if log else subprocess.DEVNULL
+        proc = subprocess.Popen(argv, env={**os.environ, **(extra_env or {})}, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def celery_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "workers.app", *args]

@@ -1,0 +1,171 @@
+"""Jobs end to end: enqueue → worker → job rows and audit events, with real servers."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlmodel import Session
+
+import nlphub
+from nlphub.audit import verify_chain
+from schemas.db import get_engine
+from schemas.models import Job
+from schemas.payloads import PayloadError
+from schemas.states import JobState
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_enqueue_runs_and_audits_every_transition(worker, wait_job, audit_actions) -> None:
+    job_id = nlphub.enqueue("nlphub.inventory", {"verify_checksums": True}, requested_by="alice")
+    job = wait_job(job_id)
+    assert job.state == JobState.SUCCEEDED, job.error
+    assert job.progress == 1.0
+    assert job.attempts == 1
+    assert job.requested_by == "alice"
+    assert job.published_at is not None and job.finished_at is not None
+    assert job.result["checked"] == 0 and "disk" in job.result
+    actions = audit_actions(job_id)
+    assert actions[0] == "job.enqueued"
+    assert actions[-1] == "job.succeeded"
+    assert "job.started" in actions and "inventory.completed" in actions
+    assert actions.count("job.succeeded") == 1
+    with Session(get_engine()) as session:
+        assert verify_chain(session).ok
+
+
+def test_enqueue_rejects_bad_payload_naming_the_field(env) -> None:
+    with pytest.raises(PayloadError, match=r"verify_checksums: Input should be a valid boolean"):
+        nlphub.enqueue("nlphub.inventory", {"verify_checksums": "perhaps"})
+    with pytest.raises(PayloadError, match=r"colour: unknown field"):
+        nlphub.enqueue("nlphub.inventory", {"colour": "red"})
+    with pytest.raises(PayloadError, match=r"unknown task 'nlphub.nope'"):
+        nlphub.enqueue("nlphub.nope", {})
+    with Session(get_engine()) as session:
+        assert session.execute(text("SELECT count(*) FROM job")).scalar_one() == 0
+
+
+def test_bad_payload_from_another_app_fails_the_job_and_worker_stays_healthy(
+    worker, wait_job, audit_actions
+) -> None:
+    from workers.app import app
+
+    bad_id = uuid.uuid4()
+    app.send_task("nlphub.delete", kwargs={"language": "en", "force": "sometimes"},
+                  task_id=str(bad_id))
+    job = wait_job(bad_id)
+    assert job.state == JobState.FAILED
+    assert "force: Input should be a valid boolean" in job.error
+    assert audit_actions(bad_id)[-1] == "job.failed"
+    no_target = uuid.uuid4()
+    app.send_task("nlphub.delete", kwargs={"language": "en"}, task_id=str(no_target))
+    assert "give resource_id or name" in wait_job(no_target).error
+    good = nlphub.enqueue("nlphub.inventory", {})
+    assert wait_job(good).state == JobState.SUCCEEDED
+
+
+def test_enqueue_in_callers_transaction_publishes_only_after_commit(worker, wait_job) -> None:
+    with Session(get_engine()) as session:
+        rolled_back = nlphub.enqueue("nlphub.inventory", {}, session=session)
+        session.rollback()
+    with Session(get_engine()) as session:
+        committed = nlphub.enqueue("nlphub.inventory", {}, session=session)
+        assert session.get(Job, committed) is not None
+        session.commit()
+    assert wait_job(committed).state == JobState.SUCCEEDED
+    with Session(get_engine()) as session:
+        assert session.get(Job, rolled_back) is None
+
+
+def test_reconciler_republishes_a_job_the_broker_never_got(worker, wait_job, audit_actions
+                                                           ) -> None:
+    from nlphub.jobs import reconcile_outbox
+
+    job_id = uuid.uuid4()
+    with Session(get_engine()) as session:
+        session.execute(
+            text(
+                "INSERT INTO job (id, task, queue, payload, state, progress, attempts, "
+                "requested_by, created_at, updated_at) VALUES (:id, 'nlphub.inventory', "
+                "'default', '{\"requested_by\": \"app\", \"verify_checksums\": false}', "
+                "'queued', 0, 0, 'app', now() - interval '5 minutes', now())"
+            ),
+            {"id": job_id},
+        )
+        session.commit()
+    with Session(get_engine()) as session:
+        assert reconcile_outbox(session, grace_seconds=30, republish_after=900) == [job_id]
+        session.commit()
+    assert wait_job(job_id).state == JobState.SUCCEEDED
+    with Session(get_engine()) as session:  # published now: not picked again
+        assert reconcile_outbox(session, grace_seconds=30, republish_after=900) == []
+    assert audit_actions(job_id).count("job.republished") == 1
+
+
+def test_a_finished_job_delivered_again_is_not_run_twice(worker, wait_job, audit_actions
+                                                         ) -> None:
+    from workers.app import app
+
+    job_id = nlphub.enqueue("nlphub.inventory", {})
+    wait_job(job_id)
+    app.send_task("nlphub.inventory", kwargs={"requested_by": "system"}, task_id=str(job_id))
+    wait_for(lambda: app.AsyncResult(str(job_id)).ready(), 30, what="duplicate to be handled")
+    actions = audit_actions(job_id)
+    assert actions.count("job.started") == 1
+    assert actions.count("job.succeeded") == 1
+
+
+def test_audit_log_refuses_update_delete_and_truncate(env) -> None:
+    nlphub.enqueue("nlphub.inventory", {})  # writes one audit event (no worker needed)
+    url = env["database_url"]
+    for statement in ("UPDATE audit_event SET actor = 'mallory'", "DELETE FROM audit_event",
+                      "TRUNCATE audit_event"):
+        with psycopg.connect(url) as conn, pytest.raises(
+            psycopg.errors.InsufficientPrivilege, match="audit_event is append-only"
+        ):
+            conn.execute(statement)  # type: ignore[arg-type]
+
+
+def test_tampering_is_reported_at_the_first_broken_link(env) -> None:
+    for _ in range(4):
+        nlphub.enqueue("nlphub.inventory", {})
+    with Session(get_engine()) as session:
+        report = verify_chain(session)
+        assert report.ok and report.checked == 4
+        seqs = [r[0] for r in session.execute(text("SELECT seq FROM audit_event ORDER BY seq"))]
+    with psycopg.connect(env["database_url"], autocommit=True) as conn:
+        conn.execute("ALTER TABLE audit_event DISABLE TRIGGER audit_event_no_change")
+        conn.execute("UPDATE audit_event SET actor = 'mallory' WHERE seq = %s", (seqs[2],))
+        conn.execute("ALTER TABLE audit_event ENABLE TRIGGER audit_event_no_change")
+    with Session(get_engine()) as session:
+        report = verify_chain(session)
+    assert not report.ok
+    assert report.broken_at == seqs[2]
+    assert report.checked == 2
+    assert "content does not match" in (report.reason or "")
+
+
+def test_unmigrated_database_is_refused_with_a_clear_message(servers, monkeypatch) -> None:
+    from schemas.db import DatabaseNotMigrated, dispose_engines, require_migrated
+    from workers.settings import get_settings
+
+    name = f"empty_{uuid.uuid4().hex[:8]}"
+    url = servers["pg"].create_database(name)
+    monkeypatch.setenv("DATABASE_URL", url)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(DatabaseNotMigrated, match=r"empty database .* run `nlphub db upgrade`"):
+            require_migrated()
+    finally:
+        dispose_engines()
+        get_settings.cache_clear()
+        servers["pg"].drop_database(name)
+
+
+def _payload(job: Any) -> dict[str, Any]:
+    return dict(job.payload)

@@ -1,0 +1,401 @@
+"""The `nlphub` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from workers.settings import Settings, SettingsError, get_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(help="nlphub: workers that keep NLP resources in order.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
+audit_app = typer.Typer(help="The append-only audit log.", invoke_without_command=True)
+app.add_typer(db_app, name="db")
+app.add_typer(audit_app, name="audit")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _setup_logging(settings: Settings | None = None) -> None:
+    level = settings.log_level if settings else "INFO"
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def clear_errors(fn: F) -> F:
+    """Expected failures print one clear line and exit 2 (no traceback)."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from nlphub.errors import NlphubError
+        from schemas.db import DatabaseNotMigrated
+        from schemas.payloads import PayloadError
+
+        try:
+            return fn(*args, **kwargs)
+        except (SettingsError, DatabaseNotMigrated, PayloadError, NlphubError) as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings() -> Settings:
+    return get_settings()
+
+
+def _ready_db() -> None:
+    """Settings valid, database reachable and migrated — or one clear line."""
+    from schemas.db import get_engine, require_migrated
+
+    _settings().require_database_url()
+    require_migrated(get_engine())
+
+
+# -- running the stack ---------------------------------------------------------------------------
+
+
+@app.command()
+@clear_errors
+def up(
+    beat: bool = typer.Option(True, help="Start celery beat."),
+    flower: bool = typer.Option(True, help="Start Flower (127.0.0.1, basic auth)."),
+) -> None:
+    """Start everything: embedded Postgres + Redis (unless URLs are set), migrations, a worker per
+    queue, beat and Flower. Ctrl-C / SIGTERM stops it all; data is kept."""
+    from workers.stack import run_stack
+
+    settings = _settings()
+    _setup_logging(settings)
+    raise typer.Exit(
+        run_stack(settings, lambda m: console.print(m, highlight=False), beat=beat, flower=flower)
+    )
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@clear_errors
+def worker(
+    ctx: typer.Context,
+    queues: str = typer.Option("downloads,embeddings,default", "-Q", "--queues"),
+    concurrency: int | None = typer.Option(None, "-c", "--concurrency"),
+) -> None:
+    """Run a Celery worker (extra options go to `celery worker`)."""
+    settings = _settings()
+    settings.require_redis_url()
+    _ready_db()
+    from workers.app import app as celery_app
+
+    argv = ["worker", "-Q", queues, "-E", "-l", settings.log_level]
+    argv += ["-c", str(concurrency or settings.worker_concurrency), *ctx.args]
+    celery_app.worker_main(argv)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@clear_errors
+def beat(ctx: typer.Context) -> None:
+    """Run celery beat with nlphub's schedule (extra options go to `celery beat`)."""
+    settings = _settings()
+    settings.require_redis_url()
+    _ready_db()
+    from workers.app import app as celery_app
+
+    schedule = settings.home / "run" / "celerybeat-schedule"
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    celery_app.start(["celery", "beat", "-s", str(schedule), "-l", settings.log_level, *ctx.args])
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@clear_errors
+def flower(ctx: typer.Context) -> None:
+    """Run Flower bound to NLPHUB_FLOWER_ADDRESS with basic auth (credentials via environment)."""
+    import os
+
+    from workers.stack import flower_env
+
+    settings = _settings()
+    settings.require_redis_url()
+    os.environ.update(flower_env(settings, {}))
+    from workers.app import app as celery_app
+
+    celery_app.start(["celery", "flower", *ctx.args])
+
+
+# -- looking at it -------------------------------------------------------------------------------
+
+
+@app.command()
+@clear_errors
+def status() -> None:
+    """Database revision, workers answering, queue lengths, jobs and resources by state."""
+    from sqlalchemy import func
+    from sqlmodel import Session, select
+
+    from nlphub.resources import resource_totals
+    from schemas.db import current_revision, get_engine, head_revision
+    from schemas.models import Job
+    from workers.app import Queue
+    from workers.app import app as celery_app
+
+    settings = _settings()
+    engine = get_engine()
+    rev = current_revision(engine)
+    console.print(f"database: revision {rev} (code needs {head_revision()})")
+    with Session(engine) as session:
+        jobs = dict(session.exec(select(Job.state, func.count()).group_by(Job.state)).all())
+        console.print(f"jobs: {json.dumps({str(k): v for k, v in jobs.items()}) or '{}'}")
+        console.print(f"resources: {json.dumps(resource_totals(session))}")
+    settings.require_redis_url()
+    with celery_app.connection_for_write() as conn:
+        client = conn.default_channel.client
+        lengths = {q.value: client.llen(q.value) for q in Queue}
+    console.print(f"queues: {json.dumps(lengths)}")
+    replies = celery_app.control.inspect(timeout=1.0).ping() or {}
+    console.print(f"workers answering: {', '.join(sorted(replies)) or 'none'}")
+
+
+@app.command()
+@clear_errors
+def jobs(
+    state: str | None = typer.Option(None, help="Only jobs in this state."),
+    limit: int = typer.Option(20, min=1, max=1000),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Recent jobs with state and progress."""
+    from sqlmodel import Session, col, select
+
+    from schemas.db import get_engine
+    from schemas.models import Job
+
+    _ready_db()
+    with Session(get_engine()) as session:
+        query = select(Job).order_by(col(Job.created_at).desc()).limit(limit)
+        if state:
+            query = query.where(Job.state == state)
+        rows = session.exec(query).all()
+    if as_json:
+        console.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
+        return
+    table = Table("id", "task", "state", "progress", "by", "created", "error")
+    for r in rows:
+        table.add_row(
+            str(r.id)[:8],
+            r.task,
+            r.state.value,
+            f"{r.progress:.0%} {r.progress_message or ''}",
+            r.requested_by,
+            r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            (r.error or "")[:60],
+        )
+    console.print(table)
+
+
+def _wait(job_id: uuid.UUID, timeout: float) -> int:
+    """Follow a job with a progress bar until it ends; exit code 0 only for success."""
+    from sqlmodel import Session
+
+    from schemas.db import get_engine
+    from schemas.models import Job
+    from schemas.states import JOB_TERMINAL, JobState
+
+    deadline = time.monotonic() + timeout
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        tid = bar.add_task(f"job {str(job_id)[:8]}", total=1.0)
+        while time.monotonic() < deadline:
+            with Session(get_engine()) as session:
+                job = session.get(Job, job_id)
+            if job is not None:
+                bar.update(
+                    tid,
+                    completed=job.progress,
+                    description=f"{job.task} {job.state.value} {job.progress_message or ''}",
+                )
+                if job.state in JOB_TERMINAL:
+                    break
+            time.sleep(0.3)
+        else:
+            err.print(f"job {job_id} still running after {timeout:.0f}s")
+            return 3
+    if job.state == JobState.SUCCEEDED:
+        console.print_json(json.dumps(job.result or {}))
+        return 0
+    err.print(f"[red]job {job.state.value}:[/red] {job.error}")
+    return 1
+
+
+def _enqueue_and_maybe_wait(task: str, payload: dict[str, Any], wait: bool, timeout: float) -> None:
+    import nlphub
+
+    _ready_db()
+    job_id = nlphub.enqueue(task, payload, requested_by=payload.pop("requested_by", "cli"))
+    console.print(f"job {job_id} queued ({task})")
+    if wait:
+        raise typer.Exit(_wait(job_id, timeout))
+
+
+@app.command()
+@clear_errors
+def enqueue(
+    task: str,
+    payload: str = typer.Option("{}", help="JSON object with the task's payload."),
+    wait: bool = typer.Option(False, help="Follow the job until it ends."),
+    timeout: float = typer.Option(3600.0),
+) -> None:
+    """Enqueue any nlphub task by name (see `nlphub tasks`)."""
+    try:
+        data = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"--payload is not valid JSON: {exc}") from None
+    _enqueue_and_maybe_wait(task, data, wait, timeout)
+
+
+@app.command()
+@clear_errors
+def inventory(
+    wait: bool = typer.Option(True), verify: bool = typer.Option(True, help="Verify checksums.")
+) -> None:
+    """Reconcile installed resources with NLPHUB_HOME and report disk usage."""
+    _enqueue_and_maybe_wait("nlphub.inventory", {"verify_checksums": verify}, wait, 3600)
+
+
+@app.command()
+@clear_errors
+def delete(
+    name: str,
+    language: str = typer.Option("en", "--language", "-l"),
+    version: str | None = typer.Option(None),
+    force: bool = typer.Option(False, help="Delete even if an installed model depends on it."),
+    wait: bool = typer.Option(True),
+) -> None:
+    """Delete a resource's files and mark it deleted (audited)."""
+    payload = {"name": name, "language": language, "version": version, "force": force}
+    _enqueue_and_maybe_wait("nlphub.delete", payload, wait, 600)
+
+
+@app.command()
+@clear_errors
+def tasks(schema: bool = typer.Option(False, help="Print every payload's JSON schema.")) -> None:
+    """The task contract: names, queues and payload fields."""
+    from schemas.payloads import TASKS, json_schemas
+
+    if schema:
+        console.print_json(json.dumps(json_schemas()))
+        return
+    table = Table("task", "queue", "safe to redeliver", "payload fields")
+    for name, spec in TASKS.items():
+        table.add_row(
+            name,
+            spec.queue,
+            "yes" if spec.idempotent else "no",
+            ", ".join(spec.payload.model_fields),
+        )
+    console.print(table)
+
+
+# -- audit ---------------------------------------------------------------------------------------
+
+
+@audit_app.callback()
+@clear_errors
+def audit_list(
+    ctx: typer.Context,
+    limit: int = typer.Option(30, min=1, max=10000),
+    action: str | None = typer.Option(None),
+) -> None:
+    """Show the latest audit events."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from sqlmodel import Session, col, select
+
+    from schemas.db import get_engine
+    from schemas.models import AuditEvent
+
+    _ready_db()
+    with Session(get_engine()) as session:
+        query = select(AuditEvent).order_by(col(AuditEvent.seq).desc()).limit(limit)
+        if action:
+            query = query.where(AuditEvent.action == action)
+        rows = session.exec(query).all()
+    table = Table("seq", "at", "actor", "action", "target", "details")
+    for ev in reversed(rows):
+        table.add_row(
+            str(ev.seq),
+            ev.at.strftime("%Y-%m-%d %H:%M:%S"),
+            ev.actor,
+            ev.action,
+            ev.target or "",
+            json.dumps(ev.details)[:80],
+        )
+    console.print(table)
+
+
+@audit_app.command("verify")
+@clear_errors
+def audit_verify() -> None:
+    """Check the hash chain; report the first broken link (exit 1)."""
+    from sqlmodel import Session
+
+    from nlphub.audit import verify_chain
+    from schemas.db import get_engine
+
+    _ready_db()
+    with Session(get_engine()) as session:
+        report = verify_chain(session)
+    if report.ok:
+        console.print(f"audit chain OK: {report.checked} events verified")
+        return
+    err.print(
+        f"audit chain BROKEN at event {report.broken_at}: {report.reason} "
+        f"({report.checked} events before it verified)"
+    )
+    raise typer.Exit(1)
+
+
+# -- database ------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+@clear_errors
+def db_upgrade() -> None:
+    """Migrate the database to the revision this code needs."""
+    from schemas.db import upgrade
+
+    _setup_logging()
+    url = _settings().require_database_url()
+    console.print(f"database at revision {upgrade(url)}")
+
+
+@db_app.command("current")
+@clear_errors
+def db_current() -> None:
+    """Show the database's revision and the one this code needs."""
+    from schemas.db import current_revision, head_revision
+
+    console.print(f"current: {current_revision()}  head: {head_revision()}")
+
+
+def main() -> None:
+    try:
+        app()
+    except SettingsError as exc:  # raised while typer parses (e.g. settings read eagerly)
+        err.print(f"error: {exc}")
+        sys.exit(2)

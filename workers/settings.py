@@ -1,0 +1,225 @@
+"""nlphub settings: environment variables and `.env`, validated once at start-up.
+
+Every setting has an environment variable; a missing or malformed one fails with one line that
+names it (`SettingsError`). Secrets are `SecretStr`, so they never show up in a repr or a log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: Where `nlphub up` records the URLs of the embedded servers it started, relative to NLPHUB_HOME.
+RUNTIME_FILE = "run/embedded.json"
+
+#: The NLP libraries whose installed versions decide compatibility (setting → PyPI distribution).
+LIBRARY_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
+    "spark-nlp": ("spark-nlp",),
+    "healthcare-nlp": ("spark-nlp-jsl",),
+    "visual-nlp": ("spark-ocr",),
+    "finance-nlp": ("spark-nlp-jsl",),
+    "legal-nlp": ("spark-nlp-jsl",),
+    "spark": ("pyspark",),
+}
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or malformed; the message is one line naming it."""
+
+
+def _installed_version(distributions: tuple[str, ...]) -> str | None:
+    for dist in distributions:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "nlphub"
+
+
+class Settings(BaseSettings):
+    """All of nlphub's configuration. See README's configuration table."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+    home: Path = Field(default_factory=_default_home, validation_alias="NLPHUB_HOME")
+    hub_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["https://s3.amazonaws.com/auxdata.johnsnowlabs.com/public/models"],
+        validation_alias="NLPHUB_HUB_URLS",
+    )
+    licensed_hub_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="NLPHUB_LICENSED_HUB_URLS"
+    )
+    license_file: Path | None = Field(default=None, validation_alias="NLPHUB_LICENSE_FILE")
+    library_versions: Annotated[dict[str, str | None], NoDecode] = Field(
+        default_factory=dict, validation_alias="NLPHUB_LIBRARY_VERSIONS"
+    )
+    flower_user: str = Field(default="admin", validation_alias="NLPHUB_FLOWER_USER")
+    flower_password: SecretStr | None = Field(
+        default=None, validation_alias="NLPHUB_FLOWER_PASSWORD"
+    )
+    flower_address: str = Field(default="127.0.0.1", validation_alias="NLPHUB_FLOWER_ADDRESS")
+    flower_port: int = Field(default=5555, ge=1, le=65535, validation_alias="NLPHUB_FLOWER_PORT")
+    visibility_timeout: int = Field(
+        default=6 * 3600, ge=10, validation_alias="NLPHUB_VISIBILITY_TIMEOUT"
+    )
+    task_time_limit: int | None = Field(
+        default=None, ge=5, validation_alias="NLPHUB_TASK_TIME_LIMIT"
+    )
+    outbox_grace_seconds: int = Field(default=30, ge=1, validation_alias="NLPHUB_OUTBOX_GRACE")
+    outbox_republish_after: int = Field(
+        default=900, ge=10, validation_alias="NLPHUB_OUTBOX_REPUBLISH_AFTER"
+    )
+    worker_concurrency: int = Field(default=2, ge=1, le=64, validation_alias="NLPHUB_CONCURRENCY")
+    log_level: str = Field(default="INFO", validation_alias="NLPHUB_LOG_LEVEL")
+
+    @field_validator("hub_urls", "licensed_hub_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.replace(",", " ").split() if part.strip()]
+        return value
+
+    @field_validator("hub_urls", "licensed_hub_urls")
+    @classmethod
+    def _check_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://", "file://")):
+                raise ValueError(f"{url!r} is not an http(s):// or file:// URL")
+        return [url.rstrip("/") for url in value]
+
+    @field_validator("library_versions", mode="before")
+    @classmethod
+    def _parse_versions(cls, value: Any) -> Any:
+        # "spark-nlp=5.4.1,healthcare-nlp=5.4.0" or a JSON object
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                return json.loads(text)
+            pairs = {}
+            for item in filter(None, (p.strip() for p in text.split(","))):
+                lib, sep, version = item.partition("=")
+                if not sep or not lib.strip():
+                    raise ValueError(f"{item!r} is not LIBRARY=VERSION")
+                pairs[lib.strip()] = version.strip() or None
+            return pairs
+        return value
+
+    @field_validator("library_versions")
+    @classmethod
+    def _check_libraries(cls, value: dict[str, str | None]) -> dict[str, str | None]:
+        unknown = sorted(set(value) - set(LIBRARY_DISTRIBUTIONS))
+        if unknown:
+            raise ValueError(
+                f"unknown library {unknown[0]!r} (known: {', '.join(LIBRARY_DISTRIBUTIONS)})"
+            )
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_db_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgresql+psycopg://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "redis+socket://")):
+            raise ValueError("must be a redis://, rediss:// or redis+socket:// URL")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    # -- derived values ------------------------------------------------------------------------
+
+    @property
+    def resources_dir(self) -> Path:
+        return self.home / "resources"
+
+    @property
+    def effective_time_limit(self) -> int:
+        """Hard time limit of any task: always shorter than the visibility timeout."""
+        limit = self.task_time_limit or self.visibility_timeout - max(
+            5, self.visibility_timeout // 10
+        )
+        return min(limit, self.visibility_timeout - 5)
+
+    def library_version(self, library: str) -> str | None:
+        """Installed version of an NLP library: the setting wins, else the installed package."""
+        if library in self.library_versions:
+            return self.library_versions[library]
+        return _installed_version(LIBRARY_DISTRIBUTIONS.get(library, (library,)))
+
+    def runtime_urls(self) -> dict[str, str]:
+        """URLs of embedded servers started by a running `nlphub up`, if any."""
+        path = self.home / RUNTIME_FILE
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(v, str)}
+
+    def require_database_url(self) -> str:
+        url = self.database_url or self.runtime_urls().get("database_url")
+        if not url:
+            raise SettingsError(
+                "DATABASE_URL is not set (and no `nlphub up` is running under "
+                f"NLPHUB_HOME={self.home}): set it, or start the stack with `nlphub up`"
+            )
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        return url
+
+    def require_redis_url(self) -> str:
+        url = self.redis_url or self.runtime_urls().get("redis_url")
+        if not url:
+            raise SettingsError(
+                "REDIS_URL is not set (and no `nlphub up` is running under "
+                f"NLPHUB_HOME={self.home}): set it, or start the stack with `nlphub up`"
+            )
+        return url
+
+
+def _first_error_line(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = str(err["loc"][0]) if err.get("loc") else "settings"
+    env = Settings.model_fields[loc].validation_alias if loc in Settings.model_fields else loc
+    message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"setting {env} is invalid: {message}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings; raise `SettingsError` with one line naming a bad setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_first_error_line(exc)) from None
+    except (ValueError, json.JSONDecodeError) as exc:  # e.g. pydantic-settings decode errors
+        raise SettingsError(f"settings are invalid: {exc}".splitlines()[0]) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests call `get_settings.cache_clear()`)."""
+    return load_settings()

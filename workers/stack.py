@@ -1,0 +1,247 @@
+"""`nlphub up`: embedded servers (when no URLs are set), migrations, workers, beat and Flower,
+supervised as child processes and stopped cleanly on Ctrl-C / SIGTERM."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workers.embedded import EmbeddedPostgres, EmbeddedRedis
+from workers.settings import RUNTIME_FILE, Settings
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_SECONDS = 30.0
+MAX_RESTARTS = 5
+RESTART_WINDOW = 120.0
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Children get SIGTERM if `nlphub up` itself is killed: no orphan processes."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    os.setsid()
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, env=self.env, preexec_fn=_die_with_parent)
+        log.info("started %s (pid %s)", self.name, self.proc.pid)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def celery_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "workers.app", *args]
+
+
+def worker_children(settings: Settings, env: dict[str, str], run_dir: Path) -> list[Child]:
+    from workers.app import LONG_QUEUES, Queue
+
+    children = []
+    for queue in Queue:
+        concurrency = 1 if queue in LONG_QUEUES else settings.worker_concurrency
+        children.append(
+            Child(
+                f"worker-{queue.value}",
+                celery_argv(
+                    "worker",
+                    "-Q",
+                    queue.value,
+                    "-c",
+                    str(concurrency),
+                    "-n",
+                    f"{queue.value}@%h",
+                    "-l",
+                    settings.log_level,
+                    "-E",
+                ),
+                env,
+            )
+        )
+    return children
+
+
+def flower_password_file(settings: Settings) -> Path:
+    return settings.home / "run" / "flower-password"
+
+
+def flower_env(settings: Settings, env: dict[str, str]) -> dict[str, str]:
+    """Flower's settings go through its environment, never its command line (`ps` shows it)."""
+    password = settings.flower_password.get_secret_value() if settings.flower_password else None
+    if password is None:
+        path = flower_password_file(settings)
+        if path.exists():
+            password = path.read_text().strip()
+        else:
+            password = secrets.token_urlsafe(18)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(password + "\n")
+    return {
+        **env,
+        "FLOWER_BASIC_AUTH": f"{settings.flower_user}:{password}",
+        "FLOWER_ADDRESS": settings.flower_address,
+        "FLOWER_PORT": str(settings.flower_port),
+        "FLOWER_PERSISTENT": "False",
+    }
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    say: Callable[[str], None]
+    with_beat: bool = True
+    with_flower: bool = True
+    children: list[Child] = field(default_factory=list)
+    pg: EmbeddedPostgres | None = None
+    redis: EmbeddedRedis | None = None
+    stopping: bool = False
+
+    @property
+    def runtime_file(self) -> Path:
+        return self.settings.home / RUNTIME_FILE
+
+    def start_servers(self) -> tuple[str, str]:
+        home = self.settings.home
+        home.mkdir(parents=True, exist_ok=True)
+        db_url = self.settings.database_url
+        redis_url = self.settings.redis_url
+        if db_url is None:
+            self.pg = EmbeddedPostgres(home / "postgres")
+            db_url = self.pg.start()
+            self.say(f"Postgres (embedded, pgvector): data in {home / 'postgres'}")
+        else:
+            self.say("Postgres: DATABASE_URL")
+        if redis_url is None:
+            self.redis = EmbeddedRedis(home / "redis")
+            redis_url = self.redis.start()
+            self.say(f"Redis (embedded): {redis_url}, data in {home / 'redis'}")
+        else:
+            self.say("Redis: REDIS_URL")
+        self.runtime_file.parent.mkdir(parents=True, exist_ok=True)
+        self.runtime_file.touch(mode=0o600)
+        self.runtime_file.write_text(
+            json.dumps({"database_url": db_url, "redis_url": redis_url, "pid": os.getpid()})
+        )
+        return db_url, redis_url
+
+    def start(self) -> None:
+        from schemas.db import upgrade
+
+        db_url, redis_url = self.start_servers()
+        revision = upgrade(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
+        self.say(f"Database migrated to revision {revision}")
+        env = {
+            **os.environ,
+            "DATABASE_URL": db_url,
+            "REDIS_URL": redis_url,
+            "NLPHUB_HOME": str(self.settings.home),
+        }
+        run_dir = self.settings.home / "run"
+        self.children = worker_children(self.settings, env, run_dir)
+        if self.with_beat:
+            self.children.append(
+                Child(
+                    "beat",
+                    celery_argv(
+                        "beat",
+                        "-s",
+                        str(run_dir / "celerybeat-schedule"),
+                        "-l",
+                        self.settings.log_level,
+                    ),
+                    env,
+                )
+            )
+        if self.with_flower:
+            self.children.append(
+                Child("flower", celery_argv("flower"), flower_env(self.settings, env))
+            )
+        for child in self.children:
+            child.start()
+        if self.with_flower:
+            self.say(
+                f"Flower: http://{self.settings.flower_address}:{self.settings.flower_port} "
+                f"(user {self.settings.flower_user}; password in NLPHUB_FLOWER_PASSWORD or "
+                f"{flower_password_file(self.settings)})"
+            )
+        self.say(f"Resources: {self.settings.resources_dir}")
+        self.say("Press Ctrl-C to stop everything (data is kept for the next `nlphub up`).")
+
+    def supervise(self, poll: float = 1.0) -> int:
+        """Restart crashed children (bounded); return when asked to stop."""
+        while not self.stopping:
+            for child in self.children:
+                if self.stopping or child.alive():
+                    continue
+                code = child.proc.returncode if child.proc else None
+                now = time.monotonic()
+                child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW]
+                if len(child.restarts) >= MAX_RESTARTS:
+                    self.say(f"{child.name} keeps exiting (last code {code}); stopping the stack")
+                    return 1
+                child.restarts.append(now)
+                self.say(f"{child.name} exited with code {code}; restarting it")
+                child.start()
+            time.sleep(poll)
+        return 0
+
+    def stop(self, *_: Any) -> None:
+        self.stopping = True
+
+    def shutdown(self) -> None:
+        for child in self.children:
+            if child.alive() and child.proc:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for child in self.children:
+            if child.proc is None:
+                continue
+            try:
+                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in time; killing it", child.name)
+                child.proc.kill()
+                child.proc.wait()
+        if self.redis:
+            self.redis.stop()
+        if self.pg:
+            self.pg.stop()
+        self.runtime_file.unlink(missing_ok=True)
+        self.say("Stopped.")
+
+
+def run_stack(
+    settings: Settings, say: Callable[[str], None], *, beat: bool = True, flower: bool = True
+) -> int:
+    stack = Stack(settings, say, with_beat=beat, with_flower=flower)
+    signal.signal(signal.SIGTERM, stack.stop)
+    signal.signal(signal.SIGINT, stack.stop)
+    try:
+        stack.start()
+        return stack.supervise()
+    finally:
+        stack.shutdown()
