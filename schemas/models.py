@@ -7,11 +7,37 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Identity, Index, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from schemas.states import JobState, ResourceState, check_job_transition, check_resource_transition
+
+
+class TextEnum(TypeDecorator[StrEnum]):
+    """A StrEnum stored as text: rows load as the enum, not as bare strings."""
+
+    impl = Text
+    cache_ok = True
+
+    def __init__(self, enum: type[StrEnum]) -> None:
+        super().__init__()
+        self.enum = enum
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: Any, dialect: Any) -> StrEnum | None:
+        return None if value is None else self.enum(value)
 
 
 def utcnow() -> datetime:
@@ -50,10 +76,10 @@ class ResourceBase(SQLModel):
     name: str = Field(max_length=255, index=True)
     language: str = Field(default="en", max_length=16)
     version: str = Field(default="", max_length=64)
-    kind: ResourceKind = Field(sa_type=Text)
-    embedding_type: EmbeddingType | None = Field(default=None, sa_type=Text)
+    kind: ResourceKind = Field(sa_type=TextEnum(ResourceKind))
+    embedding_type: EmbeddingType | None = Field(default=None, sa_type=TextEnum(EmbeddingType))
     edition: str = Field(default="Open Source", max_length=64)
-    source: ResourceSource = Field(default=ResourceSource.HUB, sa_type=Text)
+    source: ResourceSource = Field(default=ResourceSource.HUB, sa_type=TextEnum(ResourceSource))
     lib_version: str | None = Field(default=None, max_length=64)
     spark_version: str | None = Field(default=None, max_length=64)
     size_bytes: int | None = Field(default=None, sa_type=BigInteger)
@@ -68,7 +94,9 @@ class Resource(ResourceBase, table=True):
     __table_args__ = (UniqueConstraint("name", "language", "version", name="uq_resource_nlv"),)
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    state: ResourceState = Field(default=ResourceState.AVAILABLE, sa_type=Text, index=True)
+    state: ResourceState = Field(
+        default=ResourceState.AVAILABLE, sa_type=TextEnum(ResourceState), index=True
+    )
     bytes_on_disk: int | None = Field(default=None, sa_type=BigInteger)
     checksum: str | None = Field(default=None, max_length=128)
     install_path: str | None = Field(default=None)
@@ -104,7 +132,7 @@ class Job(SQLModel, table=True):
     task: str = Field(max_length=128, index=True)
     queue: str = Field(max_length=64)
     payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
-    state: JobState = Field(default=JobState.QUEUED, sa_type=Text)
+    state: JobState = Field(default=JobState.QUEUED, sa_type=TextEnum(JobState))
     progress: float = Field(default=0.0)
     progress_message: str | None = Field(default=None, sa_type=Text)
     attempts: int = Field(default=0)

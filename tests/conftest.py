@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,8 +16,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
-             what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -28,11 +34,12 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def servers() -> Iterator[dict[str, Any]]:
     from schemas.db import dispose_engines, upgrade
     from workers.embedded import EmbeddedPostgres, EmbeddedRedis
 
-    base = tmp_path_factory.mktemp("servers")
+    # Not under pytest's basetemp: another pytest run on this machine prunes old basetemps.
+    base = Path(tempfile.mkdtemp(prefix="nlphub-test-servers-"))
     pg = EmbeddedPostgres(base / "pg")
     pg.start()
     redis = EmbeddedRedis(base / "redis")
@@ -46,11 +53,13 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     dispose_engines()
     redis.stop()
     pg.stop()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
-def env(servers: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-        ) -> Iterator[dict[str, Any]]:
+def env(
+    servers: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, Any]]:
     """A fresh migrated database (cloned from the template), empty Redis, own NLPHUB_HOME."""
     import redis as redis_lib
 
@@ -70,8 +79,7 @@ def env(servers: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     get_settings.cache_clear()
     dispose_engines()
     configure(get_settings())
-    yield {"database_url": db_url, "redis_url": servers["redis_url"], "home": home,
-           "db_name": name}
+    yield {"database_url": db_url, "redis_url": servers["redis_url"], "home": home, "db_name": name}
     dispose_engines()
     get_settings.cache_clear()
     servers["pg"].drop_database(name)

@@ -25,9 +25,15 @@ def worker(env: dict[str, Any]) -> Iterator[Any]:
 
     from workers.app import app
 
-    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
-                      loglevel="WARNING", shutdown_timeout=30.0,
-                      queues=["downloads", "embeddings", "default"]) as w:
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=2,
+        perform_ping_check=False,
+        loglevel="WARNING",
+        shutdown_timeout=30.0,
+        queues=["downloads", "embeddings", "default"],
+    ) as w:
         yield w
 
 
@@ -81,11 +87,17 @@ def spawn(env: dict[str, Any]) -> Iterator[Callable[..., subprocess.Popen[bytes]
     at teardown."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(argv: list[str], extra_env: dict[str, str] | None = None,
-              log: Path | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        argv: list[str], extra_env: dict[str, str] | None = None, log: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         out = log.open("wb") if log else subprocess.DEVNULL
-        proc = subprocess.Popen(argv, env={**os.environ, **(extra_env or {})}, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            env={**os.environ, **(extra_env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         procs.append(proc)
         return proc
 

@@ -56,8 +56,9 @@ def test_bad_payload_from_another_app_fails_the_job_and_worker_stays_healthy(
     from workers.app import app
 
     bad_id = uuid.uuid4()
-    app.send_task("nlphub.delete", kwargs={"language": "en", "force": "sometimes"},
-                  task_id=str(bad_id))
+    app.send_task(
+        "nlphub.delete", kwargs={"language": "en", "force": "sometimes"}, task_id=str(bad_id)
+    )
     job = wait_job(bad_id)
     assert job.state == JobState.FAILED
     assert "force: Input should be a valid boolean" in job.error
@@ -82,8 +83,7 @@ def test_enqueue_in_callers_transaction_publishes_only_after_commit(worker, wait
         assert session.get(Job, rolled_back) is None
 
 
-def test_reconciler_republishes_a_job_the_broker_never_got(worker, wait_job, audit_actions
-                                                           ) -> None:
+def test_reconciler_republishes_a_job_the_broker_never_got(worker, wait_job, audit_actions) -> None:
     from nlphub.jobs import reconcile_outbox
 
     job_id = uuid.uuid4()
@@ -92,7 +92,7 @@ def test_reconciler_republishes_a_job_the_broker_never_got(worker, wait_job, aud
             text(
                 "INSERT INTO job (id, task, queue, payload, state, progress, attempts, "
                 "requested_by, created_at, updated_at) VALUES (:id, 'nlphub.inventory', "
-                "'default', '{\"requested_by\": \"app\", \"verify_checksums\": false}', "
+                '\'default\', \'{"requested_by": "app", "verify_checksums": false}\', '
                 "'queued', 0, 0, 'app', now() - interval '5 minutes', now())"
             ),
             {"id": job_id},
@@ -107,8 +107,7 @@ def test_reconciler_republishes_a_job_the_broker_never_got(worker, wait_job, aud
     assert audit_actions(job_id).count("job.republished") == 1
 
 
-def test_a_finished_job_delivered_again_is_not_run_twice(worker, wait_job, audit_actions
-                                                         ) -> None:
+def test_a_finished_job_delivered_again_is_not_run_twice(worker, wait_job, audit_actions) -> None:
     from workers.app import app
 
     job_id = nlphub.enqueue("nlphub.inventory", {})
@@ -123,12 +122,16 @@ def test_a_finished_job_delivered_again_is_not_run_twice(worker, wait_job, audit
 def test_audit_log_refuses_update_delete_and_truncate(env) -> None:
     nlphub.enqueue("nlphub.inventory", {})  # writes one audit event (no worker needed)
     url = env["database_url"]
-    for statement in ("UPDATE audit_event SET actor = 'mallory'", "DELETE FROM audit_event",
-                      "TRUNCATE audit_event"):
-        with psycopg.connect(url) as conn, pytest.raises(
-            psycopg.errors.InsufficientPrivilege, match="audit_event is append-only"
+    for statement in (
+        "UPDATE audit_event SET actor = 'mallory'",
+        "DELETE FROM audit_event",
+        "TRUNCATE audit_event",
+    ):
+        with (
+            psycopg.connect(url) as conn,
+            pytest.raises(psycopg.errors.InsufficientPrivilege, match="audit_event is append-only"),
         ):
-            conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(statement)
 
 
 def test_tampering_is_reported_at_the_first_broken_link(env) -> None:

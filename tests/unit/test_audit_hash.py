@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from nlphub.audit import GENESIS, canonical, event_hash
+from nlphub.redact import REDACTED, redact
+
+AT = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+
+def _hash(prev: str = GENESIS, **over: object) -> str:
+    fields: dict = {
+        "seq": 1,
+        "at": AT,
+        "actor": "alice",
+        "action": "job.started",
+        "target": "nlphub.inventory",
+        "job_id": uuid.UUID(int=7),
+        "details": {"a": 1, "b": [1, 2]},
+    }
+    fields.update(over)
+    return event_hash(prev, **fields)
+
+
+def test_hash_is_deterministic_and_key_order_free() -> None:
+    assert _hash() == _hash(details={"b": [1, 2], "a": 1})
+    assert len(_hash()) == 64
+
+
+def test_any_field_change_changes_the_hash() -> None:
+    base = _hash()
+    assert _hash(actor="mallory") != base
+    assert _hash(details={"a": 2, "b": [1, 2]}) != base
+    assert _hash(seq=2) != base
+    assert _hash(at=AT.replace(microsecond=0)) != base
+    assert _hash(prev="1" * 64) != base
+
+
+def test_canonical_json_is_compact_and_sorted() -> None:
+    assert canonical({"b": 1, "a": "é"}) == '{"a":"é","b":1}'
+
+
+def test_secrets_are_redacted_recursively() -> None:
+    data = {
+        "api_key": "sk-123",
+        "nested": {"password": "p", "license_key_ref": "LIC"},
+        "url": "redis://:hunter2@redis:6379/0",
+        "tokens": 3,
+        "items": [{"token": "t"}],
+    }
+    clean = redact(data)
+    assert clean["api_key"] == REDACTED
+    assert clean["nested"]["password"] == REDACTED
+    assert clean["nested"]["license_key_ref"] == "LIC"  # a reference, not the secret
+    assert "hunter2" not in clean["url"]
+    assert clean["items"][0]["token"] == REDACTED

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import pytest
+
+from schemas.payloads import TASKS
+from workers.app import LONG_QUEUES, Queue, build_config
+from workers.settings import load_settings
+
+
+@pytest.fixture
+def config(monkeypatch: pytest.MonkeyPatch) -> dict:
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("NLPHUB_VISIBILITY_TIMEOUT", "7200")
+    return build_config(load_settings())
+
+
+def test_visibility_timeout_agrees_everywhere_and_outlasts_tasks(config: dict) -> None:
+    assert config["broker_transport_options"]["visibility_timeout"] == 7200
+    assert config["result_backend_transport_options"]["visibility_timeout"] == 7200
+    assert config["visibility_timeout"] == 7200
+    assert config["task_time_limit"] < 7200
+    assert config["task_soft_time_limit"] < config["task_time_limit"]
+
+
+def test_json_only(config: dict) -> None:
+    assert config["task_serializer"] == config["result_serializer"] == "json"
+    assert config["accept_content"] == ["json"]
+
+
+def test_every_task_routes_to_a_declared_queue(config: dict) -> None:
+    names = {q.name for q in config["task_queues"]}
+    assert names == {q.value for q in Queue}
+    for task, spec in TASKS.items():
+        assert config["task_routes"][task]["queue"] == spec.queue in names
+
+
+def test_reliability_flags(config: dict) -> None:
+    assert config["task_acks_late"] and config["task_reject_on_worker_lost"]
+    assert config["worker_prefetch_multiplier"] == 1
+    assert {Queue.DOWNLOADS, Queue.EMBEDDINGS} == LONG_QUEUES
+
+
+def test_registered_tasks_are_the_contract() -> None:
+    from workers.app import app
+
+    registered = {name for name in app.tasks if name.startswith("nlphub.")}
+    assert registered == set(TASKS)
+    for name in TASKS:
+        assert app.tasks[name].acks_late is TASKS[name].idempotent
+        assert app.tasks[name].__doc__ and "twice" in app.tasks[name].__doc__
