@@ -114,7 +114,7 @@ def beat(ctx: typer.Context) -> None:
 
     schedule = settings.home / "run" / "celerybeat-schedule"
     schedule.parent.mkdir(parents=True, exist_ok=True)
-    celery_app.start(["celery", "beat", "-s", str(schedule), "-l", settings.log_level, *ctx.args])
+    celery_app.start(["beat", "-s", str(schedule), "-l", settings.log_level, *ctx.args])
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -130,7 +130,7 @@ def flower(ctx: typer.Context) -> None:
     os.environ.update(flower_env(settings, {}))
     from workers.app import app as celery_app
 
-    celery_app.start(["celery", "flower", *ctx.args])
+    celery_app.start(["flower", *ctx.args])
 
 
 # -- looking at it -------------------------------------------------------------------------------

@@ -1,0 +1,176 @@
+"""Real processes: a prefork worker killed mid-task, Flower's REST API, and `nlphub up`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlmodel import Session
+
+import nlphub
+from schemas.db import get_engine
+from schemas.models import Resource, ResourceKind, ResourceSource
+from schemas.states import JobState, ResourceState
+from tests.conftest import wait_for
+from tests.integration.conftest import celery_cmd
+from workers.embedded import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+NLPHUB = str(Path(sys.executable).with_name("nlphub"))
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for child in _children(pid):
+        found.append(child)
+        found.extend(_descendants(child))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _big_resource(home: Path, gigabytes: int = 3) -> Resource:
+    path = home / "resources" / "embeddings" / "big_en_1.0"
+    (path / "storage").mkdir(parents=True)
+    with (path / "storage" / "blob").open("wb") as fh:
+        fh.truncate(gigabytes << 30)  # sparse: hashing it takes seconds, the disk nothing
+    res = Resource(name="big", version="1.0", kind=ResourceKind.EMBEDDINGS,
+                   source=ResourceSource.UPLOAD, state=ResourceState.INSTALLED,
+                   install_path=str(path))
+    with Session(get_engine(), expire_on_commit=False) as session:
+        session.add(res)
+        session.commit()
+    return res
+
+
+def test_worker_child_killed_mid_task_is_redelivered_and_completes_once(
+    env, spawn, job_state, wait_job, audit_actions, tmp_path
+) -> None:
+    _big_resource(env["home"])
+    worker = spawn(celery_cmd("worker", "-Q", "default", "-c", "1", "-P", "prefork",
+                              "-n", f"kill-{uuid.uuid4().hex[:6]}@%h", "-l", "INFO"),
+                   log=tmp_path / "worker.log")
+    wait_for(lambda: _children(worker.pid), 60, what="the worker's pool process")
+    job_id = nlphub.enqueue("nlphub.inventory", {"verify_checksums": True})
+    wait_for(lambda: (j := job_state(job_id)) is not None and j.state == JobState.STARTED,
+             60, interval=0.01, what="the job to start")
+    child = _children(worker.pid)[0]
+    os.kill(child, signal.SIGKILL)
+    job = wait_job(job_id, timeout=120)
+    log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert job.state == JobState.SUCCEEDED, f"{job.error}\n{log[-3000:]}"
+    assert job.attempts == 2
+    assert job.result["checked"] == 1
+    actions = audit_actions(job_id)
+    assert actions.count("job.started") == 2
+    assert actions.count("job.succeeded") == 1
+    assert "WorkerLostError" in log or "Process" in log
+
+
+def test_flower_rest_api_enqueues_for_non_python_apps_and_requires_auth(
+    env, worker, spawn, wait_job, audit_actions, tmp_path
+) -> None:
+    port = free_port()
+    password = f"pw-{uuid.uuid4().hex}"
+    spawn([NLPHUB, "flower"], {"NLPHUB_FLOWER_PORT": str(port),
+                               "NLPHUB_FLOWER_PASSWORD": password}, log=tmp_path / "flower.log")
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{base}/healthcheck", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, 60, interval=0.2, what="Flower to answer")
+    url = f"{base}/api/task/async-apply/nlphub.inventory"
+    body = {"kwargs": {"requested_by": "erp-system", "verify_checksums": False}}
+    assert httpx.post(url, json=body, timeout=10).status_code == 401
+    assert httpx.post(url, json=body, auth=("admin", "wrong"), timeout=10).status_code == 401
+    reply = httpx.post(url, json=body, auth=("admin", password), timeout=10)
+    assert reply.status_code == 200, reply.text
+    job_id = uuid.UUID(reply.json()["task-id"])
+    job = wait_job(job_id)
+    assert job.state == JobState.SUCCEEDED, job.error
+    assert job.requested_by == "erp-system"
+    assert audit_actions(job_id)[-1] == "job.succeeded"
+    # A bad payload through the same door: failed job naming the field.
+    bad = httpx.post(url, json={"kwargs": {"verify_checksums": "yes please"}},
+                     auth=("admin", password), timeout=10)
+    bad_job = wait_job(uuid.UUID(bad.json()["task-id"]))
+    assert bad_job.state == JobState.FAILED
+    assert "verify_checksums: Input should be a valid boolean" in bad_job.error
+    assert password not in (tmp_path / "flower.log").read_text(errors="replace")
+
+
+def test_nlphub_up_runs_everything_and_stops_cleanly(monkeypatch) -> None:
+    home = Path(tempfile.mkdtemp(prefix="nlphub-up-"))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update({"NLPHUB_HOME": str(home), "NLPHUB_FLOWER_PORT": str(port),
+                "NLPHUB_FLOWER_PASSWORD": "up-test-pw", "NLPHUB_LOG_LEVEL": "WARNING"})
+    log = home / "up.log"
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([NLPHUB, "up"], env=env, stdout=log.open("ab"),
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthcheck", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(proc: subprocess.Popen[bytes]) -> None:
+        family = _descendants(proc.pid)
+        assert len(family) >= 5, family  # three workers, beat, flower (and their pools)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=90) == 0
+        wait_for(lambda: not any(_alive(p) for p in family), 30, what="no orphan processes")
+        assert not (home / "run" / "embedded.json").exists()
+
+    proc = start()
+    try:
+        wait_for(healthy, 120, interval=0.3, what="`nlphub up` to be ready")
+        out = subprocess.run([NLPHUB, "inventory", "--wait"], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr + log.read_text(errors="replace")
+        job_id = out.stdout.split()[1]
+        stop(proc)
+        proc = start()  # data is kept for the next `up`
+        wait_for(healthy, 120, interval=0.3, what="the second `nlphub up`")
+        out = subprocess.run([NLPHUB, "jobs", "--json"], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert job_id in {j["id"] for j in json.loads(out.stdout)}, out.stdout + out.stderr
+        verify = subprocess.run([NLPHUB, "audit", "verify"], env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert verify.returncode == 0 and "audit chain OK" in verify.stdout
+        stop(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(home, ignore_errors=True)
