@@ -22,6 +22,10 @@ class Payload(BaseModel):
     requested_by: str = Field(default="system", min_length=1, max_length=255)
 
 
+class PingPayload(Payload):
+    """Check the whole path (enqueue → broker → worker → job row → audit) end to end."""
+
+
 class InventoryPayload(Payload):
     """Scan NLPHUB_HOME and reconcile it with the resource table."""
 
@@ -62,6 +66,7 @@ class TaskSpec:
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
+        TaskSpec("nlphub.ping", PingPayload, "default"),
         TaskSpec("nlphub.inventory", InventoryPayload, "default"),
         TaskSpec("nlphub.delete", DeletePayload, "default"),
         TaskSpec("nlphub.reconcile_outbox", ReconcileOutboxPayload, "default"),

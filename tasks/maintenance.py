@@ -6,7 +6,7 @@ from typing import Any
 
 from nlphub.jobs import reconcile_outbox as reconcile
 from schemas.db import session_scope
-from schemas.payloads import ReconcileOutboxPayload
+from schemas.payloads import PingPayload, ReconcileOutboxPayload
 from tasks.base import JobContext, nlphub_task
 from workers.settings import get_settings
 
@@ -25,3 +25,10 @@ def reconcile_outbox(job: JobContext, payload: ReconcileOutboxPayload) -> dict[s
             limit=payload.limit,
         )
     return {"republished": len(ids), "job_ids": [str(i) for i in ids[:50]]}
+
+
+@nlphub_task("nlphub.ping")
+def ping(job: JobContext, payload: PingPayload) -> dict[str, Any]:
+    """Do nothing but be recorded: proves enqueue → broker → worker → job row → audit works.
+    Side effects: the job row and its audit events only. Safe to run twice."""
+    return {"pong": job.task.request.hostname}
