@@ -36,22 +36,45 @@ def main() -> None:
 
     pg, redis = EmbeddedPostgres(base / "pg"), EmbeddedRedis(base / "redis")
     db_url, redis_url = pg.start(), redis.start()
-    os.environ.update({"DATABASE_URL": db_url, "REDIS_URL": redis_url,
-                       "NLPHUB_HOME": str(base / "home"), "NLPHUB_LOG_LEVEL": "WARNING"})
+    os.environ.update(
+        {
+            "DATABASE_URL": db_url,
+            "REDIS_URL": redis_url,
+            "NLPHUB_HOME": str(base / "home"),
+            "NLPHUB_LOG_LEVEL": "WARNING",
+        }
+    )
     from schemas.db import upgrade
 
     upgrade(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "default",
-         "-c", str(args.concurrency), "-P", "prefork", "-l", "WARNING",
-         "--include", "benchmarks.bare_tasks"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.app",
+            "worker",
+            "-Q",
+            "default",
+            "-c",
+            str(args.concurrency),
+            "-P",
+            "prefork",
+            "-l",
+            "WARNING",
+            "--include",
+            "benchmarks.bare_tasks",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        start_new_session=True,
     )
     try:
-        import nlphub
         from sqlalchemy import text
         from sqlmodel import Session
 
+        import nlphub
         from schemas.db import get_engine
         from workers.app import app
 
@@ -69,8 +92,11 @@ def main() -> None:
             with Session(get_engine()) as session:
                 while time.monotonic() < deadline:
                     done = session.execute(
-                        text("SELECT count(*) FROM job WHERE state = 'succeeded' "
-                             "AND id = ANY(:ids)"), {"ids": ids}).scalar_one()
+                        text(
+                            "SELECT count(*) FROM job WHERE state = 'succeeded' AND id = ANY(:ids)"
+                        ),
+                        {"ids": ids},
+                    ).scalar_one()
                     session.rollback()
                     if done == n:
                         break

@@ -58,9 +58,14 @@ def _big_resource(home: Path, gigabytes: int = 3) -> Resource:
     (path / "storage").mkdir(parents=True)
     with (path / "storage" / "blob").open("wb") as fh:
         fh.truncate(gigabytes << 30)  # sparse: hashing it takes seconds, the disk nothing
-    res = Resource(name="big", version="1.0", kind=ResourceKind.EMBEDDINGS,
-                   source=ResourceSource.UPLOAD, state=ResourceState.INSTALLED,
-                   install_path=str(path))
+    res = Resource(
+        name="big",
+        version="1.0",
+        kind=ResourceKind.EMBEDDINGS,
+        source=ResourceSource.UPLOAD,
+        state=ResourceState.INSTALLED,
+        install_path=str(path),
+    )
     with Session(get_engine(), expire_on_commit=False) as session:
         session.add(res)
         session.commit()
@@ -71,13 +76,30 @@ def test_worker_child_killed_mid_task_is_redelivered_and_completes_once(
     env, spawn, job_state, wait_job, audit_actions, tmp_path
 ) -> None:
     _big_resource(env["home"])
-    worker = spawn(celery_cmd("worker", "-Q", "default", "-c", "1", "-P", "prefork",
-                              "-n", f"kill-{uuid.uuid4().hex[:6]}@%h", "-l", "INFO"),
-                   log=tmp_path / "worker.log")
+    worker = spawn(
+        celery_cmd(
+            "worker",
+            "-Q",
+            "default",
+            "-c",
+            "1",
+            "-P",
+            "prefork",
+            "-n",
+            f"kill-{uuid.uuid4().hex[:6]}@%h",
+            "-l",
+            "INFO",
+        ),
+        log=tmp_path / "worker.log",
+    )
     wait_for(lambda: _children(worker.pid), 60, what="the worker's pool process")
     job_id = nlphub.enqueue("nlphub.inventory", {"verify_checksums": True})
-    wait_for(lambda: (j := job_state(job_id)) is not None and j.state == JobState.STARTED,
-             60, interval=0.01, what="the job to start")
+    wait_for(
+        lambda: (j := job_state(job_id)) is not None and j.state == JobState.STARTED,
+        60,
+        interval=0.01,
+        what="the job to start",
+    )
     child = _children(worker.pid)[0]
     os.kill(child, signal.SIGKILL)
     job = wait_job(job_id, timeout=120)
@@ -96,8 +118,11 @@ def test_flower_rest_api_enqueues_for_non_python_apps_and_requires_auth(
 ) -> None:
     port = free_port()
     password = f"pw-{uuid.uuid4().hex}"
-    spawn([NLPHUB, "flower"], {"NLPHUB_FLOWER_PORT": str(port),
-                               "NLPHUB_FLOWER_PASSWORD": password}, log=tmp_path / "flower.log")
+    spawn(
+        [NLPHUB, "flower"],
+        {"NLPHUB_FLOWER_PORT": str(port), "NLPHUB_FLOWER_PASSWORD": password},
+        log=tmp_path / "flower.log",
+    )
     base = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
@@ -119,8 +144,12 @@ def test_flower_rest_api_enqueues_for_non_python_apps_and_requires_auth(
     assert job.requested_by == "erp-system"
     assert audit_actions(job_id)[-1] == "job.succeeded"
     # A bad payload through the same door: failed job naming the field.
-    bad = httpx.post(url, json={"kwargs": {"verify_checksums": "yes please"}},
-                     auth=("admin", password), timeout=10)
+    bad = httpx.post(
+        url,
+        json={"kwargs": {"verify_checksums": "yes please"}},
+        auth=("admin", password),
+        timeout=10,
+    )
     bad_job = wait_job(uuid.UUID(bad.json()["task-id"]))
     assert bad_job.state == JobState.FAILED
     assert "verify_checksums: Input should be a valid boolean" in bad_job.error
@@ -131,13 +160,24 @@ def test_nlphub_up_runs_everything_and_stops_cleanly(monkeypatch) -> None:
     home = Path(tempfile.mkdtemp(prefix="nlphub-up-"))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update({"NLPHUB_HOME": str(home), "NLPHUB_FLOWER_PORT": str(port),
-                "NLPHUB_FLOWER_PASSWORD": "up-test-pw", "NLPHUB_LOG_LEVEL": "WARNING"})
+    env.update(
+        {
+            "NLPHUB_HOME": str(home),
+            "NLPHUB_FLOWER_PORT": str(port),
+            "NLPHUB_FLOWER_PASSWORD": "up-test-pw",
+            "NLPHUB_LOG_LEVEL": "WARNING",
+        }
+    )
     log = home / "up.log"
 
     def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen([NLPHUB, "up"], env=env, stdout=log.open("ab"),
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [NLPHUB, "up"],
+            env=env,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def healthy() -> bool:
         try:
@@ -156,18 +196,21 @@ def test_nlphub_up_runs_everything_and_stops_cleanly(monkeypatch) -> None:
     proc = start()
     try:
         wait_for(healthy, 120, interval=0.3, what="`nlphub up` to be ready")
-        out = subprocess.run([NLPHUB, "inventory", "--wait"], env=env, capture_output=True,
-                             text=True, timeout=120)
+        out = subprocess.run(
+            [NLPHUB, "inventory", "--wait"], env=env, capture_output=True, text=True, timeout=120
+        )
         assert out.returncode == 0, out.stdout + out.stderr + log.read_text(errors="replace")
         job_id = out.stdout.split()[1]
         stop(proc)
         proc = start()  # data is kept for the next `up`
         wait_for(healthy, 120, interval=0.3, what="the second `nlphub up`")
-        out = subprocess.run([NLPHUB, "jobs", "--json"], env=env, capture_output=True,
-                             text=True, timeout=60)
+        out = subprocess.run(
+            [NLPHUB, "jobs", "--json"], env=env, capture_output=True, text=True, timeout=60
+        )
         assert job_id in {j["id"] for j in json.loads(out.stdout)}, out.stdout + out.stderr
-        verify = subprocess.run([NLPHUB, "audit", "verify"], env=env, capture_output=True,
-                                text=True, timeout=60)
+        verify = subprocess.run(
+            [NLPHUB, "audit", "verify"], env=env, capture_output=True, text=True, timeout=60
+        )
         assert verify.returncode == 0 and "audit chain OK" in verify.stdout
         stop(proc)
     finally:
