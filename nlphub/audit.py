@@ -1,8 +1,10 @@
 """The append-only, hash-chained audit log.
 
-Each event's `hash` is sha256 over the previous event's hash and the event's canonical content,
-so any change to a stored row (or a row removed from the middle) breaks the chain at that row.
-Appends are serialised by a transaction-scoped advisory lock, so the chain never forks.
+Each event's `hash` is sha256 over the previous event's hash and the event's body (seq, time,
+actor, action, target, job, details), so a changed row — or a row removed from the middle —
+breaks the chain at that row. The database computes the chain on insert (trigger
+`audit_event_chain`, under a transaction-scoped advisory lock so the chain never forks and seq
+order is commit order); `verify_chain` recomputes every hash here, independently.
 """
 
 from __future__ import annotations
@@ -13,27 +15,30 @@ import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import text
-from sqlmodel import Session, select
+from sqlalchemy import Connection, text
+from sqlmodel import Session
 
 from nlphub.redact import redact
-from schemas.models import AuditEvent, utcnow
 
 log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
-_CHAIN_LOCK = 0x6E6C7068  # "nlph"
+SEP = "\x1f"
+
+INSERT_SQL = (
+    "INSERT INTO audit_event (actor, action, target, job_id, details, prev_hash, hash) "
+    "VALUES (:actor, :action, :target, :job_id, CAST(:details AS jsonb), '', '') RETURNING seq"
+)
 
 
 def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def event_hash(
-    prev_hash: str,
+def event_body(
     *,
     seq: int,
     at: datetime,
@@ -41,67 +46,51 @@ def event_hash(
     action: str,
     target: str | None,
     job_id: uuid.UUID | str | None,
-    details: dict[str, Any],
+    details_text: str,
 ) -> str:
-    body = canonical(
-        {
-            "seq": seq,
-            "at": at.isoformat(timespec="microseconds"),
-            "actor": actor,
-            "action": action,
-            "target": target,
-            "job_id": str(job_id) if job_id else None,
-            "details": details,
-        }
+    """The hashed text of one event; `details_text` is Postgres' `details::text`."""
+    stamp = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return SEP.join(
+        [str(seq), stamp, actor, action, target or "", str(job_id) if job_id else "", details_text]
     )
+
+
+def event_hash(prev_hash: str, body: str) -> str:
     return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
 
 
-def record(
-    session: Session,
+def audit_params(
     *,
     actor: str,
     action: str,
     target: str | None = None,
     job_id: uuid.UUID | str | None = None,
     details: dict[str, Any] | None = None,
-) -> AuditEvent:
-    """Append one event in the caller's transaction (it is kept only if that commits)."""
-    clean = json.loads(canonical(redact(details or {})))
-    session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK})
-    last = session.execute(
-        text("SELECT seq, hash FROM audit_event ORDER BY seq DESC LIMIT 1")
-    ).first()
-    prev_hash = last.hash if last else GENESIS
-    seq = session.execute(
-        text("SELECT nextval(pg_get_serial_sequence('audit_event', 'seq'))")
-    ).scalar_one()
-    at = utcnow()
-    jid = uuid.UUID(str(job_id)) if job_id else None
-    event = AuditEvent(
-        seq=seq,
-        at=at,
-        actor=actor,
-        action=action,
-        target=target,
-        job_id=jid,
-        details=clean,
-        prev_hash=prev_hash,
-        hash=event_hash(
-            prev_hash,
-            seq=seq,
-            at=at,
-            actor=actor,
-            action=action,
-            target=target,
-            job_id=jid,
-            details=clean,
-        ),
-    )
-    session.add(event)
-    session.flush()
+) -> dict[str, Any]:
+    """Bind parameters for INSERT_SQL (details redacted: no secret ever reaches the log)."""
+    return {
+        "actor": actor[:255],
+        "action": action,
+        "target": target[:512] if target else None,
+        "job_id": uuid.UUID(str(job_id)) if job_id else None,
+        "details": canonical(redact(details or {})),
+    }
+
+
+def record(
+    session: Session | Connection,
+    *,
+    actor: str,
+    action: str,
+    target: str | None = None,
+    job_id: uuid.UUID | str | None = None,
+    details: dict[str, Any] | None = None,
+) -> int:
+    """Append one event in the caller's transaction (kept only if that commits); its seq."""
+    params = audit_params(actor=actor, action=action, target=target, job_id=job_id, details=details)
+    seq = session.execute(text(INSERT_SQL), params).scalar_one()
     log.info("audit %s %s by %s", action, target or "-", actor)
-    return event
+    return int(seq)
 
 
 @dataclass(frozen=True)
@@ -115,38 +104,40 @@ class ChainReport:
         return self.broken_at is None
 
 
-def iter_events(session: Session, batch: int = 5000) -> Iterator[AuditEvent]:
-    last = 0
+def _rows(session: Session, batch: int = 5000) -> Iterator[Any]:
+    last = -1
     while True:
-        rows = session.exec(
-            select(AuditEvent).where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch)  # type: ignore[arg-type, operator]
+        rows = session.execute(
+            text(
+                "SELECT seq, at, actor, action, target, job_id, details::text AS details_text, "
+                "prev_hash, hash FROM audit_event WHERE seq > :last ORDER BY seq LIMIT :n"
+            ),
+            {"last": last, "n": batch},
         ).all()
         if not rows:
             return
         yield from rows
-        last = rows[-1].seq or last
+        last = rows[-1].seq
 
 
 def verify_chain(session: Session) -> ChainReport:
     """Walk the whole log; report the first event whose link or content does not verify."""
     prev = GENESIS
     checked = 0
-    for ev in iter_events(session):
-        assert ev.seq is not None
-        if ev.prev_hash != prev:
-            return ChainReport(checked, ev.seq, "its prev_hash does not match the previous event")
-        expected = event_hash(
-            prev,
-            seq=ev.seq,
-            at=ev.at,
-            actor=ev.actor,
-            action=ev.action,
-            target=ev.target,
-            job_id=ev.job_id,
-            details=ev.details,
+    for row in _rows(session):
+        if row.prev_hash != prev:
+            return ChainReport(checked, row.seq, "its prev_hash does not match the previous event")
+        body = event_body(
+            seq=row.seq,
+            at=row.at,
+            actor=row.actor,
+            action=row.action,
+            target=row.target,
+            job_id=row.job_id,
+            details_text=row.details_text,
         )
-        if ev.hash != expected:
-            return ChainReport(checked, ev.seq, "its content does not match its hash")
-        prev = ev.hash
+        if row.hash != event_hash(prev, body):
+            return ChainReport(checked, row.seq, "its content does not match its hash")
+        prev = row.hash
         checked += 1
     return ChainReport(checked)

@@ -17,6 +17,7 @@ from sqlalchemy import event, or_, text
 from sqlmodel import Session, col, select
 
 from nlphub import audit
+from nlphub.jobstate import insert_job
 from nlphub.redact import redact
 from schemas.db import get_engine
 from schemas.models import Job, utcnow
@@ -88,19 +89,11 @@ def enqueue(
     spec = spec_for(task)
     model = validate_payload(task, data)
     body = model.model_dump(mode="json")
-    job = Job(task=task, queue=spec.queue, payload=redact(body), requested_by=model.requested_by)
-    job_id = job.id
+    job_id = uuid.uuid4()
 
-    def add(s: Session) -> None:
-        s.add(job)
-        s.flush()
-        audit.record(
-            s,
-            actor=model.requested_by,
-            action="job.enqueued",
-            target=task,
-            job_id=job.id,
-            details={"payload": body, "queue": spec.queue},
+    def add(conn: Session) -> None:
+        insert_job(
+            conn, job_id, task=task, queue=spec.queue, payload=body, requested_by=model.requested_by
         )
 
     if session is None:

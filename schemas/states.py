@@ -97,3 +97,8 @@ def check_job_transition(current: JobState | str, new: JobState | str) -> None:
     old, new_state = JobState(current), JobState(new)
     if new_state not in JOB_TRANSITIONS[old]:
         raise IllegalTransition(f"job cannot go from {old.value} to {new_state.value}")
+
+
+def job_predecessors(target: JobState) -> list[str]:
+    """States a job may be in to move to `target` (for conditional UPDATEs in SQL)."""
+    return sorted(s.value for s, targets in JOB_TRANSITIONS.items() if target in targets)

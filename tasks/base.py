@@ -31,16 +31,14 @@ import sqlalchemy.exc
 from celery import Task
 from celery.exceptions import Retry
 from celery.signals import task_received, worker_init, worker_process_init
-from sqlalchemy import text
-from sqlmodel import Session
+from sqlalchemy import Connection, text
 
 from nlphub import audit
 from nlphub.errors import GaveUp, NlphubError, TemporaryError
-from nlphub.redact import redact
+from nlphub.jobstate import insert_job, transition
 from schemas.db import dispose_engines, get_engine, require_migrated
-from schemas.models import Job, utcnow
 from schemas.payloads import Payload, PayloadError, spec_for, validate_payload
-from schemas.states import JOB_TERMINAL, JobState
+from schemas.states import JobState
 from workers.app import app
 from workers.settings import get_settings
 
@@ -95,8 +93,8 @@ class JobContext:
         self._last_progress = now
         meta = {"fraction": fraction, "done": done, "total": total, "message": message}
         milestone = int(fraction * 4)  # audit at 25 %, 50 %, 75 %, 100 %
-        with Session(get_engine()) as session:
-            session.execute(
+        with get_engine().begin() as conn:
+            conn.execute(
                 text(
                     "UPDATE job SET progress = :p, progress_message = :m, updated_at = now() "
                     "WHERE id = :id AND state = 'started'"
@@ -106,14 +104,13 @@ class JobContext:
             if milestone > self._last_milestone:
                 self._last_milestone = milestone
                 audit.record(
-                    session,
+                    conn,
                     actor=self.requested_by,
                     action="job.progress",
                     target=self.task.name,
                     job_id=self.id,
                     details=meta,
                 )
-            session.commit()
         try:
             self.task.update_state(task_id=str(self.id), state="PROGRESS", meta=meta)
             self.task.send_event("task-progress", **meta)
@@ -130,175 +127,167 @@ class NlphubTask(Task):
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         job_id = uuid.UUID(self.request.id) if self.request.id else uuid.uuid4()
-        if args:
-            return self._fail_without_run(
-                job_id, kwargs, PayloadError(self.name, ["pass the payload as keyword arguments"])
-            )
         try:
-            payload = validate_payload(self.name, kwargs)
-        except PayloadError as exc:
-            return self._fail_without_run(job_id, kwargs, exc)
-        try:
-            return self._run_locked(job_id, payload)
-        except Retry:
+            with get_engine().connect() as conn:
+                if args:
+                    problem = PayloadError(self.name, ["pass the payload as keyword arguments"])
+                    return self._fail_without_run(conn, job_id, kwargs, problem)
+                try:
+                    payload = validate_payload(self.name, kwargs)
+                except PayloadError as exc:
+                    return self._fail_without_run(conn, job_id, kwargs, exc)
+                return self._run_locked(conn, job_id, payload)
+        except (Retry, NlphubError, PayloadError):
             raise
         except TEMPORARY_ERRORS as exc:
             # The database itself may be what failed: retry without touching the job row.
-            log.warning("%s[%s]: temporary error before start: %s", self.name, job_id, exc)
+            log.warning("%s[%s]: temporary error outside the task body: %s", self.name, job_id, exc)
             raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from None
 
     # -- the stages ---------------------------------------------------------------------------
 
-    def _run_locked(self, job_id: uuid.UUID, payload: Payload) -> Any:
-        engine = get_engine()
-        with engine.connect() as lock_conn:
-            key = _lock_key(job_id)
-            got = lock_conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
-            lock_conn.commit()
-            if not got:
-                log.info(
-                    "%s[%s] is running on another worker; skipping this delivery", self.name, job_id
-                )
-                return {"skipped": "running elsewhere"}
-            try:
-                return self._execute(job_id, payload)
-            finally:
-                lock_conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                lock_conn.commit()
+    def _run_locked(self, conn: Connection, job_id: uuid.UUID, payload: Payload) -> Any:
+        key = _lock_key(job_id)
+        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+        conn.commit()
+        if not got:
+            log.info(
+                "%s[%s] is running on another worker; skipping this delivery", self.name, job_id
+            )
+            return {"skipped": "running elsewhere"}
+        try:
+            return self._execute(conn, job_id, payload)
+        finally:
+            if not conn.closed and not conn.invalidated:
+                conn.rollback()
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
 
-    def _execute(self, job_id: uuid.UUID, payload: Payload) -> Any:
-        started = self._start(job_id, payload)
-        if started is not None:
-            return started  # already finished earlier: a duplicate delivery
-        ctx = JobContext(job_id, self, payload.requested_by, self.request.retries + 1)
+    def _execute(self, conn: Connection, job_id: uuid.UUID, payload: Payload) -> Any:
+        attempt = self._start(conn, job_id, payload)
+        if isinstance(attempt, dict):
+            return attempt  # already finished earlier: a duplicate delivery
+        ctx = JobContext(job_id, self, payload.requested_by, attempt)
+        by = payload.requested_by
         try:
             result = self.body(ctx, payload) or {}
         except Retry:
             raise
         except TEMPORARY_ERRORS as exc:
+            conn.rollback()
             if self.request.retries < self.max_retries:
                 countdown = backoff(self.request.retries)
                 self._record(
+                    conn,
                     job_id,
                     JobState.RETRYING,
-                    payload,
+                    by,
                     error=_describe(exc),
                     details={"retry_in_s": round(countdown, 1)},
                 )
                 raise self.retry(exc=exc, countdown=countdown) from None
             message = f"gave up after {self.request.retries + 1} attempts: {_describe(exc)}"
-            self._record(job_id, JobState.FAILED, payload, error=message)
+            self._record(conn, job_id, JobState.FAILED, by, error=message)
             raise GaveUp(message) from exc
         except Exception as exc:
-            self._record(job_id, JobState.FAILED, payload, error=_describe(exc))
+            conn.rollback()
+            self._record(conn, job_id, JobState.FAILED, by, error=_describe(exc))
             raise
-        self._record(job_id, JobState.SUCCEEDED, payload, result=result)
+        self._record(conn, job_id, JobState.SUCCEEDED, by, result=result)
         return result
 
-    def _start(self, job_id: uuid.UUID, payload: Payload) -> dict[str, Any] | None:
-        spec = spec_for(self.name)
-        with Session(get_engine(), expire_on_commit=False) as session:
-            job = _lock_job(session, job_id, self.name, spec.queue, payload)
-            if job.state in JOB_TERMINAL:
-                log.info("%s[%s] already %s; not running it again", self.name, job_id, job.state)
-                session.commit()
-                return job.result or {"state": job.state.value}
-            job.move_to(JobState.STARTED)
-            job.attempts += 1
-            job.started_at = job.started_at or utcnow()
-            job.worker = self.request.hostname
-            job.error = None
-            audit.record(
-                session,
+    def _start(self, conn: Connection, job_id: uuid.UUID, payload: Payload) -> int | dict[str, Any]:
+        """The attempt number, or the stored result of a job that already finished."""
+        worker = self.request.hostname
+        for _ in range(2):
+            attempt = transition(
+                conn,
+                job_id,
+                JobState.STARTED,
                 actor=payload.requested_by,
                 action="job.started",
-                target=self.name,
-                job_id=job_id,
-                details={"attempt": job.attempts, "worker": job.worker},
+                task=self.name,
+                worker=worker,
+                details={"worker": worker},
             )
-            session.commit()
-        return None
+            if attempt is not None:
+                conn.commit()
+                return attempt
+            row = conn.execute(
+                text("SELECT state, result FROM job WHERE id = :id"), {"id": job_id}
+            ).first()
+            if row is not None:
+                conn.commit()
+                log.info("%s[%s] already %s; not running it again", self.name, job_id, row.state)
+                return dict(row.result or {"state": row.state})
+            # Enqueued without our API (Flower's REST API, beat): the row starts here.
+            insert_job(
+                conn,
+                job_id,
+                task=self.name,
+                queue=spec_for(self.name).queue,
+                payload=payload.model_dump(mode="json"),
+                requested_by=payload.requested_by,
+                state=JobState.RECEIVED,
+                action="job.received",
+                published=True,
+            )
+            conn.commit()
+        raise RuntimeError(f"job {job_id} could not be started")  # pragma: no cover
 
     def _record(
         self,
+        conn: Connection,
         job_id: uuid.UUID,
         state: JobState,
-        payload: Payload | dict[str, Any],
+        requested_by: str,
         *,
         result: dict[str, Any] | None = None,
         error: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
-        requested_by = (
-            payload.requested_by
-            if isinstance(payload, Payload)
-            else str(payload.get("requested_by") or "system")
+        """Record an outcome once: when a duplicate delivery finished first, nothing changes."""
+        action = {
+            JobState.SUCCEEDED: "job.succeeded",
+            JobState.FAILED: "job.failed",
+            JobState.RETRYING: "job.retry",
+        }[state]
+        info = {**(details or {}), **({"error": error} if error else {})}
+        if result:
+            info["result"] = result
+        transition(
+            conn,
+            job_id,
+            state,
+            actor=requested_by,
+            action=action,
+            task=self.name,
+            details=info,
+            error=error,
+            result=result,
         )
-        spec = spec_for(self.name)
-        with Session(get_engine()) as session:
-            job = _lock_job(session, job_id, self.name, spec.queue, payload)
-            if job.state in JOB_TERMINAL:
-                session.commit()
-                return  # a duplicate delivery finished first: record the outcome once
-            job.move_to(state)
-            if state in JOB_TERMINAL:
-                job.finished_at = utcnow()
-            if state == JobState.SUCCEEDED:
-                job.progress = 1.0
-                job.result = result
-            job.error = error
-            action = {
-                JobState.SUCCEEDED: "job.succeeded",
-                JobState.FAILED: "job.failed",
-                JobState.RETRYING: "job.retry",
-            }[state]
-            audit.record(
-                session,
-                actor=requested_by,
-                action=action,
-                target=self.name,
-                job_id=job_id,
-                details={
-                    **(details or {}),
-                    **({"error": error} if error else {}),
-                    **({"result": result} if result else {}),
-                },
-            )
-            session.commit()
+        conn.commit()
         if error:
             log.warning("%s[%s] %s: %s", self.name, job_id, state.value, error)
 
-    def _fail_without_run(self, job_id: uuid.UUID, kwargs: dict[str, Any], exc: Exception) -> Any:
+    def _fail_without_run(
+        self, conn: Connection, job_id: uuid.UUID, kwargs: dict[str, Any], exc: Exception
+    ) -> Any:
         """A payload that can never succeed: record the failure, do not retry, stay healthy."""
-        self._record(job_id, JobState.FAILED, kwargs, error=str(exc))
-        raise exc
-
-
-def _lock_job(
-    session: Session, job_id: uuid.UUID, task: str, queue: str, payload: Payload | dict[str, Any]
-) -> Job:
-    """The job row, locked; created here for jobs enqueued without our API (Flower's REST)."""
-    job = session.get(Job, job_id, with_for_update=True)
-    if job is None:
-        data = payload.model_dump(mode="json") if isinstance(payload, Payload) else payload
-        session.execute(
-            text(
-                "INSERT INTO job (id, task, queue, payload, state, progress, attempts, "
-                "requested_by, created_at, updated_at, published_at) VALUES (:id, :task, :queue, "
-                "CAST(:payload AS jsonb), 'received', 0, 0, :by, now(), now(), now()) "
-                "ON CONFLICT (id) DO NOTHING"
-            ),
-            {
-                "id": job_id,
-                "task": task,
-                "queue": queue,
-                "payload": audit.canonical(redact(data)),
-                "by": str(data.get("requested_by") or "external")[:255],
-            },
+        requested_by = str(kwargs.get("requested_by") or "external")
+        insert_job(
+            conn,
+            job_id,
+            task=self.name,
+            queue=spec_for(self.name).queue,
+            payload=kwargs,
+            requested_by=requested_by,
+            state=JobState.RECEIVED,
+            action="job.received",
+            published=True,
         )
-        job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
-        assert job is not None
-    return job
+        self._record(conn, job_id, JobState.FAILED, requested_by, error=str(exc))
+        raise exc
 
 
 def _describe(exc: BaseException) -> str:
@@ -334,25 +323,16 @@ def _on_received(request: Any = None, **_: Any) -> None:
     if request is None or not str(getattr(request, "name", "")).startswith("nlphub."):
         return
     try:
-        job_id = uuid.UUID(request.id)
-        with Session(get_engine()) as session:
-            updated = session.execute(
-                text(
-                    "UPDATE job SET state = 'received', updated_at = now() "
-                    "WHERE id = :id AND state IN ('queued', 'retrying')"
-                ),
-                {"id": job_id},
-            ).rowcount  # type: ignore[attr-defined]
-            if updated:
-                audit.record(
-                    session,
-                    actor="worker",
-                    action="job.received",
-                    target=request.name,
-                    job_id=job_id,
-                    details={"worker": request.hostname},
-                )
-            session.commit()
+        with get_engine().begin() as conn:
+            transition(
+                conn,
+                uuid.UUID(request.id),
+                JobState.RECEIVED,
+                actor="worker",
+                action="job.received",
+                task=request.name,
+                details={"worker": request.hostname},
+            )
     except Exception:  # the start transition records it anyway; never block consumption
         log.warning("could not record receipt of %s", getattr(request, "id", "?"), exc_info=True)
 

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
-from nlphub.audit import GENESIS, canonical, event_hash
+from nlphub.audit import GENESIS, canonical, event_body, event_hash
 from nlphub.redact import REDACTED, redact
 
 AT = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -17,23 +17,39 @@ def _hash(prev: str = GENESIS, **over: object) -> str:
         "action": "job.started",
         "target": "nlphub.inventory",
         "job_id": uuid.UUID(int=7),
-        "details": {"a": 1, "b": [1, 2]},
+        "details_text": '{"a": 1, "b": [1, 2]}',
     }
     fields.update(over)
-    return event_hash(prev, **fields)
+    return event_hash(prev, event_body(**fields))
 
 
-def test_hash_is_deterministic_and_key_order_free() -> None:
-    assert _hash() == _hash(details={"b": [1, 2], "a": 1})
+def test_hash_is_deterministic() -> None:
+    assert _hash() == _hash()
     assert len(_hash()) == 64
+
+
+def test_body_is_what_the_database_trigger_hashes() -> None:
+    body = event_body(
+        seq=3, at=AT, actor="a", action="b", target=None, job_id=None, details_text="{}"
+    )
+    assert body == "3\x1f2026-01-02T03:04:05.678901\x1fa\x1fb\x1f\x1f\x1f{}"
+    # the same instant in another zone hashes the same (the trigger formats it in UTC)
+    other = AT.astimezone(timezone(timedelta(hours=5)))
+    assert (
+        event_body(
+            seq=3, at=other, actor="a", action="b", target=None, job_id=None, details_text="{}"
+        )
+        == body
+    )
 
 
 def test_any_field_change_changes_the_hash() -> None:
     base = _hash()
     assert _hash(actor="mallory") != base
-    assert _hash(details={"a": 2, "b": [1, 2]}) != base
+    assert _hash(details_text='{"a": 2, "b": [1, 2]}') != base
     assert _hash(seq=2) != base
     assert _hash(at=AT.replace(microsecond=0)) != base
+    assert _hash(job_id=None) != base
     assert _hash(prev="1" * 64) != base
 
 

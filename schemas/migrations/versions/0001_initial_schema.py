@@ -29,6 +29,7 @@ RESOURCE_STATES = (
     "deleting",
     "deleted",
 )
+AUDIT_CHAIN_LOCK = 1852796008  # "nlph"
 JOB_STATES = ("queued", "received", "started", "retrying", "succeeded", "failed", "revoked")
 
 
@@ -101,6 +102,37 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_resource_name"), "resource", ["name"], unique=False)
     op.create_index(op.f("ix_resource_state"), "resource", ["state"], unique=False)
+    # Each event is chained to the previous one by a BEFORE INSERT trigger: under a
+    # transaction-scoped advisory lock it takes the next seq, the previous event's hash, and
+    # hashes the previous hash with the event's body (see nlphub.audit.event_body, which
+    # `nlphub audit verify` uses to recompute every hash independently of this function).
+    op.get_bind().exec_driver_sql(
+        f"""
+        CREATE FUNCTION audit_event_chain() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE
+            prev text;
+        BEGIN
+            PERFORM pg_advisory_xact_lock({AUDIT_CHAIN_LOCK});
+            NEW.seq := nextval(pg_get_serial_sequence('audit_event', 'seq'));
+            NEW.at := coalesce(NEW.at, clock_timestamp());
+            NEW.details := coalesce(NEW.details, '{{}}'::jsonb);
+            SELECT hash INTO prev FROM audit_event ORDER BY seq DESC LIMIT 1;
+            NEW.prev_hash := coalesce(prev, repeat('0', 64));
+            NEW.hash := encode(sha256(convert_to(
+                NEW.prev_hash || E'\\n' || concat_ws(E'\\x1f',
+                    NEW.seq::text,
+                    to_char(NEW.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'),
+                    NEW.actor, NEW.action, coalesce(NEW.target, ''),
+                    coalesce(NEW.job_id::text, ''), NEW.details::text),
+                'UTF8')), 'hex');
+            RETURN NEW;
+        END $$;
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER audit_event_chain BEFORE INSERT ON audit_event "
+        "FOR EACH ROW EXECUTE FUNCTION audit_event_chain()"
+    )
     # The audit log is append-only: refuse UPDATE, DELETE and TRUNCATE at the database level.
     op.execute(
         """
@@ -130,6 +162,8 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER audit_event_no_truncate ON audit_event")
     op.execute("DROP TRIGGER audit_event_no_change ON audit_event")
     op.execute("DROP FUNCTION audit_event_append_only()")
+    op.execute("DROP TRIGGER audit_event_chain ON audit_event")
+    op.execute("DROP FUNCTION audit_event_chain()")
     op.drop_index(op.f("ix_resource_state"), table_name="resource")
     op.drop_index(op.f("ix_resource_name"), table_name="resource")
     op.drop_table("resource")

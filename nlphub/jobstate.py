@@ -1,0 +1,133 @@
+"""Job state changes as single SQL statements: the row update and its audit event together.
+
+Each change is one round trip — an UPDATE guarded by the state machine (only from states that
+may legally move to the target) and the audit INSERT in the same statement — so recording
+every transition stays cheap enough to do for every job.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import Connection, text
+from sqlmodel import Session
+
+from nlphub.audit import audit_params, canonical
+from nlphub.redact import redact
+from schemas.states import JobState, job_predecessors
+
+#: Extra SET clauses per target state.
+_SETS: dict[JobState, str] = {
+    JobState.RECEIVED: "",
+    JobState.STARTED: (
+        ", attempts = attempts + 1, started_at = coalesce(started_at, now()), "
+        "worker = :worker, error = NULL"
+    ),
+    JobState.RETRYING: ", error = :error",
+    JobState.SUCCEEDED: (
+        ", progress = 1, result = CAST(:result AS jsonb), error = NULL, finished_at = now()"
+    ),
+    JobState.FAILED: ", error = :error, finished_at = now()",
+    JobState.REVOKED: ", error = :error, finished_at = now()",
+}
+
+
+def transition(
+    conn: Connection | Session,
+    job_id: uuid.UUID,
+    target: JobState,
+    *,
+    actor: str,
+    action: str,
+    task: str,
+    details: dict[str, Any] | None = None,
+    worker: str | None = None,
+    error: str | None = None,
+    result: dict[str, Any] | None = None,
+) -> int | None:
+    """Move the job to `target` and audit it; the job's attempts, or None when the job is not
+    in a state that may move there (missing, already finished, …): nothing is written then."""
+    params = audit_params(actor=actor, action=action, target=task, job_id=job_id, details=details)
+    params.update(
+        id=job_id,
+        state=target.value,
+        allowed=job_predecessors(target),
+        worker=worker,
+        error=error,
+        result=canonical(redact(result)) if result is not None else None,
+    )
+    row = conn.execute(
+        text(
+            f"""
+            WITH j AS (
+                UPDATE job SET state = :state, updated_at = now() {_SETS[target]}
+                WHERE id = :id AND state = ANY(:allowed)
+                RETURNING id, attempts
+            ), a AS (
+                INSERT INTO audit_event (actor, action, target, job_id, details, prev_hash, hash)
+                SELECT :actor, :action, :target, j.id,
+                       CAST(:details AS jsonb) || jsonb_build_object('attempt', j.attempts),
+                       '', ''
+                FROM j
+                RETURNING seq
+            )
+            SELECT j.attempts, (SELECT count(*) FROM a) AS audited FROM j
+            """
+        ),
+        params,
+    ).first()
+    return None if row is None else int(row.attempts)
+
+
+def insert_job(
+    conn: Connection | Session,
+    job_id: uuid.UUID,
+    *,
+    task: str,
+    queue: str,
+    payload: dict[str, Any],
+    requested_by: str,
+    state: JobState = JobState.QUEUED,
+    action: str = "job.enqueued",
+    published: bool = False,
+) -> bool:
+    """Insert the job row and its audit event in one statement; False if the id exists."""
+    clean = redact(payload)
+    params = audit_params(
+        actor=requested_by,
+        action=action,
+        target=task,
+        job_id=job_id,
+        details={"payload": clean, "queue": queue},
+    )
+    params.update(
+        id=job_id,
+        task=task,
+        queue=queue,
+        payload=canonical(clean),
+        state=state.value,
+        by=requested_by[:255],
+        published=published,
+    )
+    row = conn.execute(
+        text(
+            """
+            WITH j AS (
+                INSERT INTO job (id, task, queue, payload, state, progress, attempts,
+                                 requested_by, created_at, updated_at, published_at)
+                VALUES (:id, :task, :queue, CAST(:payload AS jsonb), :state, 0, 0, :by,
+                        now(), now(), CASE WHEN :published THEN now() END)
+                ON CONFLICT (id) DO NOTHING
+                RETURNING id
+            ), a AS (
+                INSERT INTO audit_event (actor, action, target, job_id, details, prev_hash, hash)
+                SELECT :actor, :action, :target, j.id, CAST(:details AS jsonb), '', '' FROM j
+                RETURNING seq
+            )
+            SELECT (SELECT count(*) FROM j) AS inserted, (SELECT count(*) FROM a) AS audited
+            """
+        ),
+        params,
+    ).one()
+    return bool(row.inserted)
