@@ -13,13 +13,13 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import event, or_, text
+from sqlalchemy import Connection, event, or_, text
 from sqlmodel import Session, col, select
 
 from nlphub import audit
 from nlphub.jobstate import insert_job
 from nlphub.redact import redact
-from schemas.db import get_engine
+from schemas.db import autocommit_engine
 from schemas.models import Job, utcnow
 from schemas.payloads import spec_for, validate_payload
 from schemas.states import JobState
@@ -61,12 +61,15 @@ def _publish(
     payload: dict[str, Any],
     countdown: float | None = None,
 ) -> bool:
-    if not _send(job_id, task, queue, payload, countdown):
-        return False
-    with Session(get_engine()) as session:
-        session.execute(text("UPDATE job SET published_at = now() WHERE id = :id"), {"id": job_id})
-        session.commit()
-    return True
+    """Publish after commit. The row was written with `published_at` set (the publish is
+    about to happen); a failed publish clears it so the reconciler sends it after its grace
+    period. A process that dies between commit and publish leaves a `queued` job whose
+    `published_at` grows older than `republish_after`: the reconciler sends that one too."""
+    if _send(job_id, task, queue, payload, countdown):
+        return True
+    with autocommit_engine().connect() as conn:
+        conn.execute(text("UPDATE job SET published_at = NULL WHERE id = :id"), {"id": job_id})
+    return False
 
 
 def enqueue(
@@ -91,15 +94,20 @@ def enqueue(
     body = model.model_dump(mode="json")
     job_id = uuid.uuid4()
 
-    def add(conn: Session) -> None:
+    def add(conn: Session | Connection) -> None:
         insert_job(
-            conn, job_id, task=task, queue=spec.queue, payload=body, requested_by=model.requested_by
+            conn,
+            job_id,
+            task=task,
+            queue=spec.queue,
+            payload=body,
+            requested_by=model.requested_by,
+            published=True,
         )
 
     if session is None:
-        with Session(get_engine()) as own:
+        with autocommit_engine().connect() as own:
             add(own)
-            own.commit()
         _publish(job_id, task, spec.queue, body, countdown)
     else:
         add(session)

@@ -8,7 +8,8 @@ every transition stays cheap enough to do for every job.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from sqlalchemy import Connection, text
 from sqlmodel import Session
@@ -33,6 +34,15 @@ _SETS: dict[JobState, str] = {
 }
 
 
+@dataclass(frozen=True)
+class Outcome:
+    #: The job's attempts after the change; None when nothing changed (job missing, finished,
+    #: or not in a state that may move to the target).
+    attempts: int | None
+    #: With lock="take": whether this session got the job's run lock.
+    locked: bool = False
+
+
 def transition(
     conn: Connection | Session,
     job_id: uuid.UUID,
@@ -45,9 +55,14 @@ def transition(
     worker: str | None = None,
     error: str | None = None,
     result: dict[str, Any] | None = None,
-) -> int | None:
-    """Move the job to `target` and audit it; the job's attempts, or None when the job is not
-    in a state that may move there (missing, already finished, …): nothing is written then."""
+    lock_key: int | None = None,
+    lock: Literal["take", "release"] | None = None,
+) -> Outcome:
+    """Move the job to `target` and audit it, in one statement.
+
+    `lock="take"` first tries the session advisory lock `lock_key` and changes nothing if it
+    is held elsewhere; `lock="release"` releases it in the same statement (after the change is
+    made, which concurrent takers then see once this statement commits)."""
     params = audit_params(actor=actor, action=action, target=task, job_id=job_id, details=details)
     params.update(
         id=job_id,
@@ -56,14 +71,29 @@ def transition(
         worker=worker,
         error=error,
         result=canonical(redact(result)) if result is not None else None,
+        k=lock_key,
     )
+    take = lock == "take"
     row = conn.execute(
         text(
             f"""
-            WITH j AS (
+            WITH l AS MATERIALIZED (
+                SELECT {"pg_try_advisory_lock(:k)" if take else "true"} AS got
+            ), o AS (
+                SELECT state AS old_state FROM job WHERE id = :id AND (SELECT got FROM l)
+                FOR UPDATE
+            ), j AS (
                 UPDATE job SET state = :state, updated_at = now() {_SETS[target]}
-                WHERE id = :id AND state = ANY(:allowed)
+                WHERE id = :id AND state = ANY(:allowed) AND (SELECT got FROM l)
                 RETURNING id, attempts
+            ), r AS (
+                -- starting a job that was waiting also records that a worker received it
+                INSERT INTO audit_event (actor, action, target, job_id, details, prev_hash, hash)
+                SELECT 'worker', 'job.received', :target, j.id,
+                       jsonb_build_object('worker', CAST(:worker AS text)), '', ''
+                FROM j, o
+                WHERE :state = 'started' AND o.old_state IN ('queued', 'retrying')
+                RETURNING seq
             ), a AS (
                 INSERT INTO audit_event (actor, action, target, job_id, details, prev_hash, hash)
                 SELECT :actor, :action, :target, j.id,
@@ -72,12 +102,15 @@ def transition(
                 FROM j
                 RETURNING seq
             )
-            SELECT j.attempts, (SELECT count(*) FROM a) AS audited FROM j
+            SELECT (SELECT attempts FROM j) AS attempts, (SELECT got FROM l) AS got,
+                   (SELECT count(*) FROM a) + (SELECT count(*) FROM r) AS audited
+                   {", pg_advisory_unlock(:k) AS released" if lock == "release" else ""}
             """
         ),
         params,
-    ).first()
-    return None if row is None else int(row.attempts)
+    ).one()
+    attempts = None if row.attempts is None else int(row.attempts)
+    return Outcome(attempts, bool(row.got) if take else False)
 
 
 def insert_job(

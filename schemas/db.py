@@ -55,6 +55,11 @@ def get_engine() -> Engine:
     return engine_for(get_settings().require_database_url())
 
 
+def autocommit_engine() -> Engine:
+    """The same pool, each statement its own transaction: one round trip per state change."""
+    return get_engine().execution_options(isolation_level="AUTOCOMMIT")
+
+
 def dispose_engines() -> None:
     """Close every pooled connection and forget the engines (after fork, at test teardown)."""
     while _ENGINES:

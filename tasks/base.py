@@ -6,7 +6,9 @@ A task is a typed domain call wrapped by `nlphub_task(name)`:
     def inventory(job: JobContext, payload: InventoryPayload) -> dict: ...
 
 The wrapper records every job transition (received, started, progress, retry, success,
-failure) in `Job` and `AuditEvent`, written here once. It makes redelivery safe:
+failure) in `Job` and `AuditEvent`, written here once. A worker's receipt of a waiting job is
+recorded in the same statement that starts it (one round trip, and no database write in the
+worker's consumer loop). It makes redelivery safe:
 - a job that already finished is not run again (its stored result is returned);
 - a job that another worker is executing right now (a session advisory lock held for the
   run, released by Postgres if that worker dies) is skipped;
@@ -30,13 +32,13 @@ import redis.exceptions
 import sqlalchemy.exc
 from celery import Task
 from celery.exceptions import Retry
-from celery.signals import task_received, worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init
 from sqlalchemy import Connection, text
 
 from nlphub import audit
 from nlphub.errors import GaveUp, NlphubError, TemporaryError
 from nlphub.jobstate import insert_job, transition
-from schemas.db import dispose_engines, get_engine, require_migrated
+from schemas.db import autocommit_engine, dispose_engines, get_engine, require_migrated
 from schemas.payloads import Payload, PayloadError, spec_for, validate_payload
 from schemas.states import JobState
 from workers.app import app
@@ -128,7 +130,7 @@ class NlphubTask(Task):
     def run(self, *args: Any, **kwargs: Any) -> Any:
         job_id = uuid.UUID(self.request.id) if self.request.id else uuid.uuid4()
         try:
-            with get_engine().connect() as conn:
+            with autocommit_engine().connect() as conn:
                 if args:
                     problem = PayloadError(self.name, ["pass the payload as keyword arguments"])
                     return self._fail_without_run(conn, job_id, kwargs, problem)
@@ -136,7 +138,7 @@ class NlphubTask(Task):
                     payload = validate_payload(self.name, kwargs)
                 except PayloadError as exc:
                     return self._fail_without_run(conn, job_id, kwargs, exc)
-                return self._run_locked(conn, job_id, payload)
+                return self._execute(conn, job_id, payload)
         except (Retry, NlphubError, PayloadError):
             raise
         except TEMPORARY_ERRORS as exc:
@@ -146,61 +148,54 @@ class NlphubTask(Task):
 
     # -- the stages ---------------------------------------------------------------------------
 
-    def _run_locked(self, conn: Connection, job_id: uuid.UUID, payload: Payload) -> Any:
-        key = _lock_key(job_id)
-        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
-        conn.commit()
-        if not got:
-            log.info(
-                "%s[%s] is running on another worker; skipping this delivery", self.name, job_id
-            )
-            return {"skipped": "running elsewhere"}
-        try:
-            return self._execute(conn, job_id, payload)
-        finally:
-            if not conn.closed and not conn.invalidated:
-                conn.rollback()
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                conn.commit()
-
     def _execute(self, conn: Connection, job_id: uuid.UUID, payload: Payload) -> Any:
-        attempt = self._start(conn, job_id, payload)
-        if isinstance(attempt, dict):
-            return attempt  # already finished earlier: a duplicate delivery
-        ctx = JobContext(job_id, self, payload.requested_by, attempt)
+        key = _lock_key(job_id)
+        started = self._start(conn, job_id, payload, key)
+        if not isinstance(started, int):
+            return started  # finished earlier, or running elsewhere: this delivery is a duplicate
+        ctx = JobContext(job_id, self, payload.requested_by, started)
         by = payload.requested_by
+        released = False
         try:
-            result = self.body(ctx, payload) or {}
-        except Retry:
-            raise
-        except TEMPORARY_ERRORS as exc:
-            conn.rollback()
-            if self.request.retries < self.max_retries:
-                countdown = backoff(self.request.retries)
-                self._record(
-                    conn,
-                    job_id,
-                    JobState.RETRYING,
-                    by,
-                    error=_describe(exc),
-                    details={"retry_in_s": round(countdown, 1)},
+            try:
+                result = self.body(ctx, payload) or {}
+            except Retry:
+                raise
+            except TEMPORARY_ERRORS as exc:
+                if self.request.retries < self.max_retries:
+                    countdown = backoff(self.request.retries)
+                    released = self._record(
+                        conn,
+                        job_id,
+                        JobState.RETRYING,
+                        by,
+                        key,
+                        error=_describe(exc),
+                        details={"retry_in_s": round(countdown, 1)},
+                    )
+                    raise self.retry(exc=exc, countdown=countdown) from None
+                message = f"gave up after {self.request.retries + 1} attempts: {_describe(exc)}"
+                released = self._record(conn, job_id, JobState.FAILED, by, key, error=message)
+                raise GaveUp(message) from exc
+            except Exception as exc:
+                released = self._record(
+                    conn, job_id, JobState.FAILED, by, key, error=_describe(exc)
                 )
-                raise self.retry(exc=exc, countdown=countdown) from None
-            message = f"gave up after {self.request.retries + 1} attempts: {_describe(exc)}"
-            self._record(conn, job_id, JobState.FAILED, by, error=message)
-            raise GaveUp(message) from exc
-        except Exception as exc:
-            conn.rollback()
-            self._record(conn, job_id, JobState.FAILED, by, error=_describe(exc))
-            raise
-        self._record(conn, job_id, JobState.SUCCEEDED, by, result=result)
-        return result
+                raise
+            released = self._record(conn, job_id, JobState.SUCCEEDED, by, key, result=result)
+            return result
+        finally:
+            if not released and not conn.closed and not conn.invalidated:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
 
-    def _start(self, conn: Connection, job_id: uuid.UUID, payload: Payload) -> int | dict[str, Any]:
-        """The attempt number, or the stored result of a job that already finished."""
+    def _start(
+        self, conn: Connection, job_id: uuid.UUID, payload: Payload, key: int
+    ) -> int | dict[str, Any]:
+        """Take the job's run lock and start it: the attempt number. Otherwise the stored
+        result of a job that already finished, or a note that it runs elsewhere."""
         worker = self.request.hostname
         for _ in range(2):
-            attempt = transition(
+            outcome = transition(
                 conn,
                 job_id,
                 JobState.STARTED,
@@ -209,15 +204,21 @@ class NlphubTask(Task):
                 task=self.name,
                 worker=worker,
                 details={"worker": worker},
+                lock_key=key,
+                lock="take",
             )
-            if attempt is not None:
-                conn.commit()
-                return attempt
+            if not outcome.locked:
+                log.info(
+                    "%s[%s] is running on another worker; skipping this delivery", self.name, job_id
+                )
+                return {"skipped": "running elsewhere"}
+            if outcome.attempts is not None:
+                return outcome.attempts
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
             row = conn.execute(
                 text("SELECT state, result FROM job WHERE id = :id"), {"id": job_id}
             ).first()
             if row is not None:
-                conn.commit()
                 log.info("%s[%s] already %s; not running it again", self.name, job_id, row.state)
                 return dict(row.result or {"state": row.state})
             # Enqueued without our API (Flower's REST API, beat): the row starts here.
@@ -232,7 +233,6 @@ class NlphubTask(Task):
                 action="job.received",
                 published=True,
             )
-            conn.commit()
         raise RuntimeError(f"job {job_id} could not be started")  # pragma: no cover
 
     def _record(
@@ -241,12 +241,14 @@ class NlphubTask(Task):
         job_id: uuid.UUID,
         state: JobState,
         requested_by: str,
+        key: int | None,
         *,
         result: dict[str, Any] | None = None,
         error: str | None = None,
         details: dict[str, Any] | None = None,
-    ) -> None:
-        """Record an outcome once: when a duplicate delivery finished first, nothing changes."""
+    ) -> bool:
+        """Record an outcome once (when a duplicate delivery finished first, nothing changes)
+        and release the run lock in the same statement. True when the lock was released."""
         action = {
             JobState.SUCCEEDED: "job.succeeded",
             JobState.FAILED: "job.failed",
@@ -265,10 +267,12 @@ class NlphubTask(Task):
             details=info,
             error=error,
             result=result,
+            lock_key=key,
+            lock="release" if key is not None else None,
         )
-        conn.commit()
         if error:
             log.warning("%s[%s] %s: %s", self.name, job_id, state.value, error)
+        return key is not None
 
     def _fail_without_run(
         self, conn: Connection, job_id: uuid.UUID, kwargs: dict[str, Any], exc: Exception
@@ -286,7 +290,7 @@ class NlphubTask(Task):
             action="job.received",
             published=True,
         )
-        self._record(conn, job_id, JobState.FAILED, requested_by, error=str(exc))
+        self._record(conn, job_id, JobState.FAILED, requested_by, None, error=str(exc))
         raise exc
 
 
@@ -315,26 +319,6 @@ def nlphub_task(name: str) -> Callable[[Callable[[JobContext, P], dict[str, Any]
         return app.register_task(cls())
 
     return decorate
-
-
-@task_received.connect
-def _on_received(request: Any = None, **_: Any) -> None:
-    """Record `received` when a worker takes the message (before a pool process starts it)."""
-    if request is None or not str(getattr(request, "name", "")).startswith("nlphub."):
-        return
-    try:
-        with get_engine().begin() as conn:
-            transition(
-                conn,
-                uuid.UUID(request.id),
-                JobState.RECEIVED,
-                actor="worker",
-                action="job.received",
-                task=request.name,
-                details={"worker": request.hostname},
-            )
-    except Exception:  # the start transition records it anyway; never block consumption
-        log.warning("could not record receipt of %s", getattr(request, "id", "?"), exc_info=True)
 
 
 @worker_process_init.connect

@@ -33,7 +33,9 @@ def test_enqueue_runs_and_audits_every_transition(worker, wait_job, audit_action
     actions = audit_actions(job_id)
     assert actions[0] == "job.enqueued"
     assert actions[-1] == "job.succeeded"
-    assert "job.started" in actions and "inventory.completed" in actions
+    assert "job.received" in actions and "job.started" in actions
+    assert actions.index("job.received") < actions.index("job.started")
+    assert "inventory.completed" in actions
     assert actions.count("job.succeeded") == 1
     with Session(get_engine()) as session:
         assert verify_chain(session).ok
