@@ -80,8 +80,9 @@ def transition(
             WITH l AS MATERIALIZED (
                 SELECT {"pg_try_advisory_lock(:k)" if take else "true"} AS got
             ), o AS (
-                SELECT state AS old_state FROM job WHERE id = :id AND (SELECT got FROM l)
-                FOR UPDATE
+                -- the state before this statement (all CTEs share one snapshot; no FOR UPDATE:
+                -- a row updated by this same statement could not be locked again)
+                SELECT state AS old_state FROM job WHERE id = :id
             ), j AS (
                 UPDATE job SET state = :state, updated_at = now() {_SETS[target]}
                 WHERE id = :id AND state = ANY(:allowed) AND (SELECT got FROM l)
@@ -99,7 +100,7 @@ def transition(
                 SELECT :actor, :action, :target, j.id,
                        CAST(:details AS jsonb) || jsonb_build_object('attempt', j.attempts),
                        '', ''
-                FROM j
+                FROM j CROSS JOIN (SELECT count(*) FROM r) AS received_first
                 RETURNING seq
             )
             SELECT (SELECT attempts FROM j) AS attempts, (SELECT got FROM l) AS got,
