@@ -101,6 +101,12 @@ class Resource(ResourceBase, table=True):
     checksum: str | None = Field(default=None, max_length=128)
     install_path: str | None = Field(default=None)
     error: str | None = Field(default=None, sa_type=Text)
+    #: The job working on it now (download, validation…); one job per resource at a time.
+    job_id: uuid.UUID | None = Field(default=None)
+    #: Where its archive came from (hub archive URL or upload path) and the hub's MD5.
+    source_url: str | None = Field(default=None, sa_type=Text)
+    archive_md5: str | None = Field(default=None, max_length=32)
+    hub_time: datetime | None = _ts(nullable=True)
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
     installed_at: datetime | None = _ts(nullable=True)
@@ -171,3 +177,32 @@ class AuditEvent(SQLModel, table=True):
     details: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64, unique=True)
+
+
+class HubEntryRow(SQLModel, table=True):
+    """One line of a hub folder's metadata.json, synced so that search is a query."""
+
+    __tablename__ = "hub_entry"
+    __table_args__ = (
+        UniqueConstraint("archive_url", name="uq_hub_entry_archive"),
+        Index("ix_hub_entry_name_lang", "name", "language"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    folder_url: str = Field(sa_type=Text)
+    archive_url: str = Field(sa_type=Text)
+    name: str = Field(max_length=255)
+    language: str = Field(max_length=16)
+    lib_version: str | None = Field(default=None, max_length=64)
+    spark_version: str | None = Field(default=None, max_length=64)
+    edition: str = Field(max_length=64)
+    kind: ResourceKind = Field(sa_type=TextEnum(ResourceKind))
+    embedding_type: EmbeddingType | None = Field(default=None, sa_type=TextEnum(EmbeddingType))
+    annotator: str | None = Field(default=None, max_length=255)
+    category: str | None = Field(default=None, max_length=8)
+    engine: str | None = Field(default=None, max_length=64)
+    ready_to_use: bool = True
+    time: datetime = _ts()
+    checksum: str | None = Field(default=None, max_length=32)
+    size_bytes: int | None = Field(default=None, sa_type=BigInteger)
+    synced_at: datetime = _ts()
