@@ -48,6 +48,32 @@ class DeletePayload(Payload):
         return self
 
 
+class DownloadPayload(Payload):
+    """Download, verify and install a hub resource (by name, or a resource already queued)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    language: str = Field(default="en", min_length=1, max_length=16)
+    version: str | None = Field(default=None, max_length=64, description="e.g. '5.4.1' or '>=5,<6'")
+    redownload: bool = False
+    resource_id: uuid.UUID | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> DownloadPayload:
+        if self.resource_id is None and not self.name:
+            raise ValueError("give name (and language, version) or resource_id")
+        return self
+
+
+class ResourcePayload(Payload):
+    """A task about one resource."""
+
+    resource_id: uuid.UUID
+
+
+class HubSyncPayload(Payload):
+    """Read every configured hub folder and store its catalog for search."""
+
+
 class ReconcileOutboxPayload(Payload):
     """Republish jobs that were committed but never reached (or were lost by) the broker."""
 
@@ -70,6 +96,9 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("nlphub.inventory", InventoryPayload, "default"),
         TaskSpec("nlphub.delete", DeletePayload, "default"),
         TaskSpec("nlphub.reconcile_outbox", ReconcileOutboxPayload, "default"),
+        TaskSpec("nlphub.download", DownloadPayload, "downloads"),
+        TaskSpec("nlphub.fetch_dependencies", ResourcePayload, "default"),
+        TaskSpec("nlphub.hub_sync", HubSyncPayload, "default"),
     )
 }
 

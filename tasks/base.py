@@ -41,7 +41,7 @@ from nlphub.jobstate import insert_job, transition
 from schemas.db import autocommit_engine, dispose_engines, get_engine, require_migrated
 from schemas.payloads import Payload, PayloadError, spec_for, validate_payload
 from schemas.states import JobState
-from workers.app import app
+from workers.celery_app import app
 from workers.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class JobContext:
     task: Task
     requested_by: str
     attempt: int
+    last_try: bool = False
     _last_progress: float = field(default=0.0)
     _last_milestone: int = field(default=0)
 
@@ -153,7 +154,13 @@ class NlphubTask(Task):
         started = self._start(conn, job_id, payload, key)
         if not isinstance(started, int):
             return started  # finished earlier, or running elsewhere: this delivery is a duplicate
-        ctx = JobContext(job_id, self, payload.requested_by, started)
+        ctx = JobContext(
+            job_id,
+            self,
+            payload.requested_by,
+            started,
+            last_try=self.request.retries >= self.max_retries,
+        )
         by = payload.requested_by
         released = False
         try:

@@ -513,11 +513,13 @@ def validate_resource(
     kind: Kind,
     labels: Sequence[str] | None = None,
     limits: ArchiveLimits = DEFAULT_LIMITS,
+    require_labels: bool = True,
 ) -> ResourceInfo:
     """Check that ``root`` holds a Spark NLP resource of the declared ``kind``.
 
     ``labels`` are the labels an NER model predicts; they are required when the resource (or
-    a pipeline stage) is an NER model. Reads metadata files (each at most
+    a pipeline stage) is an NER model, unless ``require_labels`` is false (hub downloads:
+    the hub's models carry their labels). Reads metadata files (each at most
     ``limits.max_metadata_bytes``) and folder listings only.
 
     Raises:
@@ -533,7 +535,7 @@ def validate_resource(
     if info is not None:
         problems += _check_kind(info, kind)
         if labels is None:
-            if info.is_ner:
+            if info.is_ner and require_labels:
                 problems.append("NER model needs its labels: pass --labels")
         else:
             problems += _check_labels(labels)

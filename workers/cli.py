@@ -23,8 +23,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 app = typer.Typer(help="nlphub: workers that keep NLP resources in order.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
 audit_app = typer.Typer(help="The append-only audit log.", invoke_without_command=True)
+hub_app = typer.Typer(help="Models Hub mirrors and catalog.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
+app.add_typer(hub_app, name="hub")
 
 console = Console()
 err = Console(stderr=True)
@@ -73,6 +75,7 @@ def _ready_db() -> None:
 def up(
     beat: bool = typer.Option(True, help="Start celery beat."),
     flower: bool = typer.Option(True, help="Start Flower (127.0.0.1, basic auth)."),
+    demo: bool = typer.Option(False, help="Serve and use the generated demo hub mirror."),
 ) -> None:
     """Start everything: embedded Postgres + Redis (unless URLs are set), migrations, a worker per
     queue, beat and Flower. Ctrl-C / SIGTERM stops it all; data is kept."""
@@ -81,7 +84,13 @@ def up(
     settings = _settings()
     _setup_logging(settings)
     raise typer.Exit(
-        run_stack(settings, lambda m: console.print(m, highlight=False), beat=beat, flower=flower)
+        run_stack(
+            settings,
+            lambda m: console.print(m, highlight=False),
+            beat=beat,
+            flower=flower,
+            demo=demo,
+        )
     )
 
 
@@ -307,6 +316,256 @@ def tasks(schema: bool = typer.Option(False, help="Print every payload's JSON sc
             spec.queue,
             "yes" if spec.idempotent else "no",
             ", ".join(spec.payload.model_fields),
+        )
+    console.print(table)
+
+
+# -- hub -----------------------------------------------------------------------------------------
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return "?"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+@app.command()
+@clear_errors
+def search(
+    name: str | None = typer.Argument(None, help="Part of the name."),
+    edition: str | None = typer.Option(None, help="Open Source, Healthcare NLP, …"),
+    kind: str | None = typer.Option(None, help="model, embeddings or pipeline"),
+    embedding_type: str | None = typer.Option(None, "--type", help="word, sentence, document"),
+    language: str | None = typer.Option(None, "--language", "-l"),
+    version: str | None = typer.Option(None, help="Version spec, e.g. '>=5.0,<6'"),
+    compatible: bool = typer.Option(False, help="Only what the installed libraries can use."),
+    sync: bool = typer.Option(False, help="Read the hubs first (`nlphub hub sync`)."),
+    limit: int = typer.Option(50, min=1, max=5000),
+) -> None:
+    """Search the hub catalog (synced into Postgres)."""
+    from sqlmodel import Session
+
+    from hub.service import Installed
+    from hub.service import search as do_search
+    from schemas.db import get_engine
+
+    _ready_db()
+    if sync:
+        _sync_now()
+    with Session(get_engine()) as session:
+        hits = do_search(
+            session,
+            Installed.from_settings(_settings()),
+            name=name,
+            edition=edition,
+            kind=kind,
+            embedding_type=embedding_type,
+            language=language,
+            version=version,
+            compatible_only=compatible,
+            limit=limit,
+        )
+    table = Table(
+        "name",
+        "lang",
+        "kind",
+        "type",
+        "edition",
+        "version",
+        "spark",
+        "size",
+        "date",
+        "compatible",
+        "installed",
+    )
+    for hit in hits:
+        e = hit.entry
+        table.add_row(
+            e.name,
+            e.language,
+            e.kind.value,
+            e.embedding_type or "",
+            e.edition,
+            e.lib_version or "",
+            e.spark_version or "",
+            _human(e.size_bytes),
+            e.time.strftime("%Y-%m-%d"),
+            "yes" if hit.compatible else "no",
+            "yes" if hit.installed else "",
+        )
+    console.print(table)
+    if not hits:
+        err.print("nothing found (run `nlphub hub sync` to read the hubs first)")
+
+
+def _sync_now() -> None:
+    from hub.sync import sync_hubs
+
+    out = sync_hubs("cli")
+    for problem in out["errors"]:
+        err.print(f"[yellow]warning:[/yellow] {problem}")
+    console.print(f"catalog synced: {out['entries']}")
+
+
+@hub_app.command("sync")
+@clear_errors
+def hub_sync() -> None:
+    """Read every configured hub folder now and store its catalog."""
+    _ready_db()
+    _sync_now()
+
+
+@hub_app.command("serve")
+@clear_errors
+def hub_serve(
+    folder: str = typer.Argument(..., help="Mirror folder (with metadata.json)."),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8765),
+) -> None:
+    """Serve a mirror folder over HTTP (GET, HEAD, Range) for air-gapped sites."""
+    from pathlib import Path
+
+    from hub.server import serve_forever
+
+    _setup_logging()
+    path = Path(folder)
+    if not (path / "metadata.json").is_file():
+        raise SettingsError(f"{folder} has no metadata.json: not a hub mirror folder")
+    console.print(f"serving {path} at http://{host}:{port} (Ctrl-C stops)")
+    serve_forever(path, host, port)
+
+
+@hub_app.command("demo")
+@clear_errors
+def hub_demo(folder: str = typer.Argument(..., help="Where to write the demo mirror.")) -> None:
+    """Write the small demo mirror (generated data, clearly not real models)."""
+    from pathlib import Path
+
+    from hub.mirror import build_demo_mirror
+
+    console.print(f"demo mirror written to {build_demo_mirror(Path(folder))}")
+
+
+def _download(
+    name: str, language: str, version: str | None, redownload: bool, wait: bool, timeout: float
+) -> None:
+    from sqlmodel import Session
+
+    from hub.service import request_download
+    from schemas.db import get_engine
+
+    _ready_db()
+    with Session(get_engine()) as session:
+        req = request_download(
+            session,
+            _settings(),
+            name=name,
+            language=language,
+            version=version,
+            requested_by="cli",
+            redownload=redownload,
+        )
+        session.commit()
+    e = req.entry
+    note = "" if req.created else " (already queued: following that job)"
+    console.print(
+        f"job {req.job_id}: {e.name} ({e.language}) {e.lib_version} from {e.edition}, "
+        f"{_human(e.size_bytes)}{note}"
+    )
+    if wait:
+        raise typer.Exit(_wait(req.job_id, timeout))
+
+
+@app.command()
+@clear_errors
+def download(
+    name: str,
+    language: str = typer.Option("en", "--language", "-l"),
+    version: str | None = typer.Option(
+        None, help="Exact version or spec; default: newest compatible."
+    ),
+    wait: bool = typer.Option(False, help="Show a progress bar until it is installed."),
+    timeout: float = typer.Option(24 * 3600.0),
+) -> None:
+    """Download a resource from the hub (and, after install, its dependencies)."""
+    _download(name, language, version, False, wait, timeout)
+
+
+@app.command()
+@clear_errors
+def redownload(
+    name: str,
+    language: str = typer.Option("en", "--language", "-l"),
+    version: str | None = typer.Option(None),
+    wait: bool = typer.Option(False),
+    timeout: float = typer.Option(24 * 3600.0),
+) -> None:
+    """Download a resource again (a failed one, or to replace installed files)."""
+    _download(name, language, version, True, wait, timeout)
+
+
+@app.command()
+@clear_errors
+def disk() -> None:
+    """Bytes per installed resource, their total, and the storage volume's free/total space."""
+    from sqlmodel import Session, col, select
+
+    from nlphub.resources import disk_usage
+    from schemas.db import get_engine
+    from schemas.models import Resource
+    from schemas.states import RESOURCE_PRESENT
+
+    _ready_db()
+    with Session(get_engine()) as session:
+        rows = session.exec(
+            select(Resource)
+            .where(col(Resource.state).in_([s.value for s in RESOURCE_PRESENT]))
+            .order_by(col(Resource.bytes_on_disk).desc())
+        ).all()
+    usage = disk_usage(_settings().resources_dir, {r.label: r.bytes_on_disk or 0 for r in rows})
+    table = Table("resource", "state", "on disk")
+    for r in rows:
+        table.add_row(r.label, r.state.value, _human(r.bytes_on_disk))
+    console.print(table)
+    console.print(
+        f"resources: {_human(usage.used_by_resources)}   free: "
+        f"{_human(usage.free_bytes)} of {_human(usage.total_bytes)} "
+        f"({_settings().resources_dir})"
+    )
+
+
+@app.command()
+@clear_errors
+def resources(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Resources known here (any source), with state and dependencies."""
+    from sqlmodel import Session, col, select
+
+    from schemas.db import get_engine
+    from schemas.models import Resource
+
+    _ready_db()
+    with Session(get_engine()) as session:
+        rows = session.exec(select(Resource).order_by(col(Resource.name))).all()
+    if as_json:
+        console.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
+        return
+    table = Table("name", "lang", "version", "kind", "edition", "source", "state", "needs", "error")
+    for r in rows:
+        table.add_row(
+            r.name,
+            r.language,
+            r.version,
+            r.kind.value,
+            r.edition,
+            r.source.value,
+            r.state.value,
+            ", ".join(r.dependencies),
+            (r.error or "")[:70],
         )
     console.print(table)
 

@@ -97,9 +97,11 @@ class Settings(BaseSettings):
     @field_validator("hub_urls", "licensed_hub_urls")
     @classmethod
     def _check_urls(cls, value: list[str]) -> list[str]:
-        for url in value:
+        for item in value:
+            # an optional "edition=" prefix names a licensed folder's edition
+            url = item.split("=", 1)[1] if "=" in item.split("://", 1)[0] else item
             if not url.startswith(("http://", "https://", "file://")):
-                raise ValueError(f"{url!r} is not an http(s):// or file:// URL")
+                raise ValueError(f"{item!r} is not an http(s):// or file:// URL")
         return [url.rstrip("/") for url in value]
 
     @field_validator("library_versions", mode="before")

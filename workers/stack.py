@@ -115,7 +115,9 @@ class Stack:
     say: Callable[[str], None]
     with_beat: bool = True
     with_flower: bool = True
+    demo: bool = False
     children: list[Child] = field(default_factory=list)
+    mirror: Any = None
     pg: EmbeddedPostgres | None = None
     redis: EmbeddedRedis | None = None
     stopping: bool = False
@@ -148,6 +150,25 @@ class Stack:
         )
         return db_url, redis_url
 
+    def start_demo_mirror(self) -> dict[str, str]:
+        """Build and serve the demo mirror (generated data) and point every process at it."""
+        from hub.mirror import LICENSED_FOLDER, build_demo_mirror
+        from hub.server import MirrorServer
+
+        folder = self.settings.home / "demo-mirror"
+        if not (folder / "metadata.json").exists():
+            build_demo_mirror(folder)
+        self.mirror = MirrorServer(folder)
+        self.mirror.start()
+        env = {
+            "NLPHUB_HUB_URLS": self.mirror.url,
+            "NLPHUB_LICENSED_HUB_URLS": f"{self.mirror.url}/{LICENSED_FOLDER}",
+        }
+        if "NLPHUB_LIBRARY_VERSIONS" not in os.environ:
+            env["NLPHUB_LIBRARY_VERSIONS"] = "spark-nlp=5.5.0,spark=3.5.0"
+        self.say(f"Demo hub (generated demo data, not real models): {self.mirror.url}")
+        return env
+
     def start(self) -> None:
         from schemas.db import upgrade
 
@@ -160,6 +181,9 @@ class Stack:
             "REDIS_URL": redis_url,
             "NLPHUB_HOME": str(self.settings.home),
         }
+        if self.demo:
+            env.update(self.start_demo_mirror())
+        self.request_defaults(env)
         run_dir = self.settings.home / "run"
         self.children = worker_children(self.settings, env, run_dir)
         if self.with_beat:
@@ -190,6 +214,32 @@ class Stack:
             )
         self.say(f"Resources: {self.settings.resources_dir}")
         self.say("Press Ctrl-C to stop everything (data is kept for the next `nlphub up`).")
+
+    def request_defaults(self, env: dict[str, str]) -> None:
+        """Read the hubs and queue the default embeddings once; without a hub, say so."""
+        from hub.defaults import ensure_defaults
+        from hub.sync import sync_hubs
+        from workers.app import configure
+        from workers.settings import get_settings
+
+        os.environ.update(
+            {k: v for k, v in env.items() if k.startswith(("NLPHUB_", "DATABASE", "REDIS"))}
+        )
+        get_settings.cache_clear()
+        settings = get_settings()
+        configure(settings)
+        try:
+            out = sync_hubs("nlphub up")
+        except Exception as exc:
+            self.say(f"No hub reachable ({exc}); carrying on without the default embeddings")
+            return
+        for problem in out["errors"]:
+            self.say(f"hub: {problem}")
+        if not any(out["entries"].values()):
+            self.say("No hub catalog available; the default embeddings are not queued")
+            return
+        for note in ensure_defaults(settings):
+            self.say(note)
 
     def supervise(self, poll: float = 1.0) -> int:
         """Restart crashed children (bounded); return when asked to stop."""
@@ -226,6 +276,11 @@ class Stack:
                 log.warning("%s did not stop in time; killing it", child.name)
                 child.proc.kill()
                 child.proc.wait()
+        if self.mirror is not None:
+            self.mirror.stop()
+        from schemas.db import dispose_engines
+
+        dispose_engines()
         if self.redis:
             self.redis.stop()
         if self.pg:
@@ -235,9 +290,14 @@ class Stack:
 
 
 def run_stack(
-    settings: Settings, say: Callable[[str], None], *, beat: bool = True, flower: bool = True
+    settings: Settings,
+    say: Callable[[str], None],
+    *,
+    beat: bool = True,
+    flower: bool = True,
+    demo: bool = False,
 ) -> int:
-    stack = Stack(settings, say, with_beat=beat, with_flower=flower)
+    stack = Stack(settings, say, with_beat=beat, with_flower=flower, demo=demo)
     signal.signal(signal.SIGTERM, stack.stop)
     signal.signal(signal.SIGINT, stack.stop)
     try:

@@ -1,0 +1,33 @@
+"""Reading the configured hubs into the catalog table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hub import service
+from hub.catalog import folders_from_settings, read_catalog
+from nlphub.errors import TemporaryError
+from schemas.db import session_scope
+from workers.settings import get_settings
+
+
+def sync_hubs(actor: str) -> dict[str, Any]:
+    settings = get_settings()
+    folders = folders_from_settings(settings)
+    result = read_catalog(folders, settings.home / "cache" / "hub")
+    by_folder: dict[str, list[Any]] = {f.url: [] for f in folders}
+    for entry in result.entries:
+        by_folder.setdefault(result.folder_url(entry), []).append(entry)
+    readable = {
+        url: entries for url, entries in by_folder.items() if result.sources.get(url) != "failed"
+    }
+    with session_scope() as session:
+        counts = service.sync_catalog(session, readable, actor=actor)
+    if result.errors and not readable:
+        raise TemporaryError("; ".join(result.errors))
+    return {
+        "entries": counts,
+        "warnings": result.warnings[:100],
+        "errors": result.errors,
+        "sources": result.sources,
+    }

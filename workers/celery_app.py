@@ -1,0 +1,96 @@
+"""The one Celery app: JSON only, queues, routing, reliability settings.
+
+This module defines the app without importing any task (tasks import it); `workers.app` is
+the entry point that also registers every task (`celery -A workers.app`)."""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange
+from kombu import Queue as KombuQueue
+
+from schemas.payloads import TASKS
+from workers.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class Queue(StrEnum):
+    DOWNLOADS = "downloads"
+    EMBEDDINGS = "embeddings"
+    DEFAULT = "default"
+
+
+#: Queues whose tasks run for minutes: fetch one message at a time.
+LONG_QUEUES = frozenset({Queue.DOWNLOADS, Queue.EMBEDDINGS})
+
+
+def build_config(settings: Settings) -> dict[str, Any]:
+    """Celery configuration derived from nlphub settings (pure: unit-tested)."""
+    redis_url = settings.require_redis_url()
+    visibility = settings.visibility_timeout
+    transport = {"visibility_timeout": visibility}
+    exchange = Exchange("nlphub", type="direct")
+    return {
+        "broker_url": redis_url,
+        "result_backend": redis_url,
+        # The visibility timeout must agree in all three places and outlast the longest task.
+        "broker_transport_options": dict(transport),
+        "result_backend_transport_options": dict(transport),
+        "visibility_timeout": visibility,
+        "task_time_limit": settings.effective_time_limit,
+        "task_soft_time_limit": max(1, settings.effective_time_limit - 30),
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        "result_accept_content": ["json"],
+        "task_queues": [KombuQueue(q.value, exchange, routing_key=q.value) for q in Queue],
+        "task_default_queue": Queue.DEFAULT.value,
+        "task_default_exchange": "nlphub",
+        "task_default_routing_key": Queue.DEFAULT.value,
+        "task_routes": {
+            name: {"queue": spec.queue, "routing_key": spec.queue} for name, spec in TASKS.items()
+        },
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "task_track_started": True,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "broker_connection_retry_on_startup": True,
+        "result_expires": 7 * 24 * 3600,
+        "result_extended": True,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+app = Celery("nlphub")
+
+
+@app.on_configure.connect
+def _configure(sender: Celery, **_: Any) -> None:
+    # Runs once, when the configuration is first needed (not at import: `--help` needs no URLs).
+    # Without REDIS_URL the broker stays unset here; every entry point (CLI commands, the
+    # worker's start-up check) demands it with a clear message.
+    settings = get_settings()
+    if settings.redis_url or settings.runtime_urls().get("redis_url"):
+        sender.conf.update(build_config(settings))
+    from scheduler.schedule import beat_schedule
+
+    sender.conf.beat_schedule = beat_schedule()
+
+
+def configure(settings: Settings) -> Celery:
+    """Re-point the app at other servers (tests, `nlphub up` after starting embedded ones)."""
+    app.conf.update(build_config(settings))
+    return app
