@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -70,6 +70,18 @@ class ResourcePayload(Payload):
     resource_id: uuid.UUID
 
 
+class UploadPayload(Payload):
+    """Validate a custom upload (zip or folder on shared storage) and install it if valid."""
+
+    path: str = Field(min_length=1, max_length=4096)
+    kind: Literal["model", "embeddings", "pipeline"]
+    name: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    language: str = Field(default="en", min_length=1, max_length=16, pattern=r"^[a-z]{2,3}$|^xx$")
+    version: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    labels: list[str] | None = None
+    edition: str | None = Field(default=None, max_length=64)
+
+
 class HubSyncPayload(Payload):
     """Read every configured hub folder and store its catalog for search."""
 
@@ -99,6 +111,7 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("nlphub.download", DownloadPayload, "downloads"),
         TaskSpec("nlphub.fetch_dependencies", ResourcePayload, "default"),
         TaskSpec("nlphub.hub_sync", HubSyncPayload, "default"),
+        TaskSpec("nlphub.validate_upload", UploadPayload, "default"),
     )
 }
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import tasks.hub
 import tasks.maintenance
-import tasks.resources  # noqa: F401
+import tasks.resources
+import tasks.uploads  # noqa: F401
 from workers.celery_app import LONG_QUEUES, Queue, app, build_config, configure
 
 __all__ = ["LONG_QUEUES", "Queue", "app", "build_config", "configure"]

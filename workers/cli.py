@@ -511,6 +511,53 @@ def redownload(
 
 @app.command()
 @clear_errors
+def upload(
+    path: str = typer.Argument(..., help="Zip file or folder on storage the workers share."),
+    kind: str = typer.Option(..., help="model, embeddings or pipeline"),
+    name: str = typer.Option(...),
+    language: str = typer.Option("en", "--language", "-l"),
+    labels: str | None = typer.Option(None, help="Labels an NER model predicts: L1,L2,…"),
+    edition: str | None = typer.Option(None, help="Default: from the classes' library."),
+    version: str | None = typer.Option(None),
+    wait: bool = typer.Option(True),
+) -> None:
+    """Validate a custom Spark NLP model/embeddings/pipeline and install it (source upload)."""
+    from pathlib import Path
+
+    payload: dict[str, Any] = {
+        "path": str(Path(path).resolve()),
+        "kind": kind,
+        "name": name,
+        "language": language,
+        "edition": edition,
+        "version": version,
+    }
+    if labels is not None:
+        payload["labels"] = [x.strip() for x in labels.split(",") if x.strip()]
+    _enqueue_and_maybe_wait("nlphub.validate_upload", payload, wait, 3600)
+
+
+@app.command()
+@clear_errors
+def deps(
+    name: str,
+    language: str = typer.Option("en", "--language", "-l"),
+    wait: bool = typer.Option(True),
+) -> None:
+    """Download the missing dependencies (embeddings) of an installed or uploaded model."""
+    from sqlmodel import Session
+
+    from nlphub.resources import find_resource
+    from schemas.db import get_engine
+
+    _ready_db()
+    with Session(get_engine()) as session:
+        res = find_resource(session, name=name, language=language)
+    _enqueue_and_maybe_wait("nlphub.fetch_dependencies", {"resource_id": str(res.id)}, wait, 3600)
+
+
+@app.command()
+@clear_errors
 def disk() -> None:
     """Bytes per installed resource, their total, and the storage volume's free/total space."""
     from sqlmodel import Session, col, select

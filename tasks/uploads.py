@@ -1,0 +1,47 @@
+"""Upload validation task. Thin: the logic is in uploads/service.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nlphub import audit
+from schemas.db import session_scope
+from schemas.payloads import UploadPayload
+from tasks.base import JobContext, nlphub_task
+from uploads.service import UploadRejected, UploadRequest, accept_upload
+from workers.settings import get_settings
+
+
+@nlphub_task("nlphub.validate_upload")
+def validate_upload(job: JobContext, payload: UploadPayload) -> dict[str, Any]:
+    """Check an uploaded zip or folder (archive safety, Spark NLP format, kind, labels,
+    compatibility) and install it atomically with source `upload`; a rejection lists every
+    problem and leaves nothing behind. Side effects: the install folder, the resource row,
+    audit events. Safe to run twice (a second run finds the resource and is rejected as a
+    duplicate; nothing is half-written)."""
+    req = UploadRequest(
+        path=Path(payload.path),
+        kind=payload.kind,
+        name=payload.name,
+        language=payload.language,
+        version=payload.version,
+        labels=payload.labels,
+        edition=payload.edition,
+        requested_by=payload.requested_by,
+        job_id=job.id,
+    )
+    try:
+        with session_scope() as session:
+            return accept_upload(session, get_settings(), req).as_dict()
+    except UploadRejected as exc:
+        with session_scope() as session:
+            audit.record(
+                session,
+                actor=payload.requested_by,
+                action="upload.rejected",
+                target=f"{payload.name}/{payload.language}",
+                job_id=job.id,
+                details={"path": payload.path, "kind": payload.kind, "problems": exc.problems},
+            )
+        raise
