@@ -210,3 +210,54 @@ def test_upload_task_rejects_with_every_problem_in_job_and_audit(
     assert job.state == JobState.SUCCEEDED, job.error
     assert job.result["state"] == "installed"
     assert "resource.uploaded" in audit_actions(job.id)
+
+
+# -- the whole unit corpus, through the service, with the database and the disk checked -------
+
+from tests.unit.uploads.test_archive import TREE_CASES, ZIP_CASES  # noqa: E402
+from tests.unit.uploads.test_sparknlp import RESOURCE_CASES  # noqa: E402
+from uploads.archive import DEFAULT_LIMITS  # noqa: E402
+
+ZIPS = [c for c in ZIP_CASES if c.limits == DEFAULT_LIMITS]
+TREES = [c for c in TREE_CASES if c.limits == DEFAULT_LIMITS]
+RESOURCES = [c for c in RESOURCE_CASES if c.limits == DEFAULT_LIMITS]
+
+#: The service reads its input before the validator does: a path that is not a folder is read
+#: as a zip, links are refused by the folder check, and the resource root is looked up first —
+#: so these cases fail earlier, with these messages.
+SERVICE_MESSAGE = {
+    "root-is-symlink": "is a symbolic link",
+    "not-a-directory": "not a valid zip archive",
+    "root-not-a-directory": "not a valid zip archive",
+    "no-metadata": "no metadata/ folder at the top",
+    "metadata-dir-symlink": "'metadata': is a symbolic link",
+    "part-file-symlink": "'metadata/part-00000': is a symbolic link",
+}
+
+
+def _rejected_cleanly(path: Path, kind: str, expected: str, labels: Any = None) -> None:
+    home = get_settings().home
+    before = _snapshot(home)
+    with pytest.raises(UploadRejected) as info:
+        _accept(path=path, name="custom", kind=kind, labels=labels)
+    assert any(expected in p for p in info.value.problems), info.value.problems
+    assert _snapshot(home) == before
+    assert not any((home / "tmp").iterdir())
+    assert _rows() == []
+
+
+@pytest.mark.parametrize("case", ZIPS, ids=[c.id for c in ZIPS])
+def test_corpus_zip_rejected_without_trace(uploads, case) -> None:
+    _rejected_cleanly(case.build(uploads), "model", case.expected)
+
+
+@pytest.mark.parametrize("case", TREES, ids=[c.id for c in TREES])
+def test_corpus_tree_rejected_without_trace(uploads, case) -> None:
+    _rejected_cleanly(case.build(uploads), "model", SERVICE_MESSAGE.get(case.id, case.expected))
+
+
+@pytest.mark.parametrize("case", RESOURCES, ids=[c.id for c in RESOURCES])
+def test_corpus_resource_rejected_without_trace(uploads, case) -> None:
+    root = case.build(SparkBuilder(uploads / "src"))
+    expected = SERVICE_MESSAGE.get(case.id, case.expected)
+    _rejected_cleanly(root, case.kind, expected, case.labels)
