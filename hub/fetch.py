@@ -30,8 +30,10 @@ import fcntl
 import hashlib
 import logging
 import os
+import queue
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -205,15 +207,57 @@ def partial_path(dest: Path) -> Path:
 
 
 class _Hashes:
+    """MD5 + SHA-256 of a stream, computed on a helper thread (hashlib releases the GIL on
+    large buffers), so hashing overlaps receiving and writing. Reading `md5` / `sha256` waits
+    for every queued chunk; later updates are hashed inline."""
+
     def __init__(self) -> None:
-        self.md5 = hashlib.md5(usedforsecurity=False)
-        self.sha256 = hashlib.sha256()
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._sha256 = hashlib.sha256()
         self.size = 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
+        self._thread: threading.Thread | None = None
+        self._done = False
+
+    def _run(self) -> None:
+        # Ends at the sentinel, or after a minute without data (an abandoned download).
+        while True:
+            try:
+                data = self._queue.get(timeout=60)
+            except queue.Empty:
+                return
+            if data is None:
+                return
+            self._md5.update(data)
+            self._sha256.update(data)
 
     def update(self, data: bytes) -> None:
-        self.md5.update(data)
-        self.sha256.update(data)
         self.size += len(data)
+        if self._done:
+            self._md5.update(data)
+            self._sha256.update(data)
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="fetch-hash", daemon=True)
+            self._thread.start()
+        self._queue.put(bytes(data))
+
+    def _finish(self) -> None:
+        if not self._done:
+            self._done = True
+            if self._thread is not None:
+                self._queue.put(None)
+                self._thread.join()
+
+    @property
+    def md5(self) -> Any:
+        self._finish()
+        return self._md5
+
+    @property
+    def sha256(self) -> Any:
+        self._finish()
+        return self._sha256
 
 
 class _Throttle:

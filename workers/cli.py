@@ -460,7 +460,7 @@ def _download(
     from schemas.db import get_engine
 
     _ready_db()
-    with Session(get_engine()) as session:
+    with Session(get_engine(), expire_on_commit=False) as session:
         req = request_download(
             session,
             _settings(),

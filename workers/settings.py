@@ -182,6 +182,15 @@ class Settings(BaseSettings):
             return {}
         return {k: v for k, v in data.items() if isinstance(v, str)}
 
+    def runtime_settings(self) -> dict[str, str]:
+        """Environment settings a running `nlphub up` gave its processes (RUNTIME_FILE)."""
+        path = self.home / RUNTIME_FILE
+        try:
+            data = json.loads(path.read_text()).get("settings", {})
+        except (OSError, ValueError, AttributeError):
+            return {}
+        return {k: v for k, v in data.items() if k.startswith("NLPHUB_") and isinstance(v, str)}
+
     def require_database_url(self) -> str:
         url = self.database_url or self.runtime_urls().get("database_url")
         if not url:
@@ -212,9 +221,17 @@ def _first_error_line(exc: ValidationError) -> str:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read the settings; raise `SettingsError` with one line naming a bad setting."""
+    """Read the settings; raise `SettingsError` with one line naming a bad setting.
+
+    Settings that a running `nlphub up` chose for its processes (e.g. the demo hub with
+    `--demo`) apply to other commands too, unless the environment sets them."""
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
+        chosen = settings.runtime_settings()
+        extra: dict[str, Any] = {
+            k: v for k, v in chosen.items() if k not in os.environ and k not in overrides
+        }
+        return Settings(**overrides, **extra) if extra else settings
     except ValidationError as exc:
         raise SettingsError(_first_error_line(exc)) from None
     except (ValueError, json.JSONDecodeError) as exc:  # e.g. pydantic-settings decode errors

@@ -182,7 +182,10 @@ class Stack:
             "NLPHUB_HOME": str(self.settings.home),
         }
         if self.demo:
-            env.update(self.start_demo_mirror())
+            chosen = self.start_demo_mirror()
+            env.update(chosen)
+            runtime = json.loads(self.runtime_file.read_text())
+            self.runtime_file.write_text(json.dumps({**runtime, "settings": chosen}))
         self.request_defaults(env)
         run_dir = self.settings.home / "run"
         self.children = worker_children(self.settings, env, run_dir)

@@ -217,3 +217,82 @@ def test_nlphub_up_runs_everything_and_stops_cleanly(monkeypatch) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_nlphub_up_demo_downloads_the_defaults_offline() -> None:
+    home = Path(tempfile.mkdtemp(prefix="nlphub-demo-"))
+    port = free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "DATABASE_URL",
+            "REDIS_URL",
+            "NLPHUB_HUB_URLS",
+            "NLPHUB_LIBRARY_VERSIONS",
+            "NLPHUB_LICENSED_HUB_URLS",
+        )
+    }
+    env.update(
+        {
+            "NLPHUB_HOME": str(home),
+            "NLPHUB_FLOWER_PORT": str(port),
+            "NLPHUB_FLOWER_PASSWORD": "demo-pw",
+            "NLPHUB_LOG_LEVEL": "WARNING",
+            "COLUMNS": "250",
+        }
+    )
+    log = home / "up.log"
+    proc = subprocess.Popen(
+        [NLPHUB, "up", "--demo", "--no-flower"],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+    def resources() -> dict[str, str]:
+        out = subprocess.run(
+            [NLPHUB, "resources", "--json"], env=env, capture_output=True, text=True, timeout=60
+        )
+        if out.returncode != 0:
+            return {}
+        return {r["name"]: r["state"] for r in json.loads(out.stdout)}
+
+    try:
+        wait_for(
+            lambda: (
+                resources()
+                == {
+                    "glove_100d": "installed",
+                    "bert_base_cased": "installed",
+                    "tfhub_use": "installed",
+                }
+            ),
+            180,
+            interval=1.0,
+            what="the default embeddings to be installed",
+        )
+        text = log.read_text(errors="replace")
+        assert "generated demo data" in text and "default glove_100d" in text
+        out = subprocess.run(
+            [NLPHUB, "download", "ner_dl", "--wait", "--timeout", "120"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert resources()["ner_dl"] == "installed"
+        found = subprocess.run(
+            [NLPHUB, "search", "glove"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert "glove_100d" in found.stdout and "99.0.0" in found.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(home, ignore_errors=True)
