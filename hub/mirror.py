@@ -131,6 +131,9 @@ class MirrorResource:
     labels: list[str] = field(default_factory=list)
     stages: list[MirrorStage | MirrorResource] = field(default_factory=list)
     engine: str | None = None
+    #: A resource folder written elsewhere (e.g. by pyspark) to zip as it is, instead of
+    #: generating one.
+    source_dir: Path | None = None
 
     def __post_init__(self) -> None:
         self.class_name = _class_for(self.annotator, self.class_name)
@@ -403,7 +406,11 @@ def build_mirror(
         if archive.exists():
             raise FileExistsError(f"{archive} already exists")
         with tempfile.TemporaryDirectory(prefix=".build-", dir=target) as tmp:
-            resource_dir = write_resource_dir(res, Path(tmp) / "resource")
+            resource_dir = (
+                res.source_dir
+                if res.source_dir is not None
+                else write_resource_dir(res, Path(tmp) / "resource")
+            )
             partial = Path(tmp) / "archive.zip"
             _zip_dir(resource_dir, partial, res.time)
             md5 = _md5_hex(partial)

@@ -83,3 +83,13 @@ def env(
     dispose_engines()
     get_settings.cache_clear()
     servers["pg"].drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def spark_session() -> Iterator[Any]:
+    """One local Spark session (JVM) for the whole test run."""
+    from tests.sparkml import start_spark
+
+    spark = start_spark()
+    yield spark
+    spark.stop()

@@ -65,12 +65,45 @@ CLINICAL = [
 ]
 
 
+@pytest.fixture(scope="session")
+def spark_written(
+    spark_session: Any, tmp_path_factory: pytest.TempPathFactory
+) -> list[MirrorResource]:
+    """Resources whose folders pyspark wrote (real Spark ML persistence, Spark NLP classes)."""
+    from tests.sparkml import write_spark_nlp_resource
+
+    base = tmp_path_factory.mktemp("sparkml")
+    emb = write_spark_nlp_resource(
+        spark_session,
+        base / "emb_spark",
+        class_name="com.johnsnowlabs.nlp.embeddings.WordEmbeddingsModel",
+        storage_ref="emb_spark",
+        storage=True,
+        spark_version="3.4.1",
+    )
+    ner = write_spark_nlp_resource(
+        spark_session,
+        base / "ner_spark",
+        class_name="com.johnsnowlabs.nlp.annotators.ner.dl.NerDLModel",
+        storage_ref="emb_spark",
+        labels=["PER", "LOC"],
+        spark_version="3.4.1",
+    )
+    return [
+        res("emb_spark", "WordEmbeddingsModel", source_dir=emb),
+        res("ner_spark", "NerDLModel", source_dir=ner),
+    ]
+
+
 @pytest.fixture
 def mirror(
-    env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    env: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    spark_written: list[MirrorResource],
 ) -> Iterator[MirrorServer]:
     folder = tmp_path / "mirror"
-    build_mirror(folder, PUBLIC)
+    build_mirror(folder, PUBLIC + spark_written)
     build_mirror(folder, CLINICAL, edition_folder="clinical/models")
     with MirrorServer(folder) as server:
         monkeypatch.setenv("NLPHUB_HUB_URLS", server.url)
@@ -387,3 +420,17 @@ def test_worker_killed_mid_download_resumes_and_installs_once(
     assert audit_actions().count("resource.installed") == 1
     assert _resource("slow_emb").state == ResourceState.INSTALLED
     assert _leftovers(get_settings().home) == []
+
+
+def test_pyspark_written_model_and_its_embeddings_install(mirror, worker, wait_job) -> None:
+    job = wait_job(nlphub.enqueue("nlphub.download", {"name": "ner_spark"}))
+    assert job.state == JobState.SUCCEEDED, job.error
+    assert job.result["dependencies"] == ["emb_spark"]
+    wait_for(
+        lambda: _resource("ner_spark").state == ResourceState.INSTALLED,
+        60,
+        what="ner_spark to be released once emb_spark is installed",
+    )
+    emb = Path(_resource("emb_spark").install_path or "")
+    assert any(p.name.startswith("part-00000-") for p in (emb / "metadata").iterdir())
+    assert (emb / "data").is_dir() and (emb / "storage").is_dir()
