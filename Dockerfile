@@ -41,6 +41,9 @@ COPY scheduler ./scheduler
 COPY nlphub ./nlphub
 COPY hub ./hub
 COPY uploads ./uploads
+COPY preannotation ./preannotation
+COPY rules ./rules
+COPY embeddings ./embeddings
 RUN pip install --no-cache-dir . \
     && nlphub --help > /dev/null
 

@@ -38,9 +38,11 @@ from hub.service import (
     request_download,
     resolve,
 )
+from hub.updates import finish_applied_updates
 from nlphub import audit
 from nlphub.errors import NlphubError, NotFound, Refused, TemporaryError
 from nlphub.resources import TRASH_PREFIX, install_dir, tree_checksum
+from preannotation.service import request_redeploys
 from schemas.db import session_scope
 from schemas.models import Resource, ResourceKind
 from schemas.states import ResourceState
@@ -91,6 +93,7 @@ def _fail(
         if res.state in (ResourceState.QUEUED, ResourceState.DOWNLOADING, ResourceState.VERIFYING):
             res.move_to(ResourceState.FAILED, error=message)
             session.add(res)
+        finish_applied_updates(session, res, job_id=job_id, failed=message)
         audit.record(
             session,
             actor=actor,
@@ -265,6 +268,8 @@ def _download_and_install(
                 session=session,
             )
         released = release_dependents(session, actor=actor, job_id=job_id)
+        finish_applied_updates(session, res, job_id=job_id)
+        request_redeploys(session, models=[res.name], reason=f"{res.label} installed", actor=actor)
         state = res.state.value
         label = res.label
     _cleanup(archive)

@@ -11,10 +11,13 @@ from schemas.db import session_scope
 from workers.settings import get_settings
 
 
-def sync_hubs(actor: str) -> dict[str, Any]:
+def sync_hubs(actor: str, *, ttl: float = 0.0) -> dict[str, Any]:
+    """Read every configured hub folder into the catalog table. With the default `ttl` of 0
+    every folder is revalidated (a conditional request: 304 when unchanged); a folder that
+    fails keeps its last synced catalog."""
     settings = get_settings()
     folders = folders_from_settings(settings)
-    result = read_catalog(folders, settings.home / "cache" / "hub")
+    result = read_catalog(folders, settings.home / "cache" / "hub", ttl=ttl)
     by_folder: dict[str, list[Any]] = {f.url: [] for f in folders}
     for entry in result.entries:
         by_folder.setdefault(result.folder_url(entry), []).append(entry)

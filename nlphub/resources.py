@@ -297,9 +297,12 @@ def remove_files(res: Resource) -> int:
 def finish_delete(
     session: Session, res: Resource, *, actor: str, freed: int, job_id: uuid.UUID | None = None
 ) -> None:
+    from preannotation.service import request_redeploys
+
     res.move_to(ResourceState.DELETED)
     res.bytes_on_disk = 0
     session.add(res)
+    request_redeploys(session, models=[res.name], reason=f"{res.label} deleted", actor=actor)
     audit.record(
         session,
         actor=actor,

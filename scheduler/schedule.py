@@ -7,21 +7,56 @@ from typing import Any
 
 from celery.schedules import crontab
 
+from workers.settings import Settings
 
-def beat_schedule() -> dict[str, dict[str, Any]]:
+
+def _crontab(spec: str) -> crontab:
+    minute, hour, day_of_month, month_of_year, day_of_week = spec.split()
+    return crontab(
+        minute=minute,
+        hour=hour,
+        day_of_month=day_of_month,
+        month_of_year=month_of_year,
+        day_of_week=day_of_week,
+    )
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    beat = {"requested_by": "beat"}
     return {
         # Republish jobs committed to Postgres that the broker never got (or lost): the outbox.
         "reconcile-outbox": {
             "task": "nlphub.reconcile_outbox",
             "schedule": 60.0,
-            "kwargs": {"requested_by": "beat"},
+            "kwargs": beat,
             "options": {"expires": 55},
         },
         # Reconcile resource rows with the files and verify checksums; report disk usage.
         "inventory": {
             "task": "nlphub.inventory",
             "schedule": crontab(minute=17),
-            "kwargs": {"requested_by": "beat", "verify_checksums": True},
+            "kwargs": {**beat, "verify_checksums": True},
             "options": {"expires": 3000},
+        },
+        # Newer compatible versions of installed resources (NLPHUB_UPDATE_CHECK_CRONTAB).
+        "check-updates": {
+            "task": "nlphub.check_updates",
+            "schedule": _crontab(settings.update_check_crontab),
+            "kwargs": {**beat, "reason": "schedule"},
+            "options": {"expires": 3600},
+        },
+        # Coalesce pending pre-annotation redeploys and call the servers (debounced).
+        "redeploy-preannotation": {
+            "task": "nlphub.redeploy_preannotation",
+            "schedule": max(5.0, settings.redeploy_debounce_seconds / 2),
+            "kwargs": beat,
+            "options": {"expires": max(5.0, settings.redeploy_debounce_seconds / 2)},
+        },
+        # A no-op job through the whole path: proves beat → broker → worker → Postgres works.
+        "heartbeat": {
+            "task": "nlphub.ping",
+            "schedule": settings.heartbeat_seconds,
+            "kwargs": beat,
+            "options": {"expires": settings.heartbeat_seconds},
         },
     }

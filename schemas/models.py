@@ -206,3 +206,77 @@ class HubEntryRow(SQLModel, table=True):
     checksum: str | None = Field(default=None, max_length=32)
     size_bytes: int | None = Field(default=None, sa_type=BigInteger)
     synced_at: datetime = _ts()
+
+
+class UpdateNotice(SQLModel, table=True):
+    """A newer compatible version of an installed resource, waiting for a decision."""
+
+    __tablename__ = "update_notice"
+    __table_args__ = (
+        UniqueConstraint("resource_id", "new_version", name="uq_update_notice_version"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    resource_id: uuid.UUID = Field(index=True)
+    name: str = Field(max_length=255)
+    language: str = Field(max_length=16)
+    current_version: str = Field(max_length=64)
+    new_version: str = Field(max_length=64)
+    size_bytes: int | None = Field(default=None, sa_type=BigInteger)
+    edition: str = Field(max_length=64)
+    archive_url: str = Field(sa_type=Text)
+    #: pending → applying → applied | failed; pending → dismissed
+    state: str = Field(default="pending", max_length=16, index=True)
+    decided_by: str | None = Field(default=None, max_length=255)
+    decided_at: datetime | None = _ts(nullable=True)
+    job_id: uuid.UUID | None = Field(default=None)
+    found_at: datetime = _ts()
+
+
+class Rule(SQLModel, table=True):
+    """A ContextualParser rule (regex or dictionary) for pre-annotation."""
+
+    __tablename__ = "rule"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    name: str = Field(max_length=128, unique=True)
+    type: str = Field(max_length=16)
+    entity: str = Field(max_length=64)
+    regex: str | None = Field(default=None, sa_type=Text)
+    dictionary: list[str] | None = Field(default=None, sa_type=JSONB)
+    description: str = Field(default="", sa_type=Text)
+    options: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
+    version: int = Field(default=1)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class PreannotationServer(SQLModel, table=True):
+    """A pre-annotation server: the models and rules it serves, and its redeploy endpoint."""
+
+    __tablename__ = "preannotation_server"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    name: str = Field(max_length=128, unique=True)
+    url: str = Field(sa_type=Text)
+    models: list[str] = Field(default_factory=list, sa_type=JSONB)
+    rules: list[str] = Field(default_factory=list, sa_type=JSONB)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class Redeploy(SQLModel, table=True):
+    """A redeploy a server needs ("Redeploy preannotation server to apply these changes")."""
+
+    __tablename__ = "redeploy"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    server_id: uuid.UUID = Field(index=True)
+    #: pending → done | (failed attempts stay pending with last_error)
+    state: str = Field(default="pending", max_length=16, index=True)
+    reasons: list[str] = Field(default_factory=list, sa_type=JSONB)
+    attempts: int = Field(default=0)
+    last_error: str | None = Field(default=None, sa_type=Text)
+    requested_at: datetime = _ts()
+    last_change_at: datetime = _ts()
+    done_at: datetime | None = _ts(nullable=True)

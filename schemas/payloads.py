@@ -82,6 +82,28 @@ class UploadPayload(Payload):
     edition: str | None = Field(default=None, max_length=64)
 
 
+class CheckUpdatesPayload(Payload):
+    """Look for newer compatible versions of installed resources."""
+
+    reason: Literal["startup", "schedule", "manual"] = "manual"
+    #: Skip when a check ran less than this many seconds ago (start-up checks collapse).
+    min_interval: float = Field(default=0.0, ge=0, le=7 * 86400)
+    sync: bool = Field(default=True, description="Read the hubs first")
+
+
+class UpdateDecisionPayload(Payload):
+    """Apply (download) or dismiss an update notice; `confirmed_by` is who decided."""
+
+    notice_id: uuid.UUID
+    confirmed_by: str = Field(min_length=1, max_length=255)
+
+
+class RedeployPayload(Payload):
+    """Redeploy the pre-annotation servers whose pending changes are past the debounce."""
+
+    debounce: float | None = Field(default=None, ge=0, le=3600)
+
+
 class HubSyncPayload(Payload):
     """Read every configured hub folder and store its catalog for search."""
 
@@ -112,6 +134,10 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("nlphub.fetch_dependencies", ResourcePayload, "default"),
         TaskSpec("nlphub.hub_sync", HubSyncPayload, "default"),
         TaskSpec("nlphub.validate_upload", UploadPayload, "default"),
+        TaskSpec("nlphub.check_updates", CheckUpdatesPayload, "default"),
+        TaskSpec("nlphub.redeploy_preannotation", RedeployPayload, "default"),
+        TaskSpec("nlphub.apply_update", UpdateDecisionPayload, "default"),
+        TaskSpec("nlphub.dismiss_update", UpdateDecisionPayload, "default"),
     )
 }
 

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub import install, service
+from hub import install, service, updates
 from hub.sync import sync_hubs
 from schemas.db import session_scope
-from schemas.payloads import DownloadPayload, HubSyncPayload, ResourcePayload
+from schemas.payloads import (
+    CheckUpdatesPayload,
+    DownloadPayload,
+    HubSyncPayload,
+    ResourcePayload,
+    UpdateDecisionPayload,
+)
 from tasks.base import JobContext, nlphub_task
 from workers.settings import get_settings
 
@@ -63,3 +69,41 @@ def fetch_dependencies(job: JobContext, payload: ResourcePayload) -> dict[str, A
         return install.fetch_dependencies(
             session, get_settings(), payload.resource_id, actor=payload.requested_by
         )
+
+
+@nlphub_task("nlphub.check_updates")
+def check_updates(job: JobContext, payload: CheckUpdatesPayload) -> dict[str, Any]:
+    """Read the hubs, then record one update notice per newer compatible version of an
+    installed resource (never twice for the same version) and announce it (audit, webhook).
+    Side effects: catalog rows, notices, audit events, a webhook call. Safe to run twice."""
+    synced: dict[str, Any] = {}
+    if payload.sync:
+        synced = sync_hubs(payload.requested_by)
+    with session_scope() as session:
+        out = updates.check_updates(
+            session,
+            get_settings(),
+            actor=payload.requested_by,
+            reason=payload.reason,
+            min_interval=payload.min_interval,
+        )
+    return {**out, "hub_errors": synced.get("errors", [])}
+
+
+@nlphub_task("nlphub.apply_update")
+def apply_update(job: JobContext, payload: UpdateDecisionPayload) -> dict[str, Any]:
+    """Confirmed update: queue the download of the new version (the old one stays in use
+    until it is installed; the switch is then recorded). Side effects: a download job, the
+    notice, audit events. Safe to run twice (the second run reports the same job)."""
+    with session_scope() as session:
+        return updates.apply_update(
+            session, get_settings(), payload.notice_id, confirmed_by=payload.confirmed_by
+        )
+
+
+@nlphub_task("nlphub.dismiss_update")
+def dismiss_update(job: JobContext, payload: UpdateDecisionPayload) -> dict[str, Any]:
+    """Dismiss an update notice (recorded with who dismissed it). Side effects: the notice,
+    an audit event. Running it twice fails the second time with a clear message."""
+    with session_scope() as session:
+        return updates.dismiss_update(session, payload.notice_id, by=payload.confirmed_by)

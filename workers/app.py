@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tasks.hub
 import tasks.maintenance
+import tasks.preannotation
 import tasks.resources
 import tasks.uploads  # noqa: F401
 from workers.celery_app import LONG_QUEUES, Queue, app, build_config, configure

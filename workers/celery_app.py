@@ -71,6 +71,7 @@ def build_config(settings: Settings) -> dict[str, Any]:
         "result_extended": True,
         "timezone": "UTC",
         "enable_utc": True,
+        "beat_scheduler": "scheduler.locked:LockedScheduler",
     }
 
 
@@ -87,10 +88,13 @@ def _configure(sender: Celery, **_: Any) -> None:
         sender.conf.update(build_config(settings))
     from scheduler.schedule import beat_schedule
 
-    sender.conf.beat_schedule = beat_schedule()
+    sender.conf.beat_schedule = beat_schedule(settings)
 
 
 def configure(settings: Settings) -> Celery:
     """Re-point the app at other servers (tests, `nlphub up` after starting embedded ones)."""
+    from scheduler.schedule import beat_schedule
+
     app.conf.update(build_config(settings))
+    app.conf.beat_schedule = beat_schedule(settings)
     return app

@@ -27,6 +27,12 @@ hub_app = typer.Typer(help="Models Hub mirrors and catalog.", no_args_is_help=Tr
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(hub_app, name="hub")
+updates_app = typer.Typer(
+    help="Update notices (newer compatible versions).", invoke_without_command=True
+)
+servers_app = typer.Typer(help="Pre-annotation servers.", no_args_is_help=True)
+app.add_typer(updates_app, name="updates")
+app.add_typer(servers_app, name="servers")
 
 console = Console()
 err = Console(stderr=True)
@@ -613,6 +619,146 @@ def resources(as_json: bool = typer.Option(False, "--json")) -> None:
             r.state.value,
             ", ".join(r.dependencies),
             (r.error or "")[:70],
+        )
+    console.print(table)
+
+
+# -- updates, servers, redeploys ----------------------------------------------------------------
+
+
+@updates_app.callback()
+@clear_errors
+def updates_list(ctx: typer.Context, show_all: bool = typer.Option(False, "--all")) -> None:
+    """Update notices (pending ones; --all for every decision)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from sqlmodel import Session, col, select
+
+    from schemas.db import get_engine
+    from schemas.models import UpdateNotice
+
+    _ready_db()
+    with Session(get_engine()) as session:
+        query = select(UpdateNotice).order_by(col(UpdateNotice.found_at).desc())
+        if not show_all:
+            query = query.where(UpdateNotice.state == "pending")
+        rows = session.exec(query).all()
+    table = Table("id", "resource", "current", "new", "size", "edition", "found", "state", "by")
+    for n in rows:
+        table.add_row(
+            str(n.id),
+            f"{n.name} ({n.language})",
+            n.current_version,
+            n.new_version,
+            _human(n.size_bytes),
+            n.edition,
+            n.found_at.strftime("%Y-%m-%d %H:%M"),
+            n.state,
+            n.decided_by or "",
+        )
+    console.print(table)
+    if not rows:
+        console.print("no pending updates" if not show_all else "no update notices")
+
+
+@updates_app.command("check")
+@clear_errors
+def updates_check(wait: bool = typer.Option(True)) -> None:
+    """Check the hubs for newer compatible versions now."""
+    _enqueue_and_maybe_wait("nlphub.check_updates", {"reason": "manual"}, wait, 600)
+
+
+@updates_app.command("apply")
+@clear_errors
+def updates_apply(
+    notice_id: str,
+    by: str = typer.Option(..., "--by", help="Who confirms the update (recorded)."),
+    wait: bool = typer.Option(False),
+) -> None:
+    """Confirm an update: download the new version (the old one stays in use until then)."""
+    _enqueue_and_maybe_wait(
+        "nlphub.apply_update", {"notice_id": notice_id, "confirmed_by": by}, wait, 600
+    )
+
+
+@updates_app.command("dismiss")
+@clear_errors
+def updates_dismiss(notice_id: str, by: str = typer.Option(..., "--by")) -> None:
+    """Dismiss an update notice (recorded with who dismissed it)."""
+    _enqueue_and_maybe_wait(
+        "nlphub.dismiss_update", {"notice_id": notice_id, "confirmed_by": by}, True, 120
+    )
+
+
+@servers_app.command("set")
+@clear_errors
+def servers_set(
+    name: str,
+    url: str,
+    models: str = typer.Option("", help="Comma-separated model names (at most 5)."),
+    rules: str = typer.Option("", help="Comma-separated rule names."),
+) -> None:
+    """Add or change a pre-annotation server (refuses > 5 models or mixed embeddings)."""
+    from preannotation.service import set_server
+    from schemas.db import session_scope
+
+    _ready_db()
+    split = lambda text: [x.strip() for x in text.split(",") if x.strip()]  # noqa: E731
+    with session_scope() as session:
+        server = set_server(
+            session, name=name, url=url, models=split(models), rules=split(rules), actor="cli"
+        )
+        console.print(
+            f"server {server.name}: {server.url} models={server.models} rules={server.rules}"
+        )
+
+
+@servers_app.command("list")
+@clear_errors
+def servers_list() -> None:
+    """Configured pre-annotation servers."""
+    from sqlmodel import Session, select
+
+    from schemas.db import get_engine
+    from schemas.models import PreannotationServer
+
+    _ready_db()
+    with Session(get_engine()) as session:
+        rows = session.exec(select(PreannotationServer)).all()
+    table = Table("name", "url", "models", "rules")
+    for r in rows:
+        table.add_row(r.name, r.url, ", ".join(r.models), ", ".join(r.rules))
+    console.print(table)
+
+
+@app.command()
+@clear_errors
+def redeploys(show_all: bool = typer.Option(False, "--all")) -> None:
+    """Pending (and failed) pre-annotation redeploys; --all includes the done ones."""
+    from sqlmodel import Session, col, select
+
+    from schemas.db import get_engine
+    from schemas.models import PreannotationServer, Redeploy
+
+    _ready_db()
+    with Session(get_engine()) as session:
+        query = (
+            select(Redeploy, PreannotationServer)
+            .where(Redeploy.server_id == PreannotationServer.id)
+            .order_by(col(Redeploy.requested_at).desc())
+        )
+        if not show_all:
+            query = query.where(Redeploy.state == "pending")
+        rows = session.exec(query).all()
+    table = Table("server", "state", "changes", "attempts", "last error", "requested")
+    for red, server in rows:
+        table.add_row(
+            server.name,
+            red.state,
+            str(len(red.reasons)),
+            str(red.attempts),
+            red.last_error or "",
+            red.requested_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
     console.print(table)
 

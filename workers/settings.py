@@ -86,6 +86,14 @@ class Settings(BaseSettings):
     )
     worker_concurrency: int = Field(default=2, ge=1, le=64, validation_alias="NLPHUB_CONCURRENCY")
     log_level: str = Field(default="INFO", validation_alias="NLPHUB_LOG_LEVEL")
+    update_webhook: str | None = Field(default=None, validation_alias="NLPHUB_UPDATE_WEBHOOK")
+    update_check_crontab: str = Field(
+        default="0 3 * * *", validation_alias="NLPHUB_UPDATE_CHECK_CRONTAB"
+    )
+    heartbeat_seconds: float = Field(default=60.0, gt=0, validation_alias="NLPHUB_HEARTBEAT")
+    redeploy_debounce_seconds: float = Field(
+        default=30.0, ge=0, validation_alias="NLPHUB_REDEPLOY_DEBOUNCE"
+    )
 
     @field_validator("hub_urls", "licensed_hub_urls", mode="before")
     @classmethod
@@ -143,6 +151,13 @@ class Settings(BaseSettings):
     def _check_redis_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("redis://", "rediss://", "redis+socket://")):
             raise ValueError("must be a redis://, rediss:// or redis+socket:// URL")
+        return value
+
+    @field_validator("update_check_crontab")
+    @classmethod
+    def _check_crontab(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError("must be a 5-field crontab, e.g. '0 3 * * *'")
         return value
 
     @field_validator("log_level")

@@ -115,3 +115,7 @@ def spawn(env: dict[str, Any]) -> Iterator[Callable[..., subprocess.Popen[bytes]
 
 def celery_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "workers.app", *args]
+
+
+# The hub mirror fixtures, shared by the hub and update tests.
+from tests.integration.test_hub import mirror, spark_written  # noqa: E402, F401

@@ -1,0 +1,233 @@
+"""Pre-annotation servers and their redeploys.
+
+A change to a rule, or installing / updating / deleting a model, that a server uses records a
+pending redeploy for that server ("Redeploy preannotation server to apply these changes").
+Beat calls `run_redeploys`: each server whose last change is older than the debounce window is
+redeployed once, however many changes piled up (debounce), through its HTTP endpoint; a
+failure stays pending with its error, visible in `nlphub redeploys`, and is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlmodel import Session, col, select
+
+from nlphub import audit
+from nlphub.errors import NotFound, Refused
+from schemas.models import PreannotationServer, Redeploy, Resource, utcnow
+from schemas.states import RESOURCE_PRESENT
+
+log = logging.getLogger(__name__)
+
+MAX_MODELS = 5
+REDEPLOY_MESSAGE = "Redeploy preannotation server to apply these changes"
+
+
+def _embeddings_of(session: Session, model: str) -> frozenset[str]:
+    rows = session.exec(
+        select(Resource).where(
+            Resource.name == model, col(Resource.state).in_([s.value for s in RESOURCE_PRESENT])
+        )
+    ).all()
+    deps: set[str] = set()
+    for row in rows:
+        deps.update(row.dependencies)
+    return frozenset(deps)
+
+
+def check_server_config(session: Session, models: list[str]) -> None:
+    """At most 5 models, and no mixing of models trained on different embeddings."""
+    if len(models) > MAX_MODELS:
+        raise Refused(
+            f"a pre-annotation server takes at most {MAX_MODELS} models ({len(models)} given)"
+        )
+    if len(set(models)) != len(models):
+        raise Refused("a model is listed twice")
+    trained_on = {m: _embeddings_of(session, m) for m in models}
+    distinct = {deps for deps in trained_on.values() if deps}
+    if len(distinct) > 1:
+        detail = ", ".join(
+            f"{m} on {'+'.join(sorted(d)) or 'none'}" for m, d in sorted(trained_on.items())
+        )
+        raise Refused(f"models trained on different embeddings cannot share a server: {detail}")
+
+
+def set_server(
+    session: Session, *, name: str, url: str, models: list[str], rules: list[str], actor: str
+) -> PreannotationServer:
+    if not url.startswith(("http://", "https://")):
+        raise Refused(f"server URL {url!r} must be http:// or https://")
+    check_server_config(session, models)
+    server = session.exec(
+        select(PreannotationServer).where(PreannotationServer.name == name)
+    ).first()
+    if server is None:
+        server = PreannotationServer(name=name, url=url.rstrip("/"), models=models, rules=rules)
+    else:
+        server.url, server.models, server.rules = url.rstrip("/"), models, rules
+        server.updated_at = utcnow()
+    session.add(server)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="server.configured",
+        target=name,
+        details={"url": server.url, "models": models, "rules": rules},
+    )
+    return server
+
+
+def _pending_for(session: Session, server: PreannotationServer) -> Redeploy:
+    pending = session.exec(
+        select(Redeploy)
+        .where(Redeploy.server_id == server.id, Redeploy.state == "pending")
+        .with_for_update()
+    ).first()
+    if pending is None:
+        pending = Redeploy(server_id=server.id)
+    return pending
+
+
+def request_redeploys(
+    session: Session,
+    *,
+    rules: Iterable[str] = (),
+    models: Iterable[str] = (),
+    reason: str,
+    actor: str,
+) -> list[str]:
+    """Record a pending redeploy for every server using one of `rules` / `models`. Returns
+    the affected servers' names (what the UI shows with REDEPLOY_MESSAGE)."""
+    rule_set, model_set = set(rules), set(models)
+    affected = []
+    for server in session.exec(select(PreannotationServer)).all():
+        if not (rule_set & set(server.rules) or model_set & set(server.models)):
+            continue
+        pending = _pending_for(session, server)
+        pending.reasons = [*pending.reasons, reason][-50:]
+        pending.last_change_at = utcnow()
+        session.add(pending)
+        affected.append(server.name)
+        audit.record(
+            session,
+            actor=actor,
+            action="redeploy.requested",
+            target=server.name,
+            details={"reason": reason, "message": REDEPLOY_MESSAGE},
+        )
+    session.flush()
+    return affected
+
+
+@dataclass
+class RedeployOutcome:
+    server: str
+    ok: bool
+    detail: str
+
+
+def redeploy_server(
+    server: PreannotationServer, *, client: httpx.Client, attempts: int = 3, backoff: float = 0.5
+) -> RedeployOutcome:
+    """POST <url>/redeploy with retries (backoff) on network errors and 5xx."""
+    import time
+
+    last = ""
+    for attempt in range(attempts):
+        try:
+            response = client.post(
+                f"{server.url}/redeploy",
+                json={"server": server.name, "models": server.models, "rules": server.rules},
+            )
+            if response.status_code < 400:
+                return RedeployOutcome(server.name, True, f"HTTP {response.status_code}")
+            last = f"HTTP {response.status_code}"
+            if response.status_code < 500:
+                break
+        except httpx.HTTPError as exc:
+            last = f"{exc.__class__.__name__}: {exc}"
+        if attempt + 1 < attempts:
+            time.sleep(backoff * (2**attempt))
+    return RedeployOutcome(server.name, False, last)
+
+
+def run_redeploys(
+    session_factory: Any,
+    *,
+    debounce: float,
+    actor: str = "beat",
+    client: httpx.Client | None = None,
+) -> list[dict[str, Any]]:
+    """Redeploy every server whose pending changes are older than `debounce` seconds."""
+    done: list[dict[str, Any]] = []
+    cutoff = utcnow() - timedelta(seconds=debounce)
+    with session_factory() as session:
+        due = session.exec(
+            select(Redeploy.id).where(
+                Redeploy.state == "pending", col(Redeploy.last_change_at) <= cutoff
+            )
+        ).all()
+    own = client is None
+    http = client or httpx.Client(timeout=10.0)
+    try:
+        for redeploy_id in due:
+            with session_factory() as session:
+                row = session.get(Redeploy, redeploy_id, with_for_update=True)
+                if row is None or row.state != "pending":
+                    continue
+                server = session.get(PreannotationServer, row.server_id)
+                if server is None:
+                    row.state = "done"
+                    continue
+                outcome = redeploy_server(server, client=http)
+                row.attempts += 1
+                if outcome.ok:
+                    row.state, row.done_at, row.last_error = "done", utcnow(), None
+                else:
+                    row.last_error = outcome.detail
+                session.add(row)
+                audit.record(
+                    session,
+                    actor=actor,
+                    action="redeploy.done" if outcome.ok else "redeploy.failed",
+                    target=server.name,
+                    details={
+                        "changes": len(row.reasons),
+                        "reasons": row.reasons[-10:],
+                        "attempt": row.attempts,
+                        "detail": outcome.detail,
+                    },
+                )
+                done.append(
+                    {
+                        "server": server.name,
+                        "ok": outcome.ok,
+                        "detail": outcome.detail,
+                        "changes": len(row.reasons),
+                    }
+                )
+    finally:
+        if own:
+            http.close()
+    return done
+
+
+def find_server(session: Session, name: str) -> PreannotationServer:
+    server = session.exec(
+        select(PreannotationServer).where(PreannotationServer.name == name)
+    ).first()
+    if server is None:
+        raise NotFound(f"pre-annotation server {name} not found")
+    return server
+
+
+def server_ids(session: Session) -> list[uuid.UUID]:
+    return list(session.exec(select(PreannotationServer.id)).all())
