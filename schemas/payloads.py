@@ -104,6 +104,37 @@ class RedeployPayload(Payload):
     debounce: float | None = Field(default=None, ge=0, le=3600)
 
 
+class RulesImportPayload(Payload):
+    """Import rules (all or nothing) from a file on shared storage or from JSON content."""
+
+    path: str | None = Field(default=None, max_length=4096)
+    content: str | None = Field(default=None, max_length=20 * 2**20)
+    replace: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RulesImportPayload:
+        if (self.path is None) == (self.content is None):
+            raise ValueError("give exactly one of path or content")
+        return self
+
+
+class RuleSavePayload(Payload):
+    """Create a rule or edit the one with the same name (fields as in the rule JSON)."""
+
+    rule: dict[str, Any]
+
+
+class RuleNamePayload(Payload):
+    name: str = Field(min_length=1, max_length=128)
+
+
+class RulesExportPayload(Payload):
+    """Export rules (all, or `names`) as a ZIP of one JSON per rule, written to `path`."""
+
+    path: str = Field(min_length=1, max_length=4096)
+    names: list[str] | None = None
+
+
 class HubSyncPayload(Payload):
     """Read every configured hub folder and store its catalog for search."""
 
@@ -136,6 +167,10 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("nlphub.validate_upload", UploadPayload, "default"),
         TaskSpec("nlphub.check_updates", CheckUpdatesPayload, "default"),
         TaskSpec("nlphub.redeploy_preannotation", RedeployPayload, "default"),
+        TaskSpec("nlphub.rules_import", RulesImportPayload, "default"),
+        TaskSpec("nlphub.rule_save", RuleSavePayload, "default"),
+        TaskSpec("nlphub.rule_delete", RuleNamePayload, "default"),
+        TaskSpec("nlphub.rules_export", RulesExportPayload, "default"),
         TaskSpec("nlphub.apply_update", UpdateDecisionPayload, "default"),
         TaskSpec("nlphub.dismiss_update", UpdateDecisionPayload, "default"),
     )

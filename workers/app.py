@@ -10,6 +10,7 @@ import tasks.hub
 import tasks.maintenance
 import tasks.preannotation
 import tasks.resources
+import tasks.rules
 import tasks.uploads  # noqa: F401
 from workers.celery_app import LONG_QUEUES, Queue, app, build_config, configure
 
