@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     Identity,
     Index,
+    LargeBinary,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -280,3 +281,50 @@ class Redeploy(SQLModel, table=True):
     requested_at: datetime = _ts()
     last_change_at: datetime = _ts()
     done_at: datetime | None = _ts(nullable=True)
+
+
+class Dataset(SQLModel, table=True):
+    """A set of records whose text attributes get embeddings."""
+
+    __tablename__ = "dataset"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    name: str = Field(max_length=255, unique=True)
+    created_at: datetime = _ts()
+
+
+class Record(SQLModel, table=True):
+    __tablename__ = "record"
+    __table_args__ = (UniqueConstraint("dataset_id", "external_id", name="uq_record_external"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    dataset_id: uuid.UUID = Field(foreign_key="dataset.id", index=True, ondelete="CASCADE")
+    external_id: str = Field(max_length=255)
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
+    updated_at: datetime = _ts()
+
+
+class Embedding(SQLModel, table=True):
+    """One embedding of a dataset's attribute: its configuration, state and fitted reducer."""
+
+    __tablename__ = "embedding"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    dataset_id: uuid.UUID = Field(foreign_key="dataset.id", index=True, ondelete="CASCADE")
+    attribute: str = Field(max_length=255)
+    platform: str = Field(max_length=32)
+    model: str = Field(max_length=512)
+    granularity: str = Field(default="attribute", max_length=16)
+    target_dims: int = Field(default=64)
+    output_dims: int | None = Field(default=None)
+    #: initializing → waiting → encoding → finished | failed; deleted stops a running job
+    state: str = Field(default="initializing", max_length=16, index=True)
+    progress: float = Field(default=0.0)
+    error: str | None = Field(default=None, sa_type=Text)
+    api_key_ref: str | None = Field(default=None, max_length=255)
+    encoder_state: bytes | None = Field(default=None, sa_type=LargeBinary)
+    reducer_state: bytes | None = Field(default=None, sa_type=LargeBinary)
+    job_id: uuid.UUID | None = Field(default=None)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    finished_at: datetime | None = _ts(nullable=True)

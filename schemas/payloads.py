@@ -135,6 +135,43 @@ class RulesExportPayload(Payload):
     names: list[str] | None = None
 
 
+class ComputeEmbeddingsPayload(Payload):
+    """Embed a dataset's text attribute (API keys by reference: an environment variable name)."""
+
+    dataset: str = Field(min_length=1, max_length=255)
+    attribute: str = Field(min_length=1, max_length=255)
+    platform: Literal["bow", "huggingface", "openai", "azure", "cohere"]
+    model: str = Field(min_length=1, max_length=512)
+    granularity: Literal["attribute", "token"] = "attribute"
+    dims: int | None = Field(default=None, ge=1, le=4096)
+    api_key_ref: str | None = Field(default=None, max_length=128, pattern=r"^[A-Z][A-Z0-9_]+$")
+    base_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+    embedding_id: uuid.UUID | None = None
+
+
+class EmbedRecordsPayload(Payload):
+    """Embed new or edited records with an embedding's stored model and reducer."""
+
+    embedding_id: uuid.UUID
+    records: list[str] = Field(min_length=1, max_length=100_000)
+    base_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+
+
+class SimilarPayload(Payload):
+    """Nearest records to a record or a query text (cosine, attribute-level vectors)."""
+
+    dataset: str = Field(min_length=1, max_length=255)
+    record: str | None = None
+    text: str | None = Field(default=None, max_length=100_000)
+    k: int = Field(default=10, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _one_query(self) -> SimilarPayload:
+        if (self.record is None) == (self.text is None):
+            raise ValueError("give exactly one of record or text")
+        return self
+
+
 class HubSyncPayload(Payload):
     """Read every configured hub folder and store its catalog for search."""
 
@@ -171,6 +208,9 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("nlphub.rule_save", RuleSavePayload, "default"),
         TaskSpec("nlphub.rule_delete", RuleNamePayload, "default"),
         TaskSpec("nlphub.rules_export", RulesExportPayload, "default"),
+        TaskSpec("nlphub.compute_embeddings", ComputeEmbeddingsPayload, "embeddings"),
+        TaskSpec("nlphub.embed_records", EmbedRecordsPayload, "embeddings"),
+        TaskSpec("nlphub.similar", SimilarPayload, "embeddings"),
         TaskSpec("nlphub.apply_update", UpdateDecisionPayload, "default"),
         TaskSpec("nlphub.dismiss_update", UpdateDecisionPayload, "default"),
     )

@@ -43,8 +43,8 @@ def rule_save(job: JobContext, payload: RuleSavePayload) -> dict[str, Any]:
 
 @nlphub_task("nlphub.rule_delete")
 def rule_delete(job: JobContext, payload: RuleNamePayload) -> dict[str, Any]:
-    """Delete a rule. Side effects: the row, pending redeploys, an audit event. A second run
-    fails clearly (rule not found)."""
+    """Delete a rule. Side effects: the row, pending redeploys, an audit event. Running it twice
+    fails the second time with a clear message (rule not found)."""
     with session_scope() as session:
         return service.delete_rule(session, payload.name, actor=payload.requested_by).as_dict()
 

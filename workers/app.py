@@ -6,6 +6,7 @@ module know the same task names.
 
 from __future__ import annotations
 
+import tasks.embeddings
 import tasks.hub
 import tasks.maintenance
 import tasks.preannotation

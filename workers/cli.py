@@ -35,6 +35,12 @@ app.add_typer(updates_app, name="updates")
 app.add_typer(servers_app, name="servers")
 rules_app = typer.Typer(help="Pre-annotation rules (regex / dictionary).", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
+records_app = typer.Typer(help="Datasets and their records.", no_args_is_help=True)
+emb_app = typer.Typer(help="Embeddings of records' text attributes.", no_args_is_help=True)
+models_app = typer.Typer(help="The shared Hugging Face models cache.", no_args_is_help=True)
+app.add_typer(records_app, name="records")
+app.add_typer(emb_app, name="embeddings")
+app.add_typer(models_app, name="models")
 
 console = Console()
 err = Console(stderr=True)
@@ -890,6 +896,171 @@ def rules_export(
         data = export(session, names or None)
     Path(out).write_bytes(data)
     console.print(f"wrote {out} ({len(data)} bytes)")
+
+
+# -- records, embeddings, search ----------------------------------------------------------------
+
+
+@records_app.command("import")
+@clear_errors
+def records_import(
+    file: str,
+    dataset: str = typer.Option(..., help="Dataset name (created if new)."),
+    id_field: str = typer.Option("id", help="Field holding each record's id."),
+) -> None:
+    """Import records from JSONL, CSV or Parquet (all or nothing; bad rows by line number)."""
+    from pathlib import Path
+
+    from embeddings.service import import_records
+    from schemas.db import session_scope
+
+    _ready_db()
+    with session_scope() as session:
+        out = import_records(session, Path(file), dataset=dataset, actor="cli", id_field=id_field)
+    console.print(f"{out['records']} records in dataset {out['dataset']}")
+
+
+@emb_app.command("compute")
+@clear_errors
+def embeddings_compute(
+    dataset: str,
+    attribute: str,
+    platform: str = typer.Option(..., help="bow, huggingface, openai, azure or cohere"),
+    model: str = typer.Option(..., help="e.g. tfidf, all-MiniLM-L6-v2, text-embedding-3-small"),
+    granularity: str = typer.Option("attribute", help="attribute or token"),
+    dims: int | None = typer.Option(None, help="PCA dimensions (64 attribute / 16 token)"),
+    api_key_ref: str | None = typer.Option(None, help="Environment variable with the key."),
+    base_url: str | None = typer.Option(None),
+    wait: bool = typer.Option(True),
+) -> None:
+    """Embed a dataset's text attribute (progress bar with --wait)."""
+    payload = {
+        "dataset": dataset,
+        "attribute": attribute,
+        "platform": platform,
+        "model": model,
+        "granularity": granularity,
+        "dims": dims,
+        "api_key_ref": api_key_ref,
+        "base_url": base_url,
+    }
+    _enqueue_and_maybe_wait("nlphub.compute_embeddings", payload, wait, 24 * 3600)
+
+
+@emb_app.command("list")
+@clear_errors
+def embeddings_list() -> None:
+    """Embeddings with their state and progress."""
+    from sqlmodel import Session, col, select
+
+    from schemas.db import get_engine
+    from schemas.models import Dataset, Embedding
+
+    _ready_db()
+    with Session(get_engine()) as session:
+        rows = session.exec(
+            select(Embedding, Dataset)
+            .where(Embedding.dataset_id == Dataset.id)
+            .order_by(col(Embedding.created_at).desc())
+        ).all()
+    table = Table(
+        "id", "dataset", "attribute", "platform", "model", "level", "dims", "state", "progress"
+    )
+    for emb, ds in rows:
+        table.add_row(
+            str(emb.id),
+            ds.name,
+            emb.attribute,
+            emb.platform,
+            emb.model,
+            emb.granularity,
+            str(emb.output_dims or emb.target_dims),
+            emb.state,
+            f"{emb.progress:.0%}",
+        )
+    console.print(table)
+
+
+@emb_app.command("delete")
+@clear_errors
+def embeddings_delete(embedding_id: str) -> None:
+    """Delete an embedding (a running computation stops at its next batch)."""
+    from embeddings.service import delete_embedding
+    from schemas.db import session_scope
+
+    _ready_db()
+    with session_scope() as session:
+        delete_embedding(session, uuid.UUID(embedding_id), actor="cli")
+    console.print(f"embedding {embedding_id} deleted")
+
+
+@app.command()
+@clear_errors
+def similar(
+    dataset: str,
+    record: str | None = typer.Option(None, "--record"),
+    text: str | None = typer.Option(None, "--text"),
+    k: int = typer.Option(10, "-k", min=1, max=1000),
+) -> None:
+    """Nearest records by cosine similarity (to a record, or to a query text)."""
+    from embeddings.service import similar as find
+    from schemas.db import session_scope
+
+    _ready_db()
+    with session_scope() as session:
+        hits = find(session, _settings(), dataset=dataset, k=k, record=record, query=text)
+    table = Table("record", "similarity")
+    for hit in hits:
+        table.add_row(hit["id"], f"{hit['score']:.4f}")
+    console.print(table)
+
+
+@models_app.command("add")
+@clear_errors
+def models_add(name: str) -> None:
+    """Add a sentence-transformers model to the shared cache (from the bundled copy, or the
+    Hugging Face hub when this machine can reach it)."""
+    import shutil
+
+    from embeddings.platforms import bundled_model_path, models_cache_path
+
+    target = models_cache_path(_settings().home / "models", name)
+    if target.exists():
+        console.print(f"{name} is already in the cache ({target})")
+        return
+    source = bundled_model_path(name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source is not None:
+        shutil.copytree(source, target)
+    else:
+        from sentence_transformers import SentenceTransformer
+
+        SentenceTransformer(name).save(str(target))
+    console.print(f"{name} added to {target}")
+
+
+@models_app.command("list")
+@clear_errors
+def models_list() -> None:
+    """Models in the shared cache."""
+    root = _settings().home / "models"
+    names = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    console.print("\n".join(names) or "the models cache is empty")
+
+
+@models_app.command("remove")
+@clear_errors
+def models_remove(name: str) -> None:
+    """Remove a model from the shared cache."""
+    import shutil
+
+    from embeddings.platforms import models_cache_path
+
+    target = models_cache_path(_settings().home / "models", name)
+    if not target.exists():
+        raise SettingsError(f"{name} is not in the models cache")
+    shutil.rmtree(target)
+    console.print(f"{name} removed")
 
 
 # -- audit ---------------------------------------------------------------------------------------

@@ -1,0 +1,81 @@
+"""Embeddings for records, refinery style: encode, reduce with PCA, keep the reducer.
+
+Typed domain code with no database and no Celery:
+
+- `make_encoder(platform, model, ...)` → an `Encoder` (bow / huggingface / openai / azure /
+  cohere); see `embeddings.platforms`.
+- `Reducer`, `stream_reduce`: PCA to 64 (attribute level) or 16 (token level) dimensions, fitted
+  on the first batches and stored as bytes; see `embeddings.reduce`.
+- `tokenize_with_offsets`, `token_vectors`: token-level vectors with character offsets; see
+  `embeddings.tokens`.
+
+Heavy libraries (scikit-learn, sentence-transformers, torch) are imported only when used.
+"""
+
+from __future__ import annotations
+
+from embeddings.platforms import (
+    MINILM_NAMES,
+    PLATFORMS,
+    AzureOpenAIEncoder,
+    BowEncoder,
+    CohereEncoder,
+    EmbeddingError,
+    Encoder,
+    HuggingFaceEncoder,
+    OpenAIEncoder,
+    TemporaryEmbeddingError,
+    Vectors,
+    bundled_model_path,
+    check_model_name,
+    clear_model_cache,
+    default_device,
+    make_encoder,
+    models_cache_path,
+    parse_retry_after,
+    resolve_model_path,
+)
+from embeddings.reduce import (
+    ATTRIBUTE_BATCH_SIZE,
+    ATTRIBUTE_COMPONENTS,
+    FIT_BATCHES,
+    TOKEN_BATCH_SIZE,
+    TOKEN_COMPONENTS,
+    Reducer,
+    stream_reduce,
+    stream_reduce_keyed,
+)
+from embeddings.tokens import TokenVector, token_vectors, tokenize_with_offsets
+
+__all__ = [
+    "ATTRIBUTE_BATCH_SIZE",
+    "ATTRIBUTE_COMPONENTS",
+    "FIT_BATCHES",
+    "MINILM_NAMES",
+    "PLATFORMS",
+    "TOKEN_BATCH_SIZE",
+    "TOKEN_COMPONENTS",
+    "AzureOpenAIEncoder",
+    "BowEncoder",
+    "CohereEncoder",
+    "EmbeddingError",
+    "Encoder",
+    "HuggingFaceEncoder",
+    "OpenAIEncoder",
+    "Reducer",
+    "TemporaryEmbeddingError",
+    "TokenVector",
+    "Vectors",
+    "bundled_model_path",
+    "check_model_name",
+    "clear_model_cache",
+    "default_device",
+    "make_encoder",
+    "models_cache_path",
+    "parse_retry_after",
+    "resolve_model_path",
+    "stream_reduce",
+    "stream_reduce_keyed",
+    "token_vectors",
+    "tokenize_with_offsets",
+]

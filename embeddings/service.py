@@ -1,0 +1,580 @@
+"""Datasets, records and embeddings in Postgres (pgvector), and neural search.
+
+`compute` follows refinery's shape: batches of 128 (attribute) or 32 (token) texts, PCA fitted
+on the first batches (`fit_batches`, ~5) then streamed; no PCA when there are fewer records
+than components; the fitted reducer (and a bag-of-words vocabulary) is stored so new or edited
+records — and search queries — are embedded later with the same projection. Vectors are
+upserted per (embedding, record), so a redelivered job never duplicates them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import text
+from sqlmodel import Session, col, select
+
+from embeddings.platforms import EmbeddingError, Encoder, make_encoder
+from embeddings.reduce import Reducer
+from embeddings.tokens import token_vectors
+from nlphub import audit
+from nlphub.errors import NotFound, Refused
+from schemas.db import session_scope
+from schemas.models import Dataset, Embedding, utcnow
+from workers.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PLATFORMS = ("bow", "huggingface", "openai", "azure", "cohere")
+ATTRIBUTE_BATCH, TOKEN_BATCH = 128, 32
+_SECRET_REF = re.compile(r"^[A-Z][A-Z0-9_]{1,127}$")
+MAX_IMPORT_ERRORS = 50
+
+Progress = Callable[[float, float | None, str | None], None]
+
+
+# -- records --------------------------------------------------------------------------------------
+
+
+class ImportRejected(Refused):
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.problems = problems
+        shown = problems[:MAX_IMPORT_ERRORS]
+        more = f"\n… and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+        super().__init__(
+            f"{source}: nothing imported ({len(problems)} bad rows):\n" + "\n".join(shown) + more
+        )
+
+
+def _rows_from_file(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line or row number, parsed row or an error string)."""
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        with path.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield number, f"line {number}: not valid JSON ({exc.msg})"
+    elif suffix == ".csv":
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            for number, row in enumerate(csv.DictReader(fh), 2):
+                if None in row:
+                    yield number, f"line {number}: more values than columns"
+                else:
+                    yield number, dict(row)
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for number, row in enumerate(pq.read_table(path).to_pylist(), 1):
+            yield number, row
+    else:
+        raise Refused(f"{path.name}: unknown format (use .jsonl, .csv or .parquet)")
+
+
+def import_records(
+    session: Session, path: Path, *, dataset: str, actor: str, id_field: str = "id"
+) -> dict[str, Any]:
+    """All or nothing: every row is a JSON object (with a unique `id`, or its row number)."""
+    if not path.is_file():
+        raise Refused(f"{path} is not a file")
+    try:
+        rows = list(_rows_from_file(path))
+    except UnicodeDecodeError as exc:
+        raise Refused(f"{path.name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    problems: list[str] = []
+    records: dict[str, dict[str, Any]] = {}
+    for number, row in rows:
+        if isinstance(row, str):
+            problems.append(row)
+            continue
+        if not isinstance(row, dict):
+            problems.append(f"line {number}: a record must be an object, got {type(row).__name__}")
+            continue
+        ext = str(row.get(id_field, number))
+        if ext in records:
+            problems.append(f"line {number}: duplicate {id_field} {ext!r}")
+            continue
+        records[ext] = row
+    if not rows:
+        problems.append("the file has no records")
+    if problems:
+        raise ImportRejected(path.name, problems)
+    ds = session.exec(select(Dataset).where(Dataset.name == dataset)).first()
+    if ds is None:
+        ds = Dataset(name=dataset)
+        session.add(ds)
+        session.flush()
+    payload = [
+        {"id": uuid.uuid4(), "ds": ds.id, "ext": ext, "data": json.dumps(row, default=str)}
+        for ext, row in records.items()
+    ]
+    session.execute(
+        text(
+            "INSERT INTO record (id, dataset_id, external_id, data, updated_at) "
+            "VALUES (:id, :ds, :ext, CAST(:data AS jsonb), now()) "
+            "ON CONFLICT (dataset_id, external_id) DO UPDATE SET data = EXCLUDED.data, "
+            "updated_at = now()"
+        ),
+        payload,
+    )
+    audit.record(
+        session,
+        actor=actor,
+        action="records.imported",
+        target=dataset,
+        details={"file": path.name, "records": len(payload)},
+    )
+    return {"dataset": dataset, "records": len(payload)}
+
+
+def get_dataset(session: Session, name: str) -> Dataset:
+    ds = session.exec(select(Dataset).where(Dataset.name == name)).first()
+    if ds is None:
+        raise NotFound(f"dataset {name!r} not found")
+    return ds
+
+
+# -- embeddings -----------------------------------------------------------------------------------
+
+
+def resolve_secret(ref: str | None) -> str | None:
+    """An API key by reference: the name of an environment variable the workers have."""
+    if ref is None:
+        return None
+    if not _SECRET_REF.match(ref):
+        raise EmbeddingError(
+            f"api_key_ref {ref!r} must name an environment variable "
+            "(e.g. OPENAI_API_KEY); keys are never passed in task arguments"
+        )
+    value = os.environ.get(ref)
+    if not value:
+        raise EmbeddingError(f"the API key {ref} is not set in the workers' environment")
+    return value
+
+
+@dataclass
+class EmbeddingSpec:
+    dataset: str
+    attribute: str
+    platform: str
+    model: str
+    granularity: str = "attribute"
+    dims: int | None = None
+    api_key_ref: str | None = None
+    base_url: str | None = None
+
+
+def create_embedding(session: Session, spec: EmbeddingSpec, *, actor: str) -> Embedding:
+    if spec.platform not in PLATFORMS:
+        raise EmbeddingError(f"unknown platform {spec.platform!r} (known: {', '.join(PLATFORMS)})")
+    if spec.granularity not in ("attribute", "token"):
+        raise EmbeddingError("granularity must be attribute or token")
+    ds = get_dataset(session, spec.dataset)
+    dims = spec.dims or (64 if spec.granularity == "attribute" else 16)
+    emb = Embedding(
+        dataset_id=ds.id,
+        attribute=spec.attribute,
+        platform=spec.platform,
+        model=spec.model,
+        granularity=spec.granularity,
+        target_dims=dims,
+        api_key_ref=spec.api_key_ref,
+    )
+    session.add(emb)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="embedding.created",
+        target=f"{spec.dataset}.{spec.attribute}",
+        details={
+            "embedding": str(emb.id),
+            "platform": spec.platform,
+            "model": spec.model,
+            "granularity": spec.granularity,
+            "dims": dims,
+        },
+    )
+    return emb
+
+
+def _encoder(emb: Embedding, settings: Settings, base_url: str | None = None) -> Encoder:
+    options: dict[str, Any] = {}
+    if emb.platform == "huggingface":
+        options["cache_dir"] = str(settings.home / "models")
+    return make_encoder(
+        emb.platform,
+        emb.model,
+        api_key=resolve_secret(emb.api_key_ref),
+        base_url=base_url,
+        **options,
+    )
+
+
+def _set(emb_id: uuid.UUID, **values: Any) -> None:
+    with session_scope() as session:
+        emb = session.get(Embedding, emb_id, with_for_update=True)
+        if emb is None:
+            return
+        for key, value in values.items():
+            setattr(emb, key, value)
+        emb.updated_at = utcnow()
+        session.add(emb)
+
+
+def _state(emb_id: uuid.UUID) -> str | None:
+    with session_scope() as session:
+        emb = session.get(Embedding, emb_id)
+        return None if emb is None else emb.state
+
+
+def _texts(session: Session, emb: Embedding) -> list[tuple[uuid.UUID, str]]:
+    rows = session.execute(
+        text(
+            "SELECT id, data -> :attr AS value, external_id FROM record "
+            "WHERE dataset_id = :ds ORDER BY external_id"
+        ),
+        {"attr": emb.attribute, "ds": emb.dataset_id},
+    ).all()
+    if not rows:
+        raise EmbeddingError("the dataset has no records")
+    missing = [r.external_id for r in rows if r.value is None]
+    if len(missing) == len(rows):
+        raise EmbeddingError(f"no record has an attribute {emb.attribute!r}")
+    bad = [r.external_id for r in rows if r.value is not None and not isinstance(r.value, str)]
+    if bad:
+        raise EmbeddingError(
+            f"attribute {emb.attribute!r} is not text in records "
+            f"{', '.join(bad[:10])}" + (" …" if len(bad) > 10 else "")
+        )
+    return [(r.id, r.value or "") for r in rows]
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _vec(values: np.ndarray) -> str:
+    return "[" + ",".join(f"{float(v):.7g}" for v in values) + "]"
+
+
+def _store(
+    session: Session, emb_id: uuid.UUID, ids: Sequence[uuid.UUID], vectors: np.ndarray
+) -> None:
+    session.execute(
+        text(
+            "INSERT INTO embedding_vector (embedding_id, record_id, vector) VALUES "
+            "(:e, :r, CAST(:v AS vector)) ON CONFLICT (embedding_id, record_id) "
+            "DO UPDATE SET vector = EXCLUDED.vector"
+        ),
+        [{"e": emb_id, "r": rid, "v": _vec(v)} for rid, v in zip(ids, vectors, strict=True)],
+    )
+
+
+def _index(session: Session, emb: Embedding) -> None:
+    name = f"ix_embedding_vector_{emb.id.hex}"
+    session.execute(
+        text(
+            f"CREATE INDEX IF NOT EXISTS {name} ON embedding_vector USING hnsw "
+            f"((vector::vector({int(emb.output_dims or 0)})) vector_cosine_ops) "
+            f"WHERE embedding_id = '{emb.id}'"
+        )
+    )
+
+
+class Cancelled(Refused):
+    """The embedding was deleted while it was being computed."""
+
+
+def compute(
+    emb_id: uuid.UUID,
+    settings: Settings,
+    *,
+    actor: str,
+    progress: Progress,
+    fit_batches: int = 5,
+    base_url: str | None = None,
+) -> dict[str, Any]:
+    """Compute (or finish computing) one embedding. Safe to run again: vectors are upserted."""
+    with session_scope() as session:
+        emb = session.get(Embedding, emb_id)
+        if emb is None:
+            raise NotFound(f"embedding {emb_id} not found")
+        if emb.state == "finished":
+            return {"embedding": str(emb.id), "state": "finished", "already": True}
+        if emb.state == "deleted":
+            raise Cancelled(f"embedding {emb_id} was deleted")
+        snapshot = emb.model_copy()
+    _set(emb_id, state="waiting", error=None)
+    try:
+        with session_scope() as session:
+            items = _texts(session, snapshot)
+        encoder = _encoder(snapshot, settings, base_url)
+        _set(emb_id, state="encoding")
+        if snapshot.granularity == "token":
+            out = _compute_tokens(snapshot, encoder, items, progress)
+        else:
+            out = _compute_attributes(snapshot, encoder, items, progress, fit_batches)
+        encoder.close()
+    except Cancelled:
+        raise
+    except Exception as exc:
+        if _state(emb_id) != "deleted":
+            _set(emb_id, state="failed", error=str(exc))
+        raise
+    with session_scope() as session:
+        emb = session.get(Embedding, emb_id, with_for_update=True)
+        assert emb is not None
+        emb.output_dims = out["dims"]
+        emb.reducer_state = out["reducer"]
+        emb.encoder_state = out.get("encoder")
+        emb.state, emb.progress, emb.finished_at = "finished", 1.0, utcnow()
+        session.add(emb)
+        session.flush()
+        if snapshot.granularity == "attribute":
+            _index(session, emb)
+        audit.record(
+            session,
+            actor=actor,
+            action="embedding.finished",
+            target=str(emb.id),
+            details={"records": out["records"], "dims": out["dims"], "reduced": out["reduced"]},
+        )
+    return {
+        "embedding": str(emb_id),
+        "state": "finished",
+        "records": out["records"],
+        "dims": out["dims"],
+        "reduced": out["reduced"],
+    }
+
+
+def _check_cancel(emb_id: uuid.UUID) -> None:
+    if _state(emb_id) == "deleted":
+        raise Cancelled(f"embedding {emb_id} was deleted while it was computed; stopped")
+
+
+def _compute_attributes(
+    emb: Embedding,
+    encoder: Encoder,
+    items: list[tuple[uuid.UUID, str]],
+    progress: Progress,
+    fit_batches: int,
+) -> dict[str, Any]:
+    texts = [t for _, t in items]
+    encoder.fit(texts)
+    reducer = Reducer(emb.target_dims)
+    pending: list[tuple[Sequence[uuid.UUID], np.ndarray]] = []
+    done = 0
+    batches = list(_batches(items, ATTRIBUTE_BATCH))
+    for number, batch in enumerate(batches):
+        _check_cancel(emb.id)
+        vectors = encoder.encode([t for _, t in batch])
+        ids = [rid for rid, _ in batch]
+        if not reducer.fitted:
+            pending.append((ids, vectors))
+            if len(pending) < fit_batches and number + 1 < len(batches):
+                continue
+            reducer.fit(np.vstack([v for _, v in pending]))
+            flush, pending = pending, []
+        else:
+            flush = [(ids, vectors)]
+        with session_scope() as session:
+            for chunk_ids, chunk in flush:
+                _store(session, emb.id, chunk_ids, reducer.transform(chunk))
+                done += len(chunk_ids)
+        progress(done, len(items), f"encoded {done}/{len(items)}")
+        _set(emb.id, progress=done / len(items))
+    encoder_state = encoder.to_bytes() if hasattr(encoder, "to_bytes") else None
+    return {
+        "records": done,
+        "dims": reducer.output_dim,
+        "reducer": reducer.to_bytes(),
+        "reduced": reducer.reduced,
+        "encoder": encoder_state,
+    }
+
+
+def _compute_tokens(
+    emb: Embedding, encoder: Encoder, items: list[tuple[uuid.UUID, str]], progress: Progress
+) -> dict[str, Any]:
+    encoder.fit([t for _, t in items])
+    per_record: list[tuple[uuid.UUID, Any]] = []
+    for batch in _batches(items, TOKEN_BATCH):
+        _check_cancel(emb.id)
+        per_record.extend(
+            zip(
+                [rid for rid, _ in batch],
+                token_vectors(encoder, [t for _, t in batch]),
+                strict=True,
+            )
+        )
+        progress(len(per_record), 2 * len(items), "encoding tokens")
+    all_vectors = [tv.vector for _, tvs in per_record for tv in tvs]
+    reducer = Reducer(emb.target_dims)
+    if all_vectors:
+        reducer.fit(np.vstack(all_vectors[: 5 * TOKEN_BATCH * 16]))
+    with session_scope() as session:
+        session.execute(text("DELETE FROM token_vector WHERE embedding_id = :e"), {"e": emb.id})
+        rows = []
+        for rid, tvs in per_record:
+            if not tvs:
+                continue
+            reduced = reducer.transform(np.vstack([tv.vector for tv in tvs]))
+            rows += [
+                {"e": emb.id, "r": rid, "i": i, "s": tv.start, "n": tv.end, "v": _vec(vec)}
+                for i, (tv, vec) in enumerate(zip(tvs, reduced, strict=True))
+            ]
+        if rows:
+            session.execute(
+                text(
+                    "INSERT INTO token_vector (embedding_id, record_id, token_index, "
+                    "start_offset, end_offset, vector) VALUES (:e, :r, :i, :s, :n, "
+                    "CAST(:v AS vector))"
+                ),
+                rows,
+            )
+    progress(2 * len(items), 2 * len(items), "stored")
+    return {
+        "records": len(per_record),
+        "dims": reducer.output_dim,
+        "reducer": reducer.to_bytes(),
+        "reduced": reducer.reduced,
+    }
+
+
+def embed_records(
+    emb_id: uuid.UUID, records: list[str], settings: Settings, *, base_url: str | None = None
+) -> dict[str, Any]:
+    """New or edited records, embedded with the stored model and reducer (no refit)."""
+    with session_scope() as session:
+        emb = session.get(Embedding, emb_id)
+        if emb is None or emb.state != "finished":
+            raise NotFound(f"embedding {emb_id} not found or not finished")
+        rows = session.execute(
+            text(
+                "SELECT id, external_id, data -> :attr AS value FROM record "
+                "WHERE dataset_id = :ds AND external_id = ANY(:ids)"
+            ),
+            {"attr": emb.attribute, "ds": emb.dataset_id, "ids": records},
+        ).all()
+        missing = sorted(set(records) - {r.external_id for r in rows})
+        if missing:
+            raise NotFound(f"records not found: {', '.join(missing[:20])}")
+        bad = [r.external_id for r in rows if not isinstance(r.value, str)]
+        if bad:
+            raise EmbeddingError(
+                f"attribute {emb.attribute!r} is not text in records {', '.join(bad[:10])}"
+            )
+        vectors = embed_query(emb, settings, [r.value for r in rows], base_url)
+        _store(session, emb.id, [r.id for r in rows], vectors)
+    return {"embedding": str(emb_id), "records": len(rows)}
+
+
+def delete_embedding(session: Session, emb_id: uuid.UUID, *, actor: str) -> None:
+    """Mark deleted (a running job stops at its next batch) and drop its vectors."""
+    emb = session.get(Embedding, emb_id, with_for_update=True)
+    if emb is None:
+        raise NotFound(f"embedding {emb_id} not found")
+    emb.state = "deleted"
+    session.add(emb)
+    session.execute(text(f"DROP INDEX IF EXISTS ix_embedding_vector_{emb.id.hex}"))
+    session.execute(text("DELETE FROM embedding_vector WHERE embedding_id = :e"), {"e": emb.id})
+    session.execute(text("DELETE FROM token_vector WHERE embedding_id = :e"), {"e": emb.id})
+    audit.record(session, actor=actor, action="embedding.deleted", target=str(emb.id))
+
+
+# -- search ---------------------------------------------------------------------------------------
+
+
+def _latest(session: Session, dataset: str, embedding_id: uuid.UUID | None) -> Embedding:
+    ds = get_dataset(session, dataset)
+    query = select(Embedding).where(
+        Embedding.dataset_id == ds.id,
+        Embedding.state == "finished",
+        Embedding.granularity == "attribute",
+    )
+    if embedding_id is not None:
+        query = query.where(Embedding.id == embedding_id)
+    emb = session.exec(query.order_by(col(Embedding.finished_at).desc())).first()
+    if emb is None:
+        raise NotFound(f"dataset {dataset!r} has no finished attribute-level embedding")
+    return emb
+
+
+def embed_query(
+    emb: Embedding, settings: Settings, texts: list[str], base_url: str | None = None
+) -> np.ndarray:
+    """Embed texts with an embedding's model and stored reducer (and bow vocabulary)."""
+    if emb.platform == "bow" and emb.encoder_state:
+        from embeddings.platforms import BowEncoder
+
+        encoder: Encoder = BowEncoder.from_bytes(emb.encoder_state)
+    else:
+        encoder = _encoder(emb, settings, base_url)
+    reducer = Reducer.from_bytes(emb.reducer_state or b"")
+    try:
+        return reducer.transform(encoder.encode(texts))
+    finally:
+        encoder.close()
+
+
+def similar(
+    session: Session,
+    settings: Settings,
+    *,
+    dataset: str,
+    k: int = 10,
+    record: str | None = None,
+    query: str | None = None,
+    embedding_id: uuid.UUID | None = None,
+) -> list[dict[str, Any]]:
+    """Nearest records by cosine similarity (HNSW index) to a record or a query text."""
+    if (record is None) == (query is None):
+        raise Refused("give a record id or a query text")
+    emb = _latest(session, dataset, embedding_id)
+    dims = int(emb.output_dims or 0)
+    if record is not None:
+        row = session.execute(
+            text(
+                "SELECT v.vector::text AS v FROM embedding_vector v JOIN record r ON "
+                "r.id = v.record_id WHERE v.embedding_id = :e AND r.external_id = :x"
+            ),
+            {"e": emb.id, "x": record},
+        ).first()
+        if row is None:
+            raise NotFound(f"record {record!r} has no vector in embedding {emb.id}")
+        q = row.v
+    else:
+        q = _vec(embed_query(emb, settings, [query or ""])[0])
+    session.execute(text("SET LOCAL hnsw.ef_search = 100"))
+    rows = session.execute(
+        text(
+            f"SELECT r.external_id, 1 - ((v.vector::vector({dims})) <=> "
+            f"CAST(:q AS vector({dims}))) AS score "
+            f"FROM embedding_vector v JOIN record r ON r.id = v.record_id "
+            f"WHERE v.embedding_id = :e "
+            f"ORDER BY (v.vector::vector({dims})) <=> CAST(:q AS vector({dims})) LIMIT :k"
+        ),
+        {"q": q, "e": emb.id, "k": k + (1 if record is not None else 0)},
+    ).all()
+    hits = [
+        {"id": r.external_id, "score": round(float(r.score), 6)}
+        for r in rows
+        if r.external_id != record
+    ]
+    return hits[:k]

@@ -1,0 +1,67 @@
+"""Embedding tasks. Thin: the logic is in embeddings/service.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from embeddings import service
+from schemas.db import session_scope
+from schemas.payloads import ComputeEmbeddingsPayload, EmbedRecordsPayload, SimilarPayload
+from tasks.base import JobContext, nlphub_task
+from workers.settings import get_settings
+
+
+@nlphub_task("nlphub.compute_embeddings")
+def compute_embeddings(job: JobContext, payload: ComputeEmbeddingsPayload) -> dict[str, Any]:
+    """Embed a dataset's attribute (attribute or token level), reduce with PCA, store the
+    vectors (pgvector, HNSW cosine index) and the fitted reducer. Side effects: the embedding
+    row, vectors, audit events. Safe to run twice: vectors are upserted per record."""
+    embedding_id = payload.embedding_id
+    if embedding_id is None:
+        with session_scope() as session:
+            emb = service.create_embedding(
+                session,
+                service.EmbeddingSpec(
+                    payload.dataset,
+                    payload.attribute,
+                    payload.platform,
+                    payload.model,
+                    payload.granularity,
+                    payload.dims,
+                    payload.api_key_ref,
+                ),
+                actor=payload.requested_by,
+            )
+            emb.job_id = job.id
+            embedding_id = emb.id
+    return service.compute(
+        embedding_id,
+        get_settings(),
+        actor=payload.requested_by,
+        progress=job.progress,
+        base_url=payload.base_url,
+    )
+
+
+@nlphub_task("nlphub.embed_records")
+def embed_records(job: JobContext, payload: EmbedRecordsPayload) -> dict[str, Any]:
+    """Embed new or edited records with the embedding's stored model and reducer (no refit).
+    Side effects: their vectors (upserted). Safe to run twice."""
+    return service.embed_records(
+        payload.embedding_id, payload.records, get_settings(), base_url=payload.base_url
+    )
+
+
+@nlphub_task("nlphub.similar")
+def similar(job: JobContext, payload: SimilarPayload) -> dict[str, Any]:
+    """Nearest records by cosine similarity. Side effects: none. Safe to run twice."""
+    with session_scope() as session:
+        hits = service.similar(
+            session,
+            get_settings(),
+            dataset=payload.dataset,
+            k=payload.k,
+            record=payload.record,
+            query=payload.text,
+        )
+    return {"hits": hits}
