@@ -211,6 +211,12 @@ def create_embedding(session: Session, spec: EmbeddingSpec, *, actor: str) -> Em
     return emb
 
 
+def embedding_of_job(job_id: uuid.UUID) -> uuid.UUID | None:
+    """The embedding a compute job created (so a redelivered job continues it)."""
+    with session_scope() as session:
+        return session.exec(select(Embedding.id).where(Embedding.job_id == job_id)).first()
+
+
 def _encoder(emb: Embedding, settings: Settings, base_url: str | None = None) -> Encoder:
     options: dict[str, Any] = {}
     if emb.platform == "huggingface":
@@ -275,6 +281,13 @@ def _vec(values: np.ndarray) -> str:
 def _store(
     session: Session, emb_id: uuid.UUID, ids: Sequence[uuid.UUID], vectors: np.ndarray
 ) -> None:
+    # Shares the row lock that delete_embedding takes exclusively: a batch is stored before a
+    # delete (which then removes it) or not at all.
+    state = session.execute(
+        text("SELECT state FROM embedding WHERE id = :e FOR SHARE"), {"e": emb_id}
+    ).scalar()
+    if state is None or state == "deleted":
+        raise Cancelled(f"embedding {emb_id} was deleted while it was computed; stopped")
     session.execute(
         text(
             "INSERT INTO embedding_vector (embedding_id, record_id, vector) VALUES "

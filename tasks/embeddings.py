@@ -16,8 +16,8 @@ def compute_embeddings(job: JobContext, payload: ComputeEmbeddingsPayload) -> di
     """Embed a dataset's attribute (attribute or token level), reduce with PCA, store the
     vectors (pgvector, HNSW cosine index) and the fitted reducer. Side effects: the embedding
     row, vectors, audit events. Safe to run twice: vectors are upserted per record."""
-    embedding_id = payload.embedding_id
-    if embedding_id is None:
+    embedding_id = payload.embedding_id or service.embedding_of_job(job.id)
+    if embedding_id is None:  # the first delivery creates it; a redelivery finds it
         with session_scope() as session:
             emb = service.create_embedding(
                 session,

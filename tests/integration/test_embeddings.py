@@ -319,3 +319,103 @@ def test_new_records_reuse_the_stored_reducer(env, worker, wait_job, tmp_path) -
     a = np.array(json.loads(before))
     b = np.array(json.loads(after))
     assert np.allclose(a, b, atol=1e-5)  # same projection, no refit
+
+
+def _many(n: int) -> list[dict[str, Any]]:
+    words = [w for texts in TOPICS.values() for t in texts for w in t.split()]
+    rng = np.random.default_rng(7)
+    return [{"id": f"r{i:05d}", "text": " ".join(rng.choice(words, size=12))} for i in range(n)]
+
+
+def _embedding_state(emb_id: str) -> Any:
+    with Session(get_engine()) as session:
+        return session.execute(
+            text("SELECT state, progress FROM embedding WHERE id = :e"), {"e": emb_id}
+        ).one()
+
+
+@pytest.mark.slow
+def test_deleting_an_embedding_mid_run_stops_it(env, worker, wait_job, job_state, tmp_path) -> None:
+    from embeddings.service import delete_embedding
+    from tests.conftest import wait_for
+
+    _load(tmp_path, _many(3000))
+    job_id = nlphub.enqueue(
+        "nlphub.compute_embeddings",
+        {
+            "dataset": "news",
+            "attribute": "text",
+            "platform": "huggingface",
+            "model": "all-MiniLM-L6-v2",
+        },
+    )
+
+    def running() -> Any:
+        with Session(get_engine()) as session:
+            row = session.execute(
+                text("SELECT id FROM embedding WHERE state = 'encoding' AND progress > 0")
+            ).first()
+            return row and row.id
+
+    emb_id = wait_for(running, 120, interval=0.05, what="encoding to be under way")
+    with session_scope() as session:
+        delete_embedding(session, emb_id, actor="t")
+    job = wait_job(job_id, timeout=120)
+    assert job.state == JobState.FAILED
+    assert "was deleted while it was computed; stopped" in job.error
+    assert _count(str(emb_id)) == 0
+    assert _embedding_state(str(emb_id)).state == "deleted"
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_embedding_completes_once(
+    env, spawn, wait_job, tmp_path, audit_actions
+) -> None:
+    import os
+    import signal
+
+    from tests.conftest import wait_for
+    from tests.integration.conftest import celery_cmd
+    from tests.integration.test_processes import _children
+
+    _load(tmp_path, _many(2500))
+    worker = spawn(
+        celery_cmd(
+            "worker",
+            "-Q",
+            "embeddings",
+            "-c",
+            "1",
+            "-P",
+            "prefork",
+            "-n",
+            f"emb-{uuid.uuid4().hex[:6]}@%h",
+            "-l",
+            "INFO",
+        ),
+        log=tmp_path / "worker.log",
+    )
+    wait_for(lambda: _children(worker.pid), 60, what="the worker's pool process")
+    job_id = nlphub.enqueue(
+        "nlphub.compute_embeddings",
+        {
+            "dataset": "news",
+            "attribute": "text",
+            "platform": "huggingface",
+            "model": "all-MiniLM-L6-v2",
+        },
+    )
+
+    def stored() -> int:
+        with Session(get_engine()) as session:
+            return int(session.execute(text("SELECT count(*) FROM embedding_vector")).scalar_one())
+
+    wait_for(lambda: stored() > 0, 180, interval=0.05, what="vectors to be written")
+    os.kill(_children(worker.pid)[0], signal.SIGKILL)
+    job = wait_job(job_id, timeout=300)
+    log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert job.state == JobState.SUCCEEDED, f"{job.error}\n{log[-2000:]}"
+    assert job.attempts == 2
+    assert stored() == 2500  # upserted: no duplicate vectors
+    assert audit_actions(job_id).count("job.succeeded") == 1
+    assert audit_actions().count("embedding.finished") == 1
