@@ -1,0 +1,54 @@
+"""Fuzzing the task payload models: no unhandled exception, every rejection has a message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas.payloads import TASKS, PayloadError, validate_payload
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
+
+
+def _field_names(task: str) -> list[str]:
+    return [*TASKS[task].payload.model_fields, "api_key", "extra"]
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+@settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_any_json_payload_is_accepted_or_rejected_with_a_message(task: str, data: Any) -> None:
+    keys = st.sampled_from(_field_names(task)) | st.text(max_size=12)
+    payload = data.draw(st.dictionaries(keys, json_values, max_size=6) | json_values)
+    try:
+        model = validate_payload(task, payload)
+    except PayloadError as exc:
+        assert exc.problems and all(p.strip() for p in exc.problems)
+        assert str(exc).startswith(f"invalid payload for {task}: ")
+    else:
+        assert set(model.model_dump()) >= {"requested_by"}
+
+
+@given(st.text(min_size=8, max_size=40).filter(lambda s: s.isprintable()))
+@settings(max_examples=30, deadline=None, database=None)
+def test_a_secret_value_never_appears_in_a_rejection(tail: str) -> None:
+    secret = f"marker-secret-{tail}"
+    for task in TASKS:
+        try:
+            validate_payload(task, {"api_key": secret, "password": secret})
+        except PayloadError as exc:
+            assert secret not in str(exc)
