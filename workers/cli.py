@@ -338,14 +338,9 @@ def tasks(schema: bool = typer.Option(False, help="Print every payload's JSON sc
 
 
 def _human(n: int | None) -> str:
-    if n is None:
-        return "?"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover
+    from hub.fetch import human_size
+
+    return "?" if n is None else human_size(n)
 
 
 @app.command()
