@@ -312,7 +312,7 @@ def request_download(
     others get the same job id. Commit the session to publish the job (outbox). With `job_id`
     (a download job already running, enqueued by name), that job claims the resource instead.
     """
-    from hub.fetch import check_free_space
+    from hub import fetch
     from nlphub.jobs import enqueue
 
     installed = Installed.from_settings(settings)
@@ -342,11 +342,14 @@ def request_download(
             "to fetch it again"
         )
     if entry.size_bytes:
-        check_free_space(
-            settings.resources_dir if settings.resources_dir.exists() else settings.home,
-            entry.size_bytes,
-            what=f"{entry.name} {entry.lib_version}",
-        )
+        try:
+            fetch.check_free_space(
+                settings.resources_dir if settings.resources_dir.exists() else settings.home,
+                entry.size_bytes,
+                what=f"{entry.name} {entry.lib_version}",
+            )
+        except fetch.NotEnoughSpace as exc:
+            raise Refused(str(exc)) from None
     if res is None:
         res = Resource(
             name=entry.name,

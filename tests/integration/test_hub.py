@@ -434,3 +434,49 @@ def test_pyspark_written_model_and_its_embeddings_install(mirror, worker, wait_j
     emb = Path(_resource("emb_spark").install_path or "")
     assert any(p.name.startswith("part-00000-") for p in (emb / "metadata").iterdir())
     assert (emb / "data").is_dir() and (emb / "storage").is_dir()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """NLPHUB_HOME on a 1.5 MB tmpfs (skipped where mounting is not allowed)."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    monkeypatch.setenv("NLPHUB_HOME", str(mount))
+    get_settings.cache_clear()
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_filling_up_fails_cleanly_and_leaves_others_alone(
+    mirror, small_disk, worker, wait_job, monkeypatch
+) -> None:
+    from sqlmodel import Session as S
+
+    from nlphub.resources import tree_checksum
+
+    first = wait_job(nlphub.enqueue("nlphub.download", {"name": "bert_base_cased"}))
+    assert first.state == JobState.SUCCEEDED, first.error
+    bert = _resource("bert_base_cased")
+    # the 2x rule would refuse this one up front; let it start, so the disk fills mid-download
+    monkeypatch.setattr("hub.install.check_free_space", lambda *a, **k: None)
+    monkeypatch.setattr("hub.fetch.check_free_space", lambda *a, **k: None)
+    job = wait_job(nlphub.enqueue("nlphub.download", {"name": "slow_emb"}))
+    assert job.state == JobState.FAILED
+    assert "the disk filled up during the download" in job.error
+    assert _resource("slow_emb").state == ResourceState.FAILED
+    assert _leftovers(small_disk) == []
+    assert not list((small_disk / "downloads").iterdir())
+    assert tree_checksum(Path(bert.install_path or ""))[0] == bert.checksum
+    with S(get_engine()) as session:
+        assert session.get(Resource, bert.id).state == ResourceState.INSTALLED  # type: ignore[union-attr]

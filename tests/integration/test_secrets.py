@@ -46,7 +46,8 @@ def test_marker_secrets_in_every_task_type_are_never_stored_or_logged(
         dumps = (
             session.execute(
                 text(
-                    "SELECT payload::text || coalesce(error, '') || coalesce(result::text, '') FROM job "
+                    "SELECT payload::text || coalesce(error, '') "
+                    "|| coalesce(result::text, '') FROM job "
                     "UNION ALL SELECT details::text FROM audit_event"
                 )
             )
