@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 Vectors = npt.NDArray[np.float32]
 
 #: Platform names `make_encoder` knows, in the order shown to users.
-PLATFORMS: tuple[str, ...] = ("bow", "huggingface", "openai", "azure", "cohere")
+PLATFORMS: tuple[str, ...] = ("bow", "huggingface", "spark", "openai", "azure", "cohere")
 _PLATFORM_ALIASES = {
     "hf": "huggingface",
     "hugging-face": "huggingface",
@@ -850,6 +850,10 @@ def make_encoder(
     """
     key = platform.strip().lower()
     key = _PLATFORM_ALIASES.get(key, key)
+    if key == "spark":
+        from embeddings.spark import make_spark_encoder
+
+        return make_spark_encoder(model, **options)
     classes: dict[str, Any] = {
         "bow": BowEncoder,
         "huggingface": HuggingFaceEncoder,

@@ -35,7 +35,7 @@ from workers.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PLATFORMS = ("bow", "huggingface", "openai", "azure", "cohere")
+PLATFORMS = ("bow", "huggingface", "spark", "openai", "azure", "cohere")
 ATTRIBUTE_BATCH, TOKEN_BATCH = 128, 32
 _SECRET_REF = re.compile(r"^[A-Z][A-Z0-9_]{1,127}$")
 MAX_IMPORT_ERRORS = 50
@@ -219,6 +219,8 @@ def embedding_of_job(job_id: uuid.UUID) -> uuid.UUID | None:
 
 def _encoder(emb: Embedding, settings: Settings, base_url: str | None = None) -> Encoder:
     options: dict[str, Any] = {}
+    if emb.platform == "spark":
+        return make_encoder("spark", emb.model)
     if emb.platform == "huggingface":
         options["cache_dir"] = str(settings.home / "models")
     return make_encoder(
@@ -537,6 +539,10 @@ def embed_query(
         from embeddings.platforms import BowEncoder
 
         encoder: Encoder = BowEncoder.from_bytes(emb.encoder_state)
+    elif emb.platform == "spark" and emb.encoder_state:
+        from embeddings.spark import SparkEncoder
+
+        encoder = SparkEncoder.from_bytes(emb.encoder_state)
     else:
         encoder = _encoder(emb, settings, base_url)
     reducer = Reducer.from_bytes(emb.reducer_state or b"")

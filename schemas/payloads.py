@@ -140,7 +140,7 @@ class ComputeEmbeddingsPayload(Payload):
 
     dataset: str = Field(min_length=1, max_length=255)
     attribute: str = Field(min_length=1, max_length=255)
-    platform: Literal["bow", "huggingface", "openai", "azure", "cohere"]
+    platform: Literal["bow", "huggingface", "spark", "openai", "azure", "cohere"]
     model: str = Field(min_length=1, max_length=512)
     granularity: Literal["attribute", "token"] = "attribute"
     dims: int | None = Field(default=None, ge=1, le=4096)

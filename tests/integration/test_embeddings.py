@@ -419,3 +419,14 @@ def test_worker_killed_mid_embedding_completes_once(
     assert stored() == 2500  # upserted: no duplicate vectors
     assert audit_actions(job_id).count("job.succeeded") == 1
     assert audit_actions().count("embedding.finished") == 1
+
+
+@pytest.mark.slow
+def test_spark_platform_end_to_end(env, worker, wait_job, tmp_path, spark_session) -> None:
+    _load(tmp_path, _records(12))
+    job = _compute(wait_job, platform="spark", model="tfidf", dims=16)
+    assert job.state == JobState.SUCCEEDED, job.error
+    assert job.result["dims"] == 16 and _count(job.result["embedding"]) == 144
+    with Session(get_engine()) as session:
+        hits = similar(session, get_settings(), dataset="news", query="football goal", k=3)
+    assert all(h["id"].startswith("sport") for h in hits), hits
