@@ -316,3 +316,52 @@ def finish_delete(
 def resource_totals(session: Session) -> dict[str, int]:
     rows = session.exec(select(Resource.state, func.count()).group_by(Resource.state)).all()
     return {str(state): int(n) for state, n in rows}
+
+
+def cleanup_leftovers(session: Session, home: Path, *, older_than: float, actor: str) -> list[str]:
+    """Remove what interrupted work left behind and nothing uses any more: partial downloads
+    of resources not being downloaded, upload temp folders, staging and trash folders — all
+    older than `older_than` seconds."""
+    import time
+
+    active = {
+        str(r.id)
+        for r in session.exec(
+            select(Resource).where(col(Resource.state).in_(["queued", "downloading", "verifying"]))
+        ).all()
+    }
+    cutoff = time.time() - older_than
+    candidates: list[Path] = []
+    for folder in (home / "downloads", home / "tmp"):
+        if folder.is_dir():
+            candidates += list(folder.iterdir())
+    resources = home / "resources"
+    if resources.is_dir():
+        for kind in resources.iterdir():
+            if kind.is_dir():
+                candidates += [
+                    p for p in kind.iterdir() if p.name.startswith((".staging-", TRASH_PREFIX))
+                ]
+    removed = []
+    for path in candidates:
+        if any(rid in path.name for rid in active):
+            continue
+        try:
+            if path.lstat().st_mtime > cutoff:
+                continue
+        except FileNotFoundError:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(str(path))
+    if removed:
+        audit.record(
+            session,
+            actor=actor,
+            action="cleanup.removed",
+            target=str(home),
+            details={"paths": removed[:200], "count": len(removed)},
+        )
+    return removed

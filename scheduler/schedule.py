@@ -52,6 +52,13 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "kwargs": beat,
             "options": {"expires": max(5.0, settings.redeploy_debounce_seconds / 2)},
         },
+        # Remove leftovers of interrupted work (results in Redis expire by result_expires).
+        "cleanup": {
+            "task": "nlphub.cleanup",
+            "schedule": crontab(minute=41, hour=4),
+            "kwargs": {**beat, "older_than": 86400.0},
+            "options": {"expires": 3600},
+        },
         # A no-op job through the whole path: proves beat → broker → worker → Postgres works.
         "heartbeat": {
             "task": "nlphub.ping",

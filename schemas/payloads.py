@@ -176,6 +176,12 @@ class HubSyncPayload(Payload):
     """Read every configured hub folder and store its catalog for search."""
 
 
+class CleanupPayload(Payload):
+    """Remove leftovers of interrupted work (partial downloads, temp and staging folders)."""
+
+    older_than: float = Field(default=86400.0, ge=0, le=365 * 86400)
+
+
 class ReconcileOutboxPayload(Payload):
     """Republish jobs that were committed but never reached (or were lost by) the broker."""
 
@@ -198,6 +204,7 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("nlphub.inventory", InventoryPayload, "default"),
         TaskSpec("nlphub.delete", DeletePayload, "default"),
         TaskSpec("nlphub.reconcile_outbox", ReconcileOutboxPayload, "default"),
+        TaskSpec("nlphub.cleanup", CleanupPayload, "default"),
         TaskSpec("nlphub.download", DownloadPayload, "downloads"),
         TaskSpec("nlphub.fetch_dependencies", ResourcePayload, "default"),
         TaskSpec("nlphub.hub_sync", HubSyncPayload, "default"),

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from nlphub.jobs import reconcile_outbox as reconcile
+from nlphub.resources import cleanup_leftovers
 from schemas.db import session_scope
-from schemas.payloads import PingPayload, ReconcileOutboxPayload
+from schemas.payloads import CleanupPayload, PingPayload, ReconcileOutboxPayload
 from tasks.base import JobContext, nlphub_task
 from workers.settings import get_settings
 
@@ -32,3 +33,16 @@ def ping(job: JobContext, payload: PingPayload) -> dict[str, Any]:
     """Do nothing but be recorded: proves enqueue → broker → worker → job row → audit works.
     Side effects: the job row and its audit events only. Safe to run twice."""
     return {"pong": job.task.request.hostname}
+
+
+@nlphub_task("nlphub.cleanup")
+def cleanup(job: JobContext, payload: CleanupPayload) -> dict[str, Any]:
+    """Remove partial downloads of resources no job is downloading, and upload temp, staging
+    and trash folders, older than `older_than` seconds (Celery results expire by themselves in
+    Redis after `result_expires`). Side effects: files removed, an audit event. Safe to run
+    twice."""
+    with session_scope() as session:
+        removed = cleanup_leftovers(
+            session, get_settings().home, older_than=payload.older_than, actor=payload.requested_by
+        )
+    return {"removed": len(removed), "paths": removed[:50]}

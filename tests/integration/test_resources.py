@@ -129,3 +129,33 @@ def test_delete_of_unknown_resource_fails_clearly(env, worker, wait_job) -> None
     job = wait_job(nlphub.enqueue("nlphub.delete", {"name": "nope", "language": "de"}))
     assert job.state == JobState.FAILED
     assert job.error == "resource nope (de) not found"
+
+
+def test_cleanup_removes_old_leftovers_but_not_active_downloads(env, worker, wait_job) -> None:
+    import os
+    import time
+
+    home = env["home"]
+    active = Resource(
+        name="busy", version="1", kind=ResourceKind.EMBEDDINGS, state=ResourceState.QUEUED
+    )
+    with Session(get_engine(), expire_on_commit=False) as session:
+        session.add(active)
+        session.commit()
+    downloads = home / "downloads"
+    downloads.mkdir()
+    stale = downloads / f"{'0' * 32}-old.zip.partial"
+    busy = downloads / f"{active.id}-busy.zip.partial"
+    fresh = downloads / "fresh.zip.partial"
+    temp = home / "tmp" / "upload-abc"
+    temp.mkdir(parents=True)
+    for path in (stale, busy, fresh):
+        path.write_bytes(b"x" * 10)
+    old = time.time() - 3 * 86400
+    for path in (stale, busy, temp):
+        os.utime(path, (old, old))
+    job = wait_job(nlphub.enqueue("nlphub.cleanup", {"older_than": 86400}))
+    assert job.state == JobState.SUCCEEDED, job.error
+    assert job.result["removed"] == 2
+    assert not stale.exists() and not temp.exists()
+    assert busy.exists() and fresh.exists()
