@@ -15,6 +15,17 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# Property tests run on loaded 2-core CI machines: no per-example deadline, no "too slow" /
+# "filters too much" health checks (they judge speed, not correctness).
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "nlphub",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+settings.load_profile("nlphub")
+
 
 def wait_for(
     predicate: Callable[[], Any],

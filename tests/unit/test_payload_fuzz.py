@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from typing import Any
 
 import pytest
@@ -43,7 +44,7 @@ def test_any_json_payload_is_accepted_or_rejected_with_a_message(task: str, data
         assert set(model.model_dump()) >= {"requested_by"}
 
 
-@given(st.text(min_size=8, max_size=40).filter(lambda s: s.isprintable()))
+@given(st.text(alphabet=string.ascii_letters + string.digits + "-_.:/@", min_size=8, max_size=40))
 @settings(max_examples=30, deadline=None, database=None)
 def test_a_secret_value_never_appears_in_a_rejection(tail: str) -> None:
     secret = f"marker-secret-{tail}"
