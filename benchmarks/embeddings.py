@@ -859,13 +859,21 @@ def part_onnx(bench: Bench) -> None:
         )
         if cos.mean() >= 0.99 and (best is None or speed > best[0]):
             best = (speed, float(cos.mean()), name)
+    fastest_name, (fastest_s, fastest_v) = min(runs.items(), key=lambda kv: kv[1][0])
+    fastest_cos = float(np.sum(_unit(fastest_v) * ref_unit, axis=1).mean())
     if best is None:  # none agrees well enough: report the fastest, with its agreement
-        name, (seconds, vectors) = min(runs.items(), key=lambda kv: kv[1][0])
-        best = (t_torch / seconds, float(np.sum(_unit(vectors) * ref_unit, axis=1).mean()), name)
+        best = (t_torch / fastest_s, fastest_cos, fastest_name)
     speed, cos_mean, name = best
     say(f"  best with cosine >= 0.99 : {name}: x{speed:.2f} (target >= 2.0), cosine {cos_mean:.5f}")
     bench.results.add("onnx", f"speed-up {name}", speed, "x{:.2f}", ">=", 2.0)
     bench.results.add("onnx", f"cosine vs torch {name}", cos_mean, "{:.5f}", ">=", 0.99)
+    if fastest_name != name:
+        bench.results.add(
+            "onnx", f"speed-up {fastest_name} (fastest)", t_torch / fastest_s, "x{:.2f}", ">=", 2.0
+        )
+        bench.results.add(
+            "onnx", f"cosine vs torch {fastest_name}", fastest_cos, "{:.5f}", ">=", 0.99
+        )
 
 
 # -- 3. bow1m -------------------------------------------------------------------------------------
