@@ -23,7 +23,6 @@ the nlphub time is split into download (fetch + DB) and verify + install.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import resource
 import shutil
@@ -37,6 +36,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import in_child  # noqa: E402
 
 MiB = 1 << 20
 BIG, SMALL = "bench_emb", "bench_emb_small"
@@ -185,32 +186,6 @@ def _child_steps(url: str, size: int, md5: str, work: str) -> dict[str, Any]:
     return times
 
 
-def _entry(conn: Any, func: Any, args: tuple[Any, ...]) -> None:
-    try:
-        conn.send(("ok", func(*args)))
-    except BaseException as exc:  # report it to the parent, whatever it is
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
-        raise
-    finally:
-        conn.close()
-
-
-def _in_child(func: Any, *args: Any) -> Any:
-    ctx = mp.get_context("spawn")
-    parent_end, child_end = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_entry, args=(child_end, func, args))
-    proc.start()
-    child_end.close()
-    try:
-        status, value = parent_end.recv()
-    except EOFError:
-        status, value = "error", "the child died without an answer"
-    proc.join()
-    if status != "ok":
-        raise SystemExit(f"{func.__name__} failed: {value}")
-    return value
-
-
 # -- the driver -----------------------------------------------------------------------------------
 
 
@@ -298,18 +273,18 @@ def main() -> None:
 
         def raw_round() -> None:
             for label, chunk_size in variants.items():
-                raw_runs[label].append(_in_child(_child_raw, big_url, raw_dest, chunk_size))
+                raw_runs[label].append(in_child(_child_raw, big_url, raw_dest, chunk_size))
 
         raw_round()
-        nlp_big = _in_child(_child_nlphub, BIG)
-        nlp_small = _in_child(_child_nlphub, SMALL)
+        nlp_big = in_child(_child_nlphub, BIG)
+        nlp_small = in_child(_child_nlphub, SMALL)
         raw_round()
         best = {label: max(runs, key=_rate) for label, runs in raw_runs.items()}
         raw = max(best.values(), key=_rate)
         steps = None
         if args.steps:
             big = by_name[BIG]
-            steps = _in_child(_child_steps, big_url, big.size, big.checksum, str(base / "steps"))
+            steps = in_child(_child_steps, big_url, big.size, big.checksum, str(base / "steps"))
 
         r_raw, r_nlp = _rate(raw), _rate(nlp_big)
         size_mib = raw["bytes"] / MiB

@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import multiprocessing as mp
 import os
 import resource
 import shutil
@@ -66,6 +65,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import in_child  # noqa: E402
 
 MODEL = "all-MiniLM-L6-v2"
 PARTS = ("job", "onnx", "bow1m", "pgvector", "spark")
@@ -226,32 +227,6 @@ def _reset_peak() -> bool:
         return True
     except OSError:
         return False
-
-
-def _entry(conn: Any, func: Any, args: tuple[Any, ...]) -> None:
-    try:
-        conn.send(("ok", func(*args)))
-    except BaseException as exc:  # report it to the parent, whatever it is
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
-        raise
-    finally:
-        conn.close()
-
-
-def _in_child(func: Any, *args: Any) -> Any:
-    ctx = mp.get_context("spawn")
-    parent_end, child_end = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_entry, args=(child_end, func, args))
-    proc.start()
-    child_end.close()
-    try:
-        status, value = parent_end.recv()
-    except EOFError:
-        status, value = "error", f"the child died without an answer (exit {proc.exitcode})"
-    proc.join()
-    if status != "ok":
-        raise RuntimeError(f"{func.__name__} failed: {value}")
-    return value
 
 
 def _mib(kib: float) -> str:
@@ -976,7 +951,7 @@ def _child_bow_service(emb_id: str) -> dict[str, Any]:
 def part_bow1m(bench: Bench) -> None:
     n, seed, model = bench.args.n_bow, bench.args.seed + 2, "tfidf"
     say(f"bow1m: {n} records, bow {model} (max_features 4096) -> PCA 64, batches of 128")
-    res = _in_child(_child_bow_domain, n, seed, model)
+    res = in_child(_child_bow_domain, n, seed, model, error=RuntimeError)
     if res["records"] != n or res["stored"] != n:
         raise RuntimeError(f"bow path handled {res['records']}/{res['stored']} of {n} records")
     peak = res["peak"] * 1024
@@ -1008,7 +983,7 @@ def part_bow1m(bench: Bench) -> None:
     _import("bench-bow", make_texts(n, seed), bench.base / "data")
     emb_id = _new_embedding("bench-bow", "bow", model)
     say(f"  (records imported in {time.perf_counter() - start:.1f}s)")
-    db = _in_child(_child_bow_service, str(emb_id))
+    db = in_child(_child_bow_service, str(emb_id), error=RuntimeError)
     say(
         f"  real compute with Postgres  : peak {_mib(db['peak'])} = "
         f"{db['peak'] * 1024 / GB:.2f} GB, "
