@@ -376,7 +376,7 @@ def test_worker_killed_mid_embedding_completes_once(
 
     from tests.conftest import wait_for
     from tests.integration.conftest import celery_cmd
-    from tests.integration.test_processes import _children
+    from tests.procs import children as _children
 
     _load(tmp_path, _many(2500))
     worker = spawn(

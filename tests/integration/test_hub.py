@@ -397,7 +397,7 @@ def test_worker_killed_mid_download_resumes_and_installs_once(
         ),
         log=tmp_path / "worker.log",
     )
-    from tests.integration.test_processes import _children
+    from tests.procs import children as _children
 
     wait_for(lambda: _children(worker.pid), 60, what="the worker's pool process")
     job_id = _request("slow_emb")

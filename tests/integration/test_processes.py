@@ -22,35 +22,14 @@ from schemas.models import Resource, ResourceKind, ResourceSource
 from schemas.states import JobState, ResourceState
 from tests.conftest import wait_for
 from tests.integration.conftest import celery_cmd
+from tests.procs import alive as _alive
+from tests.procs import children as _children
+from tests.procs import descendants as _descendants
 from workers.embedded import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 NLPHUB = str(Path(sys.executable).with_name("nlphub"))
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
-
-
-def _descendants(pid: int) -> list[int]:
-    found = []
-    for child in _children(pid):
-        found.append(child)
-        found.extend(_descendants(child))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _big_resource(home: Path, gigabytes: int = 3) -> Resource:
