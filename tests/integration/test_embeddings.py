@@ -137,6 +137,49 @@ def test_bow_attribute_embeddings_pca_and_search(env, worker, wait_job, tmp_path
         assert len(indexes) == 1 and "hnsw" in indexes[0] and "vector_cosine_ops" in indexes[0]
 
 
+def test_encode_windows_do_not_change_the_vectors(env, tmp_path, monkeypatch) -> None:
+    """The model sees several batches per call; PCA fit, storage and progress stay per batch,
+    so the vectors are the same as with one call per batch (fit spanning windows included)."""
+    import embeddings.service as service
+    from embeddings.service import EmbeddingSpec, compute, create_embedding
+
+    _load(tmp_path, _records(12))  # 144 records
+    monkeypatch.setattr(service, "ATTRIBUTE_BATCH", 8)
+    seen: list[float] = []
+    results = {}
+    for window in (1, 3, 100):
+        monkeypatch.setattr(service, "ENCODE_WINDOW_BATCHES", window)
+        with session_scope() as session:
+            emb = create_embedding(
+                session, EmbeddingSpec("news", "text", "bow", "tfidf", dims=16), actor="t"
+            )
+            emb_id = emb.id
+        seen.clear()
+        out = compute(
+            emb_id,
+            get_settings(),
+            actor="t",
+            progress=lambda done, total, _msg: seen.append(done / (total or 1)),
+            fit_batches=5,
+        )
+        assert out["records"] == 144 and out["reduced"] is True
+        assert seen == sorted(seen) and seen[-1] == 1.0
+        with Session(get_engine()) as session:
+            rows = session.execute(
+                text(
+                    "SELECT r.external_id, v.vector::text FROM embedding_vector v "
+                    "JOIN record r ON r.id = v.record_id WHERE v.embedding_id = :e"
+                ),
+                {"e": emb_id},
+            ).all()
+        results[window] = {rid: np.array(json.loads(v)) for rid, v in rows}
+    assert len(results[1]) == 144
+    for window in (3, 100):
+        assert results[window].keys() == results[1].keys()
+        for rid, vec in results[1].items():
+            np.testing.assert_allclose(results[window][rid], vec, rtol=1e-5, atol=1e-6)
+
+
 def test_pca_is_skipped_with_fewer_records_than_components(env, worker, wait_job, tmp_path) -> None:
     _load(tmp_path, _records())  # 12 records < 64 components
     job = _compute(wait_job, platform="bow", model="count")
