@@ -8,8 +8,9 @@ embedded Postgres, syncs the catalog, then measures against that same server and
 
 - raw:    ``httpx.stream("GET", url)`` written to a file (no hashing), both in 1 MiB chunks
           (``iter_bytes(1 MiB)``) and as received (``iter_bytes()``, as hub.fetch reads);
-- nlphub: ``hub.install.download_and_install`` (fetch with MD5 + SHA-256, fsync, safe extract
-          with CRC checks, Spark NLP validation, tree checksum, atomic install, audit rows).
+- nlphub: ``hub.install.download_and_install`` (fetch with MD5, safe extract with CRC checks
+          and each file's SHA-256 on a helper thread, Spark NLP validation, tree checksum from
+          those digests, atomic install, audit rows).
 
 Each measured run is a fresh spawned child process (the server thread stays in this one, so
 it never competes with the client for the GIL), and reports its own peak RSS (VmHWM, see
@@ -151,7 +152,7 @@ def _hash_file(path: Path) -> None:
 def _child_steps(url: str, size: int, md5: str, work: str) -> dict[str, Any]:
     """The install path's steps one by one (same calls as hub.install), each timed."""
     from hub.fetch import fetch
-    from nlphub.resources import tree_checksum
+    from nlphub.resources import tree_checksum, tree_checksum_of
     from uploads.archive import check_zip, resource_root, safe_extract
     from uploads.sparknlp import validate_resource
 
@@ -168,19 +169,28 @@ def _child_steps(url: str, size: int, md5: str, work: str) -> dict[str, Any]:
 
     try:
         timed(
-            "fetch (http + md5 + sha256 + fsync)",
+            "fetch (http + md5), as install does",
             fetch,
             url,
             archive,
             expected_md5=md5,
             expected_size=size,
+            sha256=False,
         )
         timed("md5 + sha256 of the archive file", _hash_file, archive)
         timed("check_zip (structure only)", check_zip, archive, verify_crc=False)
-        timed("safe_extract (incl. check_zip, crc)", safe_extract, archive, staging)
+        digests = timed(
+            "safe_extract (check_zip, crc, per-file sha256)", safe_extract, archive, staging
+        )
         root = resource_root(staging)
         timed("validate_resource", validate_resource, root, kind="embeddings", require_labels=False)
-        timed("tree_checksum (sha256)", tree_checksum, root)
+        timed(
+            "tree_checksum_of (from the digests)",
+            tree_checksum_of,
+            digests,
+            root.relative_to(staging).as_posix(),
+        )
+        timed("tree_checksum (reading the tree; inventory)", tree_checksum, root)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return times

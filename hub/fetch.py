@@ -195,8 +195,8 @@ class FetchResult:
     size: int
     md5: str
     """Upper-case hex, as the hub writes it."""
-    sha256: str
-    """Lower-case hex."""
+    sha256: str | None
+    """Lower-case hex; ``None`` when the caller did not ask for it (``fetch(sha256=False)``)."""
     resumed_from: int
     """Bytes that were already on disk (a resumed ``.partial``, or all of an existing ``dest``)."""
 
@@ -211,9 +211,9 @@ class _Hashes:
     large buffers), so hashing overlaps receiving and writing. Reading `md5` / `sha256` waits
     for every queued chunk; later updates are hashed inline."""
 
-    def __init__(self) -> None:
+    def __init__(self, sha256: bool = True) -> None:
         self._md5 = hashlib.md5(usedforsecurity=False)
-        self._sha256 = hashlib.sha256()
+        self._sha256 = hashlib.sha256() if sha256 else None
         self.size = 0
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
         self._thread: threading.Thread | None = None
@@ -229,13 +229,15 @@ class _Hashes:
             if data is None:
                 return
             self._md5.update(data)
-            self._sha256.update(data)
+            if self._sha256 is not None:
+                self._sha256.update(data)
 
     def update(self, data: bytes) -> None:
         self.size += len(data)
         if self._done:
             self._md5.update(data)
-            self._sha256.update(data)
+            if self._sha256 is not None:
+                self._sha256.update(data)
             return
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="fetch-hash", daemon=True)
@@ -255,9 +257,9 @@ class _Hashes:
         return self._md5
 
     @property
-    def sha256(self) -> Any:
+    def sha256(self) -> str | None:
         self._finish()
-        return self._sha256
+        return None if self._sha256 is None else self._sha256.hexdigest()
 
 
 class _Throttle:
@@ -306,7 +308,9 @@ def _hash_file(handle: IO[bytes], hashes: _Hashes, limit: int | None = None) -> 
             left -= len(data)
 
 
-def _existing_dest(dest: Path, expected_md5: str, expected_size: int | None) -> FetchResult | None:
+def _existing_dest(
+    dest: Path, expected_md5: str, expected_size: int | None, sha256: bool = True
+) -> FetchResult | None:
     """The result for a ``dest`` left by an earlier complete run, if it still verifies.
 
     A ``dest`` that does not verify is removed: it is not the hub's file.
@@ -315,7 +319,7 @@ def _existing_dest(dest: Path, expected_md5: str, expected_size: int | None) -> 
         size = dest.stat().st_size
     except FileNotFoundError:
         return None
-    hashes = _Hashes()
+    hashes = _Hashes(sha256)
     if expected_size is None or size == expected_size:
         with dest.open("rb") as handle:
             _hash_file(handle, hashes)
@@ -323,14 +327,15 @@ def _existing_dest(dest: Path, expected_md5: str, expected_size: int | None) -> 
         logger.warning("%s does not match the hub's MD5 %s; removing it", dest, expected_md5)
         dest.unlink(missing_ok=True)
         return None
-    return FetchResult(dest, hashes.size, expected_md5, hashes.sha256.hexdigest(), hashes.size)
+    return FetchResult(dest, hashes.size, expected_md5, hashes.sha256, hashes.size)
 
 
 class _Partial:
     """The ``.partial`` file, locked against a second writer while it is open."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, sha256: bool = True) -> None:
         self.path = path
+        self.sha256 = sha256
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -356,7 +361,7 @@ class _Partial:
         """Empty the file: the download starts over from byte 0."""
         self.handle.seek(0)
         self.handle.truncate(0)
-        return _Hashes()
+        return _Hashes(self.sha256)
 
 
 # -- fetch -------------------------------------------------------------------------------------
@@ -372,6 +377,7 @@ def fetch(
     progress: Progress | None = None,
     chunk_size: int = 1 << 20,
     timeout: float = 60.0,
+    sha256: bool = True,
 ) -> FetchResult:
     """Download ``url`` to ``dest``, resuming an earlier ``.partial``, and verify it.
 
@@ -387,6 +393,8 @@ def fetch(
             re-hashed (HTTP bodies are written as they arrive, at most 64 KiB at a time), so
             memory use stays a few chunks whatever the size.
         timeout: seconds to connect or to wait for the next bytes (new client only).
+        sha256: also compute the file's SHA-256 (MD5 is always computed). Off, the download
+            costs one hash less (`hub.install` then records the SHA-256 of the unpacked tree).
 
     Returns:
         The verified file, now at ``dest``.
@@ -401,12 +409,12 @@ def fetch(
     md5 = (expected_md5 or "").strip().upper() or None
     dest.parent.mkdir(parents=True, exist_ok=True)
     if md5 is not None:
-        existing = _existing_dest(dest, md5, expected_size)
+        existing = _existing_dest(dest, md5, expected_size, sha256)
         if existing is not None:
             logger.info("%s is already at %s and verified", url, dest)
             _Throttle(progress)(existing.size, existing.size, final=True)
             return existing
-    partial = _Partial(partial_path(dest))
+    partial = _Partial(partial_path(dest), sha256)
     try:
         if url.startswith("file://"):
             hashes, resumed = _copy_file(url, partial, expected_size, progress, chunk_size)
@@ -418,8 +426,9 @@ def fetch(
         if md5 is not None and actual != md5:
             partial.discard()
             raise ChecksumMismatch(url, md5, actual)
+        # No fsync of the archive: it is a temporary file, verified (size, MD5) again before it
+        # is reused after a crash and checked entry by entry (CRC) when unpacked.
         partial.handle.flush()
-        os.fsync(partial.handle.fileno())
         os.replace(partial.path, dest)
         partial.close()
         _fsync_dir(dest.parent)
@@ -431,7 +440,7 @@ def fetch(
         logger.info("downloaded %s to %s (resumed from byte %d)", url, dest, resumed)
     else:
         logger.info("downloaded %s to %s", url, dest)
-    return FetchResult(dest, hashes.size, actual, hashes.sha256.hexdigest(), resumed)
+    return FetchResult(dest, hashes.size, actual, hashes.sha256, resumed)
 
 
 def _check_total(url: str, partial: _Partial, total: int | None, expected: int | None) -> None:
@@ -473,7 +482,7 @@ def _copy_file(
     with src:
         total = os.fstat(src.fileno()).st_size
         _check_total(url, partial, total, expected_size)
-        hashes = _Hashes()
+        hashes = _Hashes(partial.sha256)
         offset = os.fstat(partial.handle.fileno()).st_size
         if offset > total:
             hashes = partial.restart()
@@ -538,7 +547,7 @@ def _download(
     chunk_size: int,
     timeout: float,
 ) -> tuple[_Hashes, int]:
-    hashes = _Hashes()
+    hashes = _Hashes(partial.sha256)
     offset = os.fstat(partial.handle.fileno()).st_size
     if expected_size is not None and offset > expected_size:
         hashes = partial.restart()

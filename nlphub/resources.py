@@ -57,6 +57,26 @@ def tree_checksum(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), total
 
 
+def tree_checksum_of(digests: dict[str, tuple[int, str]], under: str = "") -> tuple[str, int]:
+    """`tree_checksum` from per-file (size, sha256) already known, e.g. hashed while
+    `uploads.archive.safe_extract` wrote them (keys: posix paths; only those below ``under``
+    count, relative to it). Same digest as reading the tree again."""
+    prefix = f"{under.strip('/')}/" if under.strip("/") not in ("", ".") else ""
+    files = [
+        (rel[len(prefix) :], size, sha)
+        for rel, (size, sha) in digests.items()
+        if rel.startswith(prefix)
+    ]
+    # the order of tree_checksum: sorted Paths, i.e. by their parts
+    files.sort(key=lambda f: f[0].split("/"))
+    digest = hashlib.sha256()
+    total = 0
+    for rel, size, sha in files:
+        total += size
+        digest.update(f"{rel}\0{size}\0{sha}\n".encode())
+    return digest.hexdigest(), total
+
+
 def bytes_on_disk(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size

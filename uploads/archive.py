@@ -18,6 +18,7 @@ everything was written and verified, so a destination that exists is always comp
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import lzma
 import os
@@ -31,6 +32,9 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
+
+from nlphub.hashing import HashThread
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -387,7 +391,9 @@ def _verify_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, entry: ZipEntryInf
     return None
 
 
-def safe_extract(zip_path: Path, dest: Path, limits: ArchiveLimits = DEFAULT_LIMITS) -> None:
+def safe_extract(
+    zip_path: Path, dest: Path, limits: ArchiveLimits = DEFAULT_LIMITS
+) -> dict[str, tuple[int, str]]:
     """Unpack ``zip_path`` into the new folder ``dest`` or leave nothing behind.
 
     Runs `check_zip`, then streams each entry into a hidden temporary sibling of ``dest``,
@@ -395,6 +401,11 @@ def safe_extract(zip_path: Path, dest: Path, limits: ArchiveLimits = DEFAULT_LIM
     CRCs, and checking that every path resolves inside the destination. Files get mode 0o644
     and folders 0o755. Only when everything is written is the temporary folder renamed to
     ``dest``; on any failure (including interruption) it is removed and the error re-raised.
+
+    Returns:
+        Every file's size and SHA-256, keyed by its path relative to ``dest`` (posix), hashed
+        while it was written, so callers need not read the tree again
+        (`nlphub.resources.tree_checksum_of`).
 
     Raises:
         FileExistsError: ``dest`` already exists (nothing is touched).
@@ -409,21 +420,25 @@ def safe_extract(zip_path: Path, dest: Path, limits: ArchiveLimits = DEFAULT_LIM
     entries = check_zip(zip_path, limits, verify_crc=False)
     work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     try:
-        _extract_into(zip_path, entries, work, limits)
+        digests = _extract_into(zip_path, entries, work, limits)
         os.rename(work, dest)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     logger.info("extracted %s (%d entries) to %s", zip_path.name, len(entries), dest)
+    return digests
 
 
 def _extract_into(
     zip_path: Path, entries: list[ZipEntryInfo], work: Path, limits: ArchiveLimits
-) -> None:
+) -> dict[str, tuple[int, str]]:
     root = work.resolve()
     total = 0
+    hashes: dict[str, tuple[int, Any]] = {}
     try:
-        with zipfile.ZipFile(zip_path) as zf:
+        # Each file's SHA-256 is computed on a helper thread while the next chunk is read,
+        # CRC-checked and written.
+        with zipfile.ZipFile(zip_path) as zf, HashThread(name="extract-hash") as hasher:
             infos = zf.infolist()
             for entry in entries:
                 target = root.joinpath(*entry.parts)
@@ -438,6 +453,7 @@ def _extract_into(
                 resolved.parent.mkdir(parents=True, exist_ok=True)
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
                 fd = os.open(resolved, flags, 0o644)
+                digest = hashlib.sha256()
                 with os.fdopen(fd, "wb") as out:
                     for chunk in _read_entry(zf, infos[entry.index], entry):
                         total += len(chunk)
@@ -449,13 +465,16 @@ def _extract_into(
                                 ]
                             )
                         out.write(chunk)
+                        hasher.update(digest, chunk)
                 os.chmod(resolved, 0o644)
+                hashes[resolved.relative_to(root).as_posix()] = (entry.file_size, digest)
     except _READ_ERRORS as exc:
         if isinstance(exc, ArchiveProblem):
             raise
         raise ArchiveProblem([f"not a valid zip archive ({exc})"]) from exc
     for dirpath, _dirnames, _filenames in os.walk(root):
         os.chmod(dirpath, 0o755)
+    return {rel: (size, digest.hexdigest()) for rel, (size, digest) in hashes.items()}
 
 
 def check_tree(path: Path, limits: ArchiveLimits = DEFAULT_LIMITS) -> None:
