@@ -77,6 +77,9 @@ def audit_params(
     }
 
 
+_INSERT = text(INSERT_SQL)
+
+
 def record(
     session: Session | Connection,
     *,
@@ -88,7 +91,7 @@ def record(
 ) -> int:
     """Append one event in the caller's transaction (kept only if that commits); its seq."""
     params = audit_params(actor=actor, action=action, target=target, job_id=job_id, details=details)
-    seq = session.execute(text(INSERT_SQL), params).scalar_one()
+    seq = session.execute(_INSERT, params).scalar_one()
     log.info("audit %s %s by %s", action, target or "-", actor)
     return int(seq)
 

@@ -7,11 +7,12 @@ every transition stays cheap enough to do for every job.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, TextClause, text
 from sqlmodel import Session
 
 from nlphub.audit import audit_params, canonical
@@ -74,9 +75,18 @@ def transition(
         k=lock_key,
     )
     take = lock == "take"
-    row = conn.execute(
-        text(
-            f"""
+    row = conn.execute(_transition_sql(target, lock), params).one()
+    attempts = None if row.attempts is None else int(row.attempts)
+    return Outcome(attempts, bool(row.got) if take else False)
+
+
+@functools.cache
+def _transition_sql(target: JobState, lock: Literal["take", "release"] | None) -> TextClause:
+    """The statement for one (target, lock) pair, built once: every job runs a few of these,
+    and parsing the text again each time costs more client CPU than the round trip."""
+    take = lock == "take"
+    return text(
+        f"""
             WITH l AS MATERIALIZED (
                 SELECT {"pg_try_advisory_lock(:k)" if take else "true"} AS got
             ), o AS (
@@ -107,11 +117,27 @@ def transition(
                    (SELECT count(*) FROM a) + (SELECT count(*) FROM r) AS audited
                    {", pg_advisory_unlock(:k) AS released" if lock == "release" else ""}
             """
-        ),
-        params,
-    ).one()
-    attempts = None if row.attempts is None else int(row.attempts)
-    return Outcome(attempts, bool(row.got) if take else False)
+    )
+
+
+#: Built once (see `_transition_sql`).
+_INSERT_JOB = text(
+    """
+            WITH j AS (
+                INSERT INTO job (id, task, queue, payload, state, progress, attempts,
+                                 requested_by, created_at, updated_at, published_at)
+                VALUES (:id, :task, :queue, CAST(:payload AS jsonb), :state, 0, 0, :by,
+                        now(), now(), CASE WHEN :published THEN now() END)
+                ON CONFLICT (id) DO NOTHING
+                RETURNING id
+            ), a AS (
+                INSERT INTO audit_event (actor, action, target, job_id, details, prev_hash, hash)
+                SELECT :actor, :action, :target, j.id, CAST(:details AS jsonb), '', '' FROM j
+                RETURNING seq
+            )
+            SELECT (SELECT count(*) FROM j) AS inserted, (SELECT count(*) FROM a) AS audited
+            """
+)
 
 
 def insert_job(
@@ -144,24 +170,5 @@ def insert_job(
         by=requested_by[:255],
         published=published,
     )
-    row = conn.execute(
-        text(
-            """
-            WITH j AS (
-                INSERT INTO job (id, task, queue, payload, state, progress, attempts,
-                                 requested_by, created_at, updated_at, published_at)
-                VALUES (:id, :task, :queue, CAST(:payload AS jsonb), :state, 0, 0, :by,
-                        now(), now(), CASE WHEN :published THEN now() END)
-                ON CONFLICT (id) DO NOTHING
-                RETURNING id
-            ), a AS (
-                INSERT INTO audit_event (actor, action, target, job_id, details, prev_hash, hash)
-                SELECT :actor, :action, :target, j.id, CAST(:details AS jsonb), '', '' FROM j
-                RETURNING seq
-            )
-            SELECT (SELECT count(*) FROM j) AS inserted, (SELECT count(*) FROM a) AS audited
-            """
-        ),
-        params,
-    ).one()
+    row = conn.execute(_INSERT_JOB, params).one()
     return bool(row.inserted)
