@@ -124,6 +124,23 @@ def test_bow_attribute_embeddings_pca_and_search(env, worker, wait_job, tmp_path
         assert [h["id"].split("-")[0] for h in hits[:3]] == ["food"] * 3
         by_text = similar(session, get_settings(), dataset="news", query="football goal", k=3)
         assert all(h["id"].startswith("sport") for h in by_text)
+        assert session.execute(text("SHOW hnsw.ef_search")).scalar_one() == "100"
+        assert similar(
+            session, get_settings(), dataset="news", record="food-0-0", k=5, embedding_id=emb_id
+        ) == similar(session, get_settings(), dataset="news", record="food-0-0", k=5)
+        session.rollback()
+        for kwargs, message in [
+            ({"dataset": "nope", "record": "x"}, "dataset 'nope'"),
+            ({"dataset": "news", "record": "nope"}, "record 'nope' has no vector"),
+            (
+                {"dataset": "news", "record": "food-0-0", "embedding_id": uuid.uuid4()},
+                "no finished",
+            ),
+            ({"dataset": "news"}, "give a record id or a query text"),
+        ]:
+            with pytest.raises(Exception, match=message):
+                similar(session, get_settings(), **kwargs)
+            session.rollback()
         indexes = (
             session.execute(
                 text(
