@@ -13,13 +13,16 @@ cores):
   loads the service's copy). Prints where the compute time went (encode, PCA, vector formatting,
   inserts, per-batch state, index, ...) and how many token positions (padding included) the
   model runs when encode() gets 128, 512, 2048 texts or the whole list at a time.
-- ``onnx``: an ONNX Runtime path on CPU ÷ bare PyTorch encode, with the mean cosine agreement of
-  the vectors (targets >= 2.0 and >= 0.99). Uses sentence-transformers' ONNX backend when
-  optimum's ONNX Runtime support imports; otherwise the model is exported with torch.onnx, fused
-  with onnxruntime.transformers' optimizer, each dynamically int8-quantized (per channel), and
-  run by an ONNX Runtime session with the same tokenizer, mean pooling and normalisation. The
-  exports are cached (``--cache-dir``). Rounds as for job. The headline is the fastest variant
-  whose mean cosine is >= 0.99. Prints "skipped: <reason>" when onnxruntime/onnx are missing.
+- ``onnx``: the huggingface platform's ONNX Runtime backend on CPU (`embeddings.onnx`,
+  ``make_encoder("huggingface", "all-MiniLM-L6-v2?backend=onnx")``: torch.onnx export,
+  onnxruntime.transformers fusions, dynamic int8 quantization) ÷ bare PyTorch encode (batches of
+  128), with the mean cosine agreement of the vectors (targets >= 2.0 and >= 0.99). The product
+  encoder runs at its own batch size and at 128; PyTorch at the product's ONNX batch size is
+  printed for reference. sentence-transformers' own ONNX backend is compared too when optimum's
+  ONNX Runtime support imports. The export is cached in ``--cache-dir`` (a models cache: its
+  ``.onnx`` folder), as the workers cache it in theirs. Rounds as for job. The headline is the
+  fastest variant whose mean cosine is >= 0.99. Prints "skipped: <reason>" when onnxruntime/onnx
+  are missing.
 - ``bow1m``: peak RSS (VmHWM) of a spawned child that runs the service's attribute path
   (`embeddings.service._compute_attributes`: BowEncoder tf-idf fit, encode in batches of 128,
   Reducer fitted on the first 5 batches, transform) on N records (target <= 2 GB); the Postgres
@@ -47,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import resource
@@ -55,7 +59,6 @@ import sys
 import tempfile
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -587,143 +590,6 @@ def part_job(bench: Bench) -> None:
 # -- 2. onnx --------------------------------------------------------------------------------------
 
 
-class OrtEncoder:
-    """An ONNX Runtime session standing in for the Transformer module: the sentence-transformers
-    tokenizer, mean pooling over the attention mask, and the model's Normalize, batches of 128
-    texts sorted by length as ``SentenceTransformer.encode`` sorts them."""
-
-    def __init__(self, model_file: Path, st: Any, threads: int) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(
-            str(model_file), options, providers=["CPUExecutionProvider"]
-        )
-        self.inputs = {
-            i.name: (np.int32 if i.type == "tensor(int32)" else np.int64)
-            for i in self.session.get_inputs()
-        }
-        self.tokenizer = st.tokenizer
-        self.max_length = int(st.max_seq_length)
-        self.normalize = any(type(m).__name__ == "Normalize" for m in st)
-
-    def encode(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        out: np.ndarray | None = None
-        for start in range(0, len(texts), batch_size):
-            idx = order[start : start + batch_size]
-            enc = self.tokenizer(
-                [texts[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="np",
-            )
-            feed = {name: np.asarray(enc[name], dtype=dtype) for name, dtype in self.inputs.items()}
-            hidden = self.session.run(None, feed)[0]
-            mask = np.asarray(enc["attention_mask"], dtype=np.float32)[:, :, None]
-            pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
-            if out is None:
-                out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
-            out[idx] = pooled
-        assert out is not None
-        return _unit(out) if self.normalize else out
-
-
-def _export_direct(path: Path, cache: Path) -> dict[str, Path]:
-    """fp32 export (torch.onnx), fused (onnxruntime.transformers' optimizer), and both
-    dynamically quantized to int8 weights."""
-    import json
-
-    cache.mkdir(parents=True, exist_ok=True)
-    fp32, fused = cache / "model.onnx", cache / "model_fused.onnx"
-    if not fp32.is_file():
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        model = AutoModel.from_pretrained(str(path)).eval()
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-
-        class Hidden(torch.nn.Module):
-            def __init__(self, inner: Any) -> None:
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-                return self.inner(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    token_type_ids=token_type_ids,
-                ).last_hidden_state
-
-        names = ["input_ids", "attention_mask", "token_type_ids"]
-        sample = tokenizer(
-            ["a short one", "and a somewhat longer sentence, for the export"],
-            padding=True,
-            return_tensors="pt",
-        )
-        tmp = cache / "model.onnx.tmp"
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                Hidden(model),
-                tuple(sample[k] for k in names),
-                str(tmp),
-                input_names=names,
-                output_names=["last_hidden_state"],
-                dynamic_axes={
-                    k: {0: "batch", 1: "sequence"} for k in [*names, "last_hidden_state"]
-                },
-                opset_version=17,
-                dynamo=False,
-            )
-        tmp.replace(fp32)
-    if not fused.is_file():
-        from onnxruntime.transformers import optimizer
-
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        optimized = optimizer.optimize_model(
-            str(fp32),
-            model_type="bert",
-            num_heads=int(config["num_attention_heads"]),
-            hidden_size=int(config["hidden_size"]),
-        )
-        tmp = cache / "model_fused.onnx.tmp"
-        optimized.save_model_to_file(str(tmp))
-        tmp.replace(fused)
-    int8_plain = cache / "model_int8_per_channel.onnx"
-    int8_fused = cache / "model_fused_int8_per_channel.onnx"
-    for source, target in ((fp32, int8_plain), (fused, int8_fused)):
-        if target.is_file():
-            continue
-        import logging
-
-        import onnx
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" advice
-        tmp = target.with_suffix(".tmp.onnx")
-        quantize_dynamic(
-            str(source),
-            str(tmp),
-            weight_type=QuantType.QInt8,
-            # Per-tensor scales lose too much here (mean cosine ~0.955 vs PyTorch).
-            per_channel=True,
-            # The fused graph has contrib ops that shape inference cannot type.
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
-        tmp.replace(target)
-    return {
-        "ort fp32": fp32,
-        "ort fused": fused,
-        "ort int8": int8_plain,
-        "ort fused+int8": int8_fused,
-    }
-
-
 def _st_onnx_backend(path: Path, cache: Path) -> dict[str, Any]:
     """sentence-transformers' own ONNX backend (needs optimum's ONNX Runtime support)."""
     import optimum.onnxruntime  # noqa: F401  (fails early, with the real reason)
@@ -763,11 +629,14 @@ def _st_onnx_backend(path: Path, cache: Path) -> dict[str, Any]:
 
 
 def part_onnx(bench: Bench) -> None:
+    from embeddings.platforms import EmbeddingError, make_encoder
+
     try:
-        import onnx  # noqa: F401  (torch.onnx.export and the quantizer need it)
-        import onnxruntime as ort
-    except ImportError as exc:
-        bench.results.skip("onnx", f"{exc.name} is not installed (pip install onnxruntime onnx)")
+        from embeddings.onnx import OnnxEncoder, require_onnxruntime
+
+        ort, _onnx = require_onnxruntime()
+    except EmbeddingError as exc:
+        bench.results.skip("onnx", str(exc))
         return
     loaded = _bare_model()
     if loaded is None:
@@ -776,29 +645,41 @@ def part_onnx(bench: Bench) -> None:
     st, path = loaded
     import torch
 
-    n, threads = bench.args.n_onnx, torch.get_num_threads()
+    n = bench.args.n_onnx
     texts = make_texts(n, bench.args.seed + 1)
-    cache = Path(bench.args.cache_dir) / f"{MODEL}-torch{torch.__version__}-ort{ort.__version__}"
-    say(f"onnx: {n} texts, ORT {ort.__version__} / torch {torch.__version__}, {threads} threads")
-    encoders: dict[str, Callable[[Sequence[str]], np.ndarray]] = {}
+    cache = Path(bench.args.cache_dir)
+    model = f"{MODEL}?backend=onnx"
+    say(
+        f"onnx: {n} texts, ORT {ort.__version__} / torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads, {os.cpu_count()} cpus"
+    )
     start = time.perf_counter()
     try:
-        for name, model in _st_onnx_backend(path, cache / "st-onnx").items():
-            encoders[name] = _st_encode_with(model)
-    except Exception as exc:  # an optional backend: say why and use the direct path
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        say(
-            f"  sentence-transformers' ONNX backend unavailable ({type(exc).__name__}: "
-            f"{reason[:160]}); using torch.onnx export + ONNX Runtime directly"
-        )
-        try:
-            files = _export_direct(path, cache / "direct")
-        except Exception as exc2:
-            bench.results.skip("onnx", f"ONNX export failed offline: {type(exc2).__name__}: {exc2}")
-            return
-        for name, file in files.items():
-            encoders[name] = OrtEncoder(file, st, threads).encode
-    say(f"  (ONNX models ready in {time.perf_counter() - start:.1f}s, cached in {cache})")
+        product = make_encoder("huggingface", model, cache_dir=cache, device="cpu")
+    except EmbeddingError as exc:
+        bench.results.skip("onnx", f"backend=onnx failed: {exc}")
+        return
+    assert isinstance(product, OnnxEncoder)
+    info_file = product.file.parent / "export.json"
+    info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else {}
+    say(
+        f"  (the product's ONNX model ready in {time.perf_counter() - start:.1f}s: "
+        f"{info.get('variant', '?')}, {len(info.get('float_matmuls', []))} MatMul(s) kept in "
+        f"float, export check cosine {info.get('agreement', float('nan')):.4f}, exported in "
+        f"{info.get('export_seconds', '?')}s once; {product.file})"
+    )
+    batch = product.batch_size
+    product_128 = make_encoder("huggingface", model, cache_dir=cache, device="cpu", batch_size=128)
+    encoders: dict[str, Callable[[Sequence[str]], np.ndarray]] = {
+        f"nlphub onnx (batch {batch})": product.encode,
+        "nlphub onnx (batch 128)": product_128.encode,
+    }
+    try:
+        for name, st_onnx in _st_onnx_backend(path, cache / "st-onnx").items():
+            encoders[name] = _st_encode_with(st_onnx)
+    except Exception as exc:  # an optional comparison: say why it is missing
+        reason = (str(exc).strip().splitlines() or [""])[0][:160]
+        say(f"  (sentence-transformers' ONNX backend unavailable: {type(exc).__name__}: {reason})")
 
     def timed(func: Callable[[Sequence[str]], np.ndarray]) -> tuple[float, np.ndarray]:
         func(texts[:128])  # warm-up
@@ -809,8 +690,15 @@ def part_onnx(bench: Bench) -> None:
     def torch_encode(items: Sequence[str]) -> np.ndarray:
         return _encode(st, items)
 
+    def torch_encode_small(items: Sequence[str]) -> np.ndarray:
+        vectors = st.encode(
+            list(items), batch_size=batch, show_progress_bar=False, convert_to_numpy=True
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
     # Round-robin rounds over PyTorch and every ONNX variant; each one's best run counts.
-    everything = {"pytorch": torch_encode, **encoders}
+    torch_small = f"pytorch (batch {batch})"
+    everything = {"pytorch": torch_encode, torch_small: torch_encode_small, **encoders}
     seconds_by: dict[str, list[float]] = {name: [] for name in everything}
     vectors_by: dict[str, np.ndarray] = {}
     for _round in range(bench.args.repeat):
@@ -820,8 +708,12 @@ def part_onnx(bench: Bench) -> None:
     t_torch = min(seconds_by["pytorch"])
     ref_unit = _unit(vectors_by["pytorch"])
     say(
-        f"  pytorch encode           : {n / t_torch:8.1f} rec/s  "
-        f"(runs {_runs(seconds_by['pytorch'])})"
+        f"  {'pytorch encode':25s}: {n / t_torch:8.1f} rec/s  (runs {_runs(seconds_by['pytorch'])})"
+    )
+    t_small = min(seconds_by[torch_small])
+    say(
+        f"  {torch_small:25s}: {n / t_small:8.1f} rec/s  x{t_torch / t_small:5.2f}  "
+        f"(runs {_runs(seconds_by[torch_small])}; for reference, not a target)"
     )
     runs = {name: (min(seconds_by[name]), vectors_by[name]) for name in encoders}
     best: tuple[float, float, str] | None = None
@@ -1365,9 +1257,11 @@ def main() -> None:
     parser.add_argument(
         "--cache-dir",
         default=str(
-            Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nlphub-bench" / "onnx"
+            Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+            / "nlphub-bench"
+            / "models"
         ),
-        help="where ONNX exports are kept between runs",
+        help="a models cache where the ONNX exports are kept between runs (in its .onnx folder)",
     )
     parser.add_argument(
         "--repeat", type=int, default=3, help="interleaved rounds for job and onnx (3)"

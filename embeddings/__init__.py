@@ -3,13 +3,15 @@
 Typed domain code with no database and no Celery:
 
 - `make_encoder(platform, model, ...)` → an `Encoder` (bow / huggingface / openai / azure /
-  cohere); see `embeddings.platforms`.
+  cohere); see `embeddings.platforms`. ``huggingface`` with ``backend=onnx`` runs an int8
+  ONNX Runtime export on the CPU; see `embeddings.onnx`.
 - `Reducer`, `stream_reduce`: PCA to 64 (attribute level) or 16 (token level) dimensions, fitted
   on the first batches and stored as bytes; see `embeddings.reduce`.
 - `tokenize_with_offsets`, `token_vectors`: token-level vectors with character offsets; see
   `embeddings.tokens`.
 
-Heavy libraries (scikit-learn, sentence-transformers, torch) are imported only when used.
+Heavy libraries (scikit-learn, sentence-transformers, torch, onnxruntime) are imported only when
+used.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from embeddings.platforms import (
     TemporaryEmbeddingError,
     Vectors,
     bundled_model_path,
+    check_backend,
     check_model_name,
     clear_model_cache,
     default_device,
@@ -34,6 +37,7 @@ from embeddings.platforms import (
     models_cache_path,
     parse_retry_after,
     resolve_model_path,
+    split_model_options,
 )
 from embeddings.reduce import (
     ATTRIBUTE_BATCH_SIZE,
@@ -67,6 +71,7 @@ __all__ = [
     "TokenVector",
     "Vectors",
     "bundled_model_path",
+    "check_backend",
     "check_model_name",
     "clear_model_cache",
     "default_device",
@@ -74,6 +79,7 @@ __all__ = [
     "models_cache_path",
     "parse_retry_after",
     "resolve_model_path",
+    "split_model_options",
     "stream_reduce",
     "stream_reduce_keyed",
     "token_vectors",

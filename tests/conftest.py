@@ -104,3 +104,20 @@ def spark_session() -> Iterator[Any]:
     spark = start_spark()
     yield spark
     spark.stop()
+
+
+@pytest.fixture(scope="session")
+def onnx_models_cache() -> Iterator[Path]:
+    """A models cache (``cache_dir``) holding the ONNX export of all-MiniLM-L6-v2
+    (``backend=onnx``): exported once per test run, as that takes a while."""
+    from embeddings import make_encoder
+
+    base = Path(tempfile.mkdtemp(prefix="nlphub-test-onnx-"))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    try:
+        make_encoder("huggingface", "all-MiniLM-L6-v2?backend=onnx", cache_dir=base, device="cpu")
+        yield base
+    finally:
+        mp.undo()
+        shutil.rmtree(base, ignore_errors=True)

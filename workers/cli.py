@@ -1037,24 +1037,33 @@ def models_add(name: str) -> None:
 @models_app.command("list")
 @clear_errors
 def models_list() -> None:
-    """Models in the shared cache."""
+    """Models in the shared cache (not the ONNX exports, kept in its ``.onnx`` folder)."""
     root = _settings().home / "models"
-    names = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    names = (
+        sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+        if root.is_dir()
+        else []
+    )
     console.print("\n".join(names) or "the models cache is empty")
 
 
 @models_app.command("remove")
 @clear_errors
 def models_remove(name: str) -> None:
-    """Remove a model from the shared cache."""
+    """Remove a model from the shared cache, with its ONNX exports (``backend=onnx``)."""
     import shutil
 
+    from embeddings.onnx import onnx_model_folder
     from embeddings.platforms import models_cache_path
 
-    target = models_cache_path(_settings().home / "models", name)
-    if not target.exists():
+    root = _settings().home / "models"
+    target = models_cache_path(root, name)
+    exports = onnx_model_folder(root, name)
+    if not target.exists() and not exports.exists():
         raise SettingsError(f"{name} is not in the models cache")
-    shutil.rmtree(target)
+    for folder in (target, exports):
+        if folder.exists():
+            shutil.rmtree(folder)
     console.print(f"{name} removed")
 
 
