@@ -11,7 +11,9 @@ recorded in the same statement that starts it (one round trip, and no database w
 worker's consumer loop). It makes redelivery safe:
 - a job that already finished is not run again (its stored result is returned);
 - a job that another worker is executing right now (a session advisory lock held for the
-  run, released by Postgres if that worker dies) is skipped;
+  run, released by Postgres if that worker dies) is not run twice: this delivery waits a
+  little for the lock, then retries later rather than being dropped (the lock may be a dead
+  worker's, held by its backend until the statement it was running ends);
 - the success or failure of a job is recorded once, whatever the number of deliveries.
 Retries (exponential backoff with jitter) are for temporary errors only.
 """
@@ -59,10 +61,24 @@ TEMPORARY_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 
+
+def is_temporary(exc: BaseException) -> bool:
+    """One of TEMPORARY_ERRORS, or any database error that cost its connection (SQLAlchemy
+    invalidated it: the server went away, restarted, or closed the session), whatever its
+    class — e.g. a FATAL idle-in-transaction timeout arrives as an InternalError."""
+    if isinstance(exc, TEMPORARY_ERRORS):
+        return True
+    return isinstance(exc, sqlalchemy.exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
 MAX_RETRIES = 8
 BACKOFF_BASE = 2.0
 BACKOFF_MAX = 300.0
 PROGRESS_INTERVAL = 0.5
+#: How long a delivery waits for a job's run lock held by another delivery, and how often it
+#: looks, before it retries later.
+RUN_LOCK_WAIT = 10.0
+RUN_LOCK_POLL = 0.1
 
 
 def backoff(retries: int, *, base: float = BACKOFF_BASE, cap: float = BACKOFF_MAX) -> float:
@@ -142,7 +158,9 @@ class NlphubTask(Task):
                 return self._execute(conn, job_id, payload)
         except (Retry, NlphubError, PayloadError):
             raise
-        except TEMPORARY_ERRORS as exc:
+        except Exception as exc:
+            if not is_temporary(exc):
+                raise
             # The database itself may be what failed: retry without touching the job row.
             log.warning("%s[%s]: temporary error outside the task body: %s", self.name, job_id, exc)
             raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from None
@@ -153,7 +171,7 @@ class NlphubTask(Task):
         key = _lock_key(job_id)
         started = self._start(conn, job_id, payload, key)
         if not isinstance(started, int):
-            return started  # finished earlier, or running elsewhere: this delivery is a duplicate
+            return started  # finished earlier: this delivery is a duplicate
         ctx = JobContext(
             job_id,
             self,
@@ -168,7 +186,12 @@ class NlphubTask(Task):
                 result = self.body(ctx, payload) or {}
             except Retry:
                 raise
-            except TEMPORARY_ERRORS as exc:
+            except Exception as exc:
+                if not is_temporary(exc):
+                    released = self._record(
+                        conn, job_id, JobState.FAILED, by, key, error=_describe(exc)
+                    )
+                    raise
                 if self.request.retries < self.max_retries:
                     countdown = backoff(self.request.retries)
                     released = self._record(
@@ -184,11 +207,6 @@ class NlphubTask(Task):
                 message = f"gave up after {self.request.retries + 1} attempts: {_describe(exc)}"
                 released = self._record(conn, job_id, JobState.FAILED, by, key, error=message)
                 raise GaveUp(message) from exc
-            except Exception as exc:
-                released = self._record(
-                    conn, job_id, JobState.FAILED, by, key, error=_describe(exc)
-                )
-                raise
             released = self._record(conn, job_id, JobState.SUCCEEDED, by, key, result=result)
             return result
         finally:
@@ -199,26 +217,33 @@ class NlphubTask(Task):
         self, conn: Connection, job_id: uuid.UUID, payload: Payload, key: int
     ) -> int | dict[str, Any]:
         """Take the job's run lock and start it: the attempt number. Otherwise the stored
-        result of a job that already finished, or a note that it runs elsewhere."""
+        result of a job that already finished; while another delivery holds the lock (for
+        longer than RUN_LOCK_WAIT), a retry later."""
         worker = self.request.hostname
         for _ in range(2):
-            outcome = transition(
-                conn,
-                job_id,
-                JobState.STARTED,
-                actor=payload.requested_by,
-                action="job.started",
-                task=self.name,
-                worker=worker,
-                details={"worker": worker},
-                lock_key=key,
-                lock="take",
-            )
-            if not outcome.locked:
-                log.info(
-                    "%s[%s] is running on another worker; skipping this delivery", self.name, job_id
+            deadline = time.monotonic() + RUN_LOCK_WAIT
+            while True:
+                outcome = transition(
+                    conn,
+                    job_id,
+                    JobState.STARTED,
+                    actor=payload.requested_by,
+                    action="job.started",
+                    task=self.name,
+                    worker=worker,
+                    details={"worker": worker},
+                    lock_key=key,
+                    lock="take",
                 )
-                return {"skipped": "running elsewhere"}
+                if outcome.locked or time.monotonic() >= deadline:
+                    break
+                time.sleep(RUN_LOCK_POLL)
+            if not outcome.locked:
+                # Another delivery holds the run lock: one still running, or one whose worker
+                # died in the middle of a statement (its backend keeps the lock until that
+                # statement ends). Dropping this delivery could lose the job: look again later.
+                log.info("%s[%s] is running elsewhere; checking again later", self.name, job_id)
+                raise self.retry(countdown=backoff(self.request.retries))
             if outcome.attempts is not None:
                 return outcome.attempts
             conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})

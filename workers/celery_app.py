@@ -14,6 +14,8 @@ from kombu import Exchange
 from kombu import Queue as KombuQueue
 
 from schemas.payloads import TASKS
+from workers import broker
+from workers.results import BACKEND_OVERRIDES
 from workers.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,11 @@ def build_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Redis keeps a fetched message unacknowledged (in Redis) until the visibility timeout;
+        # cancelling the running task when the connection drops would throw its work away and
+        # leave its job `started`, with nothing to run it, for hours. It goes on instead: its
+        # outcome is recorded in Postgres, and a later redelivery finds the job finished.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "broker_connection_retry_on_startup": True,
         "result_expires": 7 * 24 * 3600,
         "result_extended": True,
@@ -75,7 +81,29 @@ def build_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+# redis:// brokers through kombu's Redis transport, safe to close after a connection loss
+broker.install()
+#: Seconds between the prefork pool's checks for dead pool processes (Celery: 5). A pool
+#: process killed mid-task (OOM killer, SIGKILL) is noticed this fast, so its job is failed
+#: over to redelivery (WorkerLostError, reject_on_worker_lost) without a 5 s stall; the check
+#: itself is cheap. tests/faults/test_worker_kills.py measures the delay.
+POOL_MAINTAIN_INTERVAL = 0.5
+
+
+def _check_pool_often() -> None:
+    from celery.concurrency import asynpool
+
+    def timers(pool: Any) -> dict[Any, float]:
+        return {pool.maintain_pool: POOL_MAINTAIN_INTERVAL}
+
+    asynpool.AsynPool.timers = property(timers)
+
+
+_check_pool_often()
 app = Celery("nlphub")
+# Celery's `override_backends` setting (read by the loader): redis:// results through
+# workers.results, which does not subscribe to a task's result when sending it.
+app.loader.override_backends = dict(BACKEND_OVERRIDES)
 
 
 @app.on_configure.connect
@@ -95,6 +123,26 @@ def configure(settings: Settings) -> Celery:
     """Re-point the app at other servers (tests, `nlphub up` after starting embedded ones)."""
     from scheduler.schedule import beat_schedule
 
+    before = (app.conf.broker_url, app.conf.result_backend)
     app.conf.update(build_config(settings))
     app.conf.beat_schedule = beat_schedule(settings)
+    if (app.conf.broker_url, app.conf.result_backend) != before:
+        _drop_connections()
     return app
+
+
+def _drop_connections() -> None:
+    """Forget the broker connection pools and the result backend made for the old URLs.
+
+    Celery makes them once, on first use, and would keep talking to the old servers."""
+    pools = [app._pool, getattr(app.amqp, "_producer_pool", None)]
+    for pool in pools:
+        if pool is not None:
+            try:
+                pool.force_close_all()
+            except Exception:  # the old server may be gone
+                log.debug("closing an old broker pool", exc_info=True)
+    app._pool = None
+    app.amqp._producer_pool = None
+    app._backend_cache = None
+    app._local.__dict__.pop("backend", None)

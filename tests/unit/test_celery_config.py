@@ -48,3 +48,17 @@ def test_registered_tasks_are_the_contract() -> None:
     for name in TASKS:
         assert app.tasks[name].acks_late is TASKS[name].idempotent
         assert app.tasks[name].__doc__ and "twice" in app.tasks[name].__doc__
+
+
+def test_the_prefork_pool_looks_for_dead_processes_every_half_second() -> None:
+    """Celery's 5 s would leave a killed pool process's job stalled for seconds."""
+    from types import SimpleNamespace
+
+    from celery.concurrency import asynpool
+
+    import workers.celery_app as celery_app
+
+    pool = SimpleNamespace(maintain_pool=object())
+    timers = asynpool.AsynPool.timers.fget(pool)
+    assert timers == {pool.maintain_pool: celery_app.POOL_MAINTAIN_INTERVAL}
+    assert celery_app.POOL_MAINTAIN_INTERVAL <= 1.0

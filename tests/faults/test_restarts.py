@@ -1,0 +1,436 @@
+"""Servers restarted under load (issue 7): nothing lost — no job, no audit event.
+
+- Redis crashes and comes back in the middle of a burst of 5,000 jobs, while another job is
+  running: the outbox keeps every job the broker did not get, the reconciler publishes it
+  again, the running job carries on, and each job succeeds once.
+- Postgres crashes and comes back while a worker runs jobs: the tasks retry with backoff, the
+  pool reconnects, each job's transitions are audited once, in order, and the hash chain
+  still verifies.
+
+Each test has a server of its own (the session's are shared by every other test), crashed and
+restarted in place: same data folder, same port or socket, so every URL stays valid.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import Session
+
+import nlphub
+from nlphub.audit import verify_chain
+from nlphub.jobs import reconcile_outbox
+from schemas.db import dispose_engines, get_engine, session_scope, upgrade
+from schemas.states import JobState
+from tests.conftest import wait_for
+from tests.integration.conftest import celery_cmd
+from tests.procs import alive
+from workers.app import configure
+from workers.embedded import EmbeddedPostgres, EmbeddedRedis
+from workers.settings import get_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+log = logging.getLogger(__name__)
+
+NLPHUB = str(Path(sys.executable).with_name("nlphub"))
+N_BURST = 5000
+N_PG = 600
+
+
+# -- servers of the test's own ----------------------------------------------------------------
+
+
+def _repoint() -> None:
+    """The test process follows its environment (DATABASE_URL, REDIS_URL, settings)."""
+    get_settings.cache_clear()
+    dispose_engines()
+    configure(get_settings())
+
+
+@pytest.fixture
+def own_redis(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedRedis]:
+    """A Redis of this test's own (own folder, own port), for the test to crash."""
+    base = Path(tempfile.mkdtemp(prefix="nlphub-own-redis-"))
+    server = EmbeddedRedis(base / "redis")
+    monkeypatch.setenv("REDIS_URL", server.start())
+    _repoint()
+    yield server
+    server.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def own_postgres(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[EmbeddedPostgres]:
+    """A Postgres of this test's own (own data folder and socket), migrated, for it to crash."""
+    base = Path(tempfile.mkdtemp(prefix="nlphub-own-pg-"))
+    server = EmbeddedPostgres(base / "pg")
+    server.start()
+    url = server.create_database("nlphub")
+    upgrade(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    monkeypatch.setenv("DATABASE_URL", url)
+    _repoint()
+    yield server
+    dispose_engines()
+    server.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _crash_redis(server: EmbeddedRedis, url: str) -> None:
+    """SIGKILL the Redis server (no shutdown, no final save), then clean up after it."""
+    import redis as redis_lib
+
+    client = redis_lib.Redis.from_url(url)
+    pid = int(client.info("server")["process_id"])
+    client.close()
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not alive(pid), 10, what="the killed Redis to exit")
+    server.stop()
+
+
+def _crash_postgres(server: EmbeddedPostgres) -> None:
+    """Immediate shutdown of the postmaster (SIGQUIT: every backend killed, no checkpoint; the
+    next start runs crash recovery), then clean up after it."""
+    pid = int((server.datadir / "postmaster.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGQUIT)
+    wait_for(lambda: not alive(pid), 30, what="the crashed Postgres to exit")
+    server.stop()
+
+
+# -- a job that is running for as long as the test wants --------------------------------------
+
+
+class _GateHandler(BaseHTTPRequestHandler):
+    """A hub folder whose metadata.json is answered (empty: a valid, empty catalog) only once
+    the test opens the gate: the `nlphub.hub_sync` job reading it is running until then."""
+
+    arrived: threading.Event
+    gate: threading.Event
+
+    def do_GET(self) -> None:
+        self.arrived.set()
+        self.gate.wait(120)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def gated_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_GateHandler]]:
+    handler: type[_GateHandler] = type(
+        "Gate", (_GateHandler,), {"arrived": threading.Event(), "gate": threading.Event()}
+    )
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("NLPHUB_HUB_URLS", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("NLPHUB_LICENSED_HUB_URLS", "")
+    yield handler
+    handler.gate.set()
+    server.shutdown()
+    server.server_close()
+
+
+# -- reading the outcome ------------------------------------------------------------------------
+
+
+def _states(ids: list[uuid.UUID]) -> Counter[str]:
+    with Session(get_engine()) as session:
+        rows = session.execute(
+            text("SELECT state, count(*) AS n FROM job WHERE id = ANY(:ids) GROUP BY state"),
+            {"ids": ids},
+        ).all()
+    return Counter({row.state: int(row.n) for row in rows})
+
+
+def _trails(ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[int, list[str]]]:
+    """Per job: its attempts, and its audit events' actions in log order."""
+    with Session(get_engine()) as session:
+        attempts = {
+            row.id: int(row.attempts)
+            for row in session.execute(
+                text("SELECT id, attempts FROM job WHERE id = ANY(:ids)"), {"ids": ids}
+            )
+        }
+        actions: dict[uuid.UUID, list[str]] = {i: [] for i in ids}
+        for row in session.execute(
+            text("SELECT job_id, action FROM audit_event WHERE job_id = ANY(:ids) ORDER BY seq"),
+            {"ids": ids},
+        ):
+            actions[row.job_id].append(row.action)
+    return {i: (attempts.get(i, -1), actions[i]) for i in ids}
+
+
+def _trail_problem(attempts: int, actions: list[str]) -> str | None:
+    """What is wrong with one succeeded job's audit trail (None: nothing).
+
+    enqueued once, first; a receipt before the first start; one `job.started` per attempt;
+    `job.succeeded` once, last; never `job.failed`."""
+    count = Counter(actions)
+    if not actions or actions[0] != "job.enqueued" or count["job.enqueued"] != 1:
+        return "job.enqueued is not the first event, once"
+    if actions[-1] != "job.succeeded" or count["job.succeeded"] != 1:
+        return "job.succeeded is not the last event, once"
+    if count["job.failed"]:
+        return "job.failed recorded"
+    if count["job.started"] != attempts or attempts < 1:
+        return f"{count['job.started']} job.started for {attempts} attempts"
+    if "job.received" not in actions or actions.index("job.received") > actions.index(
+        "job.started"
+    ):
+        return "no job.received before the first job.started"
+    return None
+
+
+def _assert_trails(ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[int, list[str]]]:
+    trails = _trails(ids)
+    bad = {
+        str(i): (problem, trail)
+        for i, trail in trails.items()
+        if (problem := _trail_problem(*trail)) is not None
+    }
+    assert not bad, f"{len(bad)} jobs with a wrong audit trail, e.g. {list(bad.items())[:3]}"
+    return trails
+
+
+def _tail(path: Path, chars: int = 4000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
+
+
+def _worker(spawn: Callable[..., subprocess.Popen[bytes]], log_path: Path, name: str) -> Any:
+    return spawn(
+        celery_cmd(
+            "worker",
+            "-Q",
+            "default",
+            "-c",
+            "2",
+            "-P",
+            "prefork",
+            "-n",
+            f"{name}-{uuid.uuid4().hex[:6]}@%h",
+            "-l",
+            "WARNING",
+        ),
+        log=log_path,
+    )
+
+
+# -- the tests --------------------------------------------------------------------------------
+
+
+def test_a_database_error_that_cost_the_connection_is_temporary(env: dict[str, Any]) -> None:
+    """Postgres ending a session arrives as whatever class its SQLSTATE maps to: an idle-in-
+    transaction timeout as an InternalError. Tasks retry it like any lost connection."""
+    from tasks.base import TEMPORARY_ERRORS, is_temporary
+
+    def gone(pid: int) -> bool:
+        with get_engine().connect() as other:
+            query = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+            return other.execute(query, {"pid": pid}).scalar_one() == 0
+
+    with pytest.raises(Exception) as caught, get_engine().connect() as conn:
+        conn.execute(text("SET idle_in_transaction_session_timeout = 100"))
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        wait_for(lambda: gone(pid), 30, what="Postgres to end the idle session")
+        conn.execute(text("SELECT 1"))
+    exc = caught.value
+    assert getattr(exc, "connection_invalidated", False), repr(exc)
+    assert not isinstance(exc, TEMPORARY_ERRORS)  # an InternalError, not an OperationalError
+    assert is_temporary(exc)
+    with get_engine().connect() as conn:  # and the pool hands out a working connection again
+        assert conn.execute(text("SELECT 1")).scalar_one() == 1
+
+
+@pytest.mark.timeout(300)
+def test_worker_outlives_a_redis_crash_and_its_running_job_finishes_once(
+    env: dict[str, Any],
+    own_redis: EmbeddedRedis,
+    gated_hub: type[_GateHandler],
+    spawn: Callable[..., subprocess.Popen[bytes]],
+    job_state: Callable[[uuid.UUID], Any],
+    wait_job: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    url = get_settings().require_redis_url()
+    worker_log = tmp_path / "worker.log"
+    worker = _worker(spawn, worker_log, "outlive")
+    running = nlphub.enqueue("nlphub.hub_sync", requested_by="crash")
+    wait_for(gated_hub.arrived.is_set, 60, what="the hub_sync job to be running")
+    # The worker holds the running job's message, unacknowledged, and waits for more.
+    _crash_redis(own_redis, url)
+    wait_for(
+        lambda: "Connection to broker lost" in worker_log.read_text(errors="replace"),
+        30,
+        what="the worker to notice",
+    )
+    assert own_redis.start() == url
+    # It reconnects and takes new work, while the job from before the crash still runs.
+    ping_id = nlphub.enqueue("nlphub.ping", requested_by="crash")
+
+    def ping_done() -> bool:
+        assert worker.poll() is None, f"the worker died\n{_tail(worker_log)}"
+        job = job_state(ping_id)
+        return job is not None and job.state == JobState.SUCCEEDED
+
+    try:
+        wait_for(ping_done, 60, what="a job sent after the restart to succeed")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_tail(worker_log)}") from None
+    job = job_state(running)
+    assert job.state == JobState.STARTED, job.state
+    gated_hub.gate.set()
+    job = wait_job(running, timeout=60)
+    assert job.state == JobState.SUCCEEDED, f"{job.error}\n{_tail(worker_log)}"
+    attempts, actions = _assert_trails([running])[running]
+    assert attempts == 1, actions  # it carried on: not cancelled, not run again
+    assert worker.poll() is None, f"the worker died\n{_tail(worker_log)}"
+
+
+@pytest.mark.timeout(600)
+def test_redis_crash_mid_burst_loses_no_job(
+    env: dict[str, Any],
+    own_redis: EmbeddedRedis,
+    gated_hub: type[_GateHandler],
+    spawn: Callable[..., subprocess.Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("NLPHUB_OUTBOX_REPUBLISH_AFTER", "10")  # the smallest allowed
+    _repoint()
+    settings = get_settings()
+    url = settings.require_redis_url()
+    worker_log = tmp_path / "worker.log"
+    worker = _worker(spawn, worker_log, "burst")
+    # A job that is running while Redis goes away: it reads a hub that answers when told to.
+    running = nlphub.enqueue("nlphub.hub_sync", requested_by="burst")
+    wait_for(gated_hub.arrived.is_set, 60, what="the hub_sync job to be running")
+
+    crash_at, back_at = N_BURST // 3, N_BURST // 3 + 15
+    ids: list[uuid.UUID] = []
+    down: list[uuid.UUID] = []
+    slowest_down = 0.0
+    for i in range(N_BURST):
+        if i == crash_at:
+            _crash_redis(own_redis, url)
+        if i == back_at:
+            assert own_redis.start() == url  # same port: every client's URL stays valid
+            gated_hub.gate.set()  # the running job may finish now
+        began = time.monotonic()
+        job_id = nlphub.enqueue("nlphub.ping", requested_by="burst")  # never raises: outbox
+        ids.append(job_id)
+        if crash_at <= i < back_at:
+            down.append(job_id)
+            slowest_down = max(slowest_down, time.monotonic() - began)
+    assert len(set(ids)) == N_BURST
+    # With the broker down, enqueue() gives up publishing quickly (the outbox has the job).
+    assert slowest_down < 5.0, f"enqueue() took {slowest_down:.1f}s with Redis down"
+
+    last_reconcile = [0.0]
+
+    def all_done() -> bool:
+        # The reconciler, as beat runs it (here every 2 s instead of every minute).
+        if time.monotonic() - last_reconcile[0] > 2.0:
+            with session_scope() as session:
+                reconcile_outbox(
+                    session,
+                    grace_seconds=settings.outbox_grace_seconds,
+                    republish_after=settings.outbox_republish_after,
+                )
+            last_reconcile[0] = time.monotonic()
+        assert worker.poll() is None, f"the worker died\n{_tail(worker_log)}"
+        return _states([*ids, running])[JobState.SUCCEEDED.value] == N_BURST + 1
+
+    try:
+        wait_for(all_done, 400, interval=0.5, what="every job to succeed")
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}: {_states(ids)} {_states([running])}\n{_tail(worker_log)}"
+        ) from None
+
+    _assert_trails(ids)
+    # The job running during the crash carried on and finished: one attempt, not two.
+    attempts, actions = _assert_trails([running])[running]
+    assert attempts == 1, actions
+    # Exactly the jobs enqueued while Redis was down missed their publish (and the reconciler
+    # sent them); before the crash and after the restart, `enqueue()` published by itself.
+    with Session(get_engine()) as session:
+        late = {
+            row.job_id
+            for row in session.execute(
+                text(
+                    "SELECT job_id FROM audit_event WHERE action = 'job.republished' "
+                    "AND (details->>'first_publish')::boolean"
+                )
+            )
+        }
+        report = verify_chain(session)
+    assert late == set(down), (len(late - set(down)), len(set(down) - late))
+    assert report.ok, report
+    assert report.checked >= 4 * N_BURST
+
+
+@pytest.mark.timeout(600)
+def test_postgres_crash_mid_run_retries_and_keeps_the_audit_whole(
+    env: dict[str, Any],
+    own_postgres: EmbeddedPostgres,
+    spawn: Callable[..., subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    url = get_settings().require_database_url()
+    ids = [nlphub.enqueue("nlphub.ping", requested_by="pg-crash") for _ in range(N_PG)]
+    worker_log = tmp_path / "worker.log"
+    worker = _worker(spawn, worker_log, "pgcrash")
+
+    def succeeded() -> int:
+        return _states(ids)[JobState.SUCCEEDED.value]
+
+    wait_for(lambda: succeeded() >= N_PG // 10, 120, what="the worker to be busy")
+    dispose_engines()
+    _crash_postgres(own_postgres)
+    # While Postgres is away the worker's tasks fail to reach it, and retry with backoff.
+    wait_for(
+        lambda: worker_log.read_text(errors="replace").count("temporary error") >= 3,
+        60,
+        interval=0.2,
+        what="the worker's tasks to meet the missing database",
+    )
+    own_postgres.start()
+    assert get_settings().require_database_url() == url  # same socket: the URL stays valid
+    before = succeeded()
+    assert before < N_PG, "every job finished before the crash: nothing was tested"
+
+    try:
+        wait_for(lambda: succeeded() == N_PG, 300, interval=0.5, what="every job to succeed")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {_states(ids)}\n{_tail(worker_log)}") from None
+    assert worker.poll() is None, _tail(worker_log)
+
+    trails = _assert_trails(ids)
+    log.info("attempts: %s", Counter(attempts for attempts, _ in trails.values()))
+    verify = subprocess.run(
+        [NLPHUB, "audit", "verify"], capture_output=True, text=True, timeout=120
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "audit chain OK" in verify.stdout
