@@ -6,9 +6,10 @@ each folder ``read_catalog`` reads ``<url>/metadata.json``:
 * within ``ttl`` seconds of the last successful read it uses the cached copy (no request);
 * after that it asks again with ``If-None-Match`` / ``If-Modified-Since`` and accepts ``304``
   (for ``file://``, an unchanged modification time is the ``304``);
-* when the folder is unreachable (network error, 5xx) or sends something unusable (a 4xx,
-  bytes that are not UTF-8, or a body none of whose lines is a hub entry, such as an HTML error
-  page) it keeps using the last good copy and reports one error for the folder.
+* when the folder is unreachable (network error, 5xx, a cut transfer, a timeout) or sends
+  something unusable (a 4xx, bytes that are not UTF-8, a body none of whose lines is a hub
+  entry, such as an HTML error page, or an empty body where the last copy had entries) it keeps
+  using the last good copy and reports one error for the folder.
 
 The cache is one JSON file per folder under ``cache_dir``, named by a hash of the URL and
 written atomically (temporary file, ``fsync``, ``os.replace``), so a crash never leaves a torn
@@ -328,11 +329,13 @@ def _parse(folder: HubFolder, body: str) -> tuple[list[HubEntry], list[str]]:
 
 
 @contextlib.contextmanager
-def _http_client(client: httpx.Client | None) -> Iterator[httpx.Client]:
+def _http_client(
+    client: httpx.Client | None, timeout: float = DEFAULT_TIMEOUT
+) -> Iterator[httpx.Client]:
     if client is not None:
         yield client
         return
-    with httpx.Client(timeout=DEFAULT_TIMEOUT, follow_redirects=True) as own:
+    with httpx.Client(timeout=timeout, follow_redirects=True) as own:
         yield own
 
 
@@ -368,6 +371,12 @@ def _read_folder(
                 f"none of its {len(warnings)} non-blank lines is a hub entry "
                 f"(first problem: {warnings[0]})"
             )
+        if not entries and cached is not None:
+            # A hub that listed resources and now lists none is far more likely a glitch (a
+            # zero-byte upload, a proxy) than a hub emptied on purpose: keep the last copy.
+            had = len(_parse(folder, cached.body)[0])
+            if had:
+                raise _Unusable(f"metadata.json is empty (the last copy listed {had} entries)")
     except _Unreachable as exc:
         failure = f"hub {folder.url} is unreachable: {exc}"
     except _Unusable as exc:
@@ -413,6 +422,7 @@ def read_catalog(
     ttl: float = 3600,
     client: httpx.Client | None = None,
     now: float | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> CatalogResult:
     """Read every folder's ``metadata.json`` (through the cache) into one ``CatalogResult``.
 
@@ -422,6 +432,8 @@ def read_catalog(
         ttl: seconds during which a copy is used without asking the hub again.
         client: the httpx client for ``http(s)://`` folders; a new one otherwise.
         now: the current time as a Unix timestamp (default ``time.time()``).
+        timeout: seconds to connect or to wait for the next bytes (new client only); a folder
+            that takes longer is unreachable.
 
     Never raises for a folder that fails: it is reported in ``errors`` and, when there is
     an earlier copy, that copy is used (``sources[url] == "stale-cache"``).
@@ -430,7 +442,7 @@ def read_catalog(
     result = CatalogResult()
     folder_list = list(folders)
     if client is None and any(not f.url.startswith("file://") for f in folder_list):
-        with _http_client(None) as own:
+        with _http_client(None, timeout) as own:
             for folder in folder_list:
                 _read_folder(folder, cache_dir, ttl, own, moment, result)
         return result

@@ -3,9 +3,11 @@
 The steps of `download_and_install`, each safe to repeat after a crash or redelivery:
 
 1. `queued`/`downloading` → `downloading`: stream the archive to `<home>/downloads/<archive>`
-   (`.partial` while incomplete, resumed with HTTP Range), check the hub's MD5, record sha256;
+   (`.partial` while incomplete, resumed with HTTP Range), check the hub's MD5 (the archive's
+   own SHA-256 is recorded only when the hub gives no MD5);
 2. `downloading` → `verifying`: unpack safely into a staging folder next to the install folder,
-   validate it as a Spark NLP resource of the expected kind, checksum the tree;
+   validate it as a Spark NLP resource of the expected kind; the tree's SHA-256 (recorded as
+   the resource's checksum) comes from the files hashed as they were unpacked;
 3. atomic rename staging → install folder, then `installed` (or `missing_dependencies`) in
    one transaction, with the dependencies to fetch queued in that same transaction.
 
@@ -41,7 +43,7 @@ from hub.service import (
 from hub.updates import finish_applied_updates
 from nlphub import audit
 from nlphub.errors import NlphubError, NotFound, Refused, TemporaryError
-from nlphub.resources import TRASH_PREFIX, install_dir, tree_checksum
+from nlphub.resources import TRASH_PREFIX, install_dir, tree_checksum_of
 from preannotation.service import request_redeploys
 from schemas.db import session_scope
 from schemas.models import Resource, ResourceKind
@@ -193,6 +195,10 @@ def _download_and_install(
             expected_md5=snapshot.archive_md5,
             expected_size=snapshot.size_bytes,
             progress=report,
+            timeout=settings.hub_timeout,
+            # With the hub's MD5 the archive is verified, and the unpacked tree's SHA-256 is
+            # recorded; the archive's own SHA-256 is only worth a pass when there is no MD5.
+            sha256=not snapshot.archive_md5,
         )
         with session_scope() as session:
             res = session.get(Resource, resource_id, with_for_update=True)
@@ -208,8 +214,8 @@ def _download_and_install(
                 details={
                     "bytes": result.size,
                     "md5": result.md5,
-                    "sha256": result.sha256,
                     "resumed_from": result.resumed_from,
+                    **({"sha256": result.sha256} if result.sha256 else {}),
                 },
             )
 
@@ -217,10 +223,15 @@ def _download_and_install(
     progress(0, 1, f"verifying {snapshot.name}")
     staging = _staging(settings, snapshot)
     _cleanup(staging)
-    safe_extract(archive, staging)
-    root = resource_root(staging)
-    info = validate_resource(root, kind=snapshot.kind.value, require_labels=False)  # type: ignore[arg-type]
-    checksum, size = tree_checksum(root)
+    try:
+        digests = safe_extract(archive, staging)  # hashes each file as it writes it
+        root = resource_root(staging)
+        info = validate_resource(root, kind=snapshot.kind.value, require_labels=False)  # type: ignore[arg-type]
+    except ProblemError as exc:  # name what was downloaded from where, not just the problem
+        raise Refused(
+            f"the archive of {snapshot.label} from {url} is not a usable resource: {exc}"
+        ) from exc
+    checksum, size = tree_checksum_of(digests, root.relative_to(staging).as_posix())
 
     # 4. install atomically, then record it
     target = install_dir(

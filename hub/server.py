@@ -8,8 +8,9 @@ Files are streamed in chunks. Only regular files inside the folder are served: n
 listings, no hidden (dot) files, no ``..``, no symbolic links leading out of the folder.
 
 `Faults` lets tests make the server misbehave at runtime: cut a transfer short, answer with an
-error status, fail a few times before recovering, send wrong bytes, or send slowly; and it
-records every request so tests can assert, e.g., that a resume used ``Range``.
+error status, fail a few times before recovering, send wrong bytes or another body, or send
+slowly (always, or a few times before recovering); and it records every request so tests can
+assert, e.g., that a resume used ``Range``.
 
 Stdlib only (``http.server``).
 """
@@ -61,9 +62,14 @@ class Faults:
       ``cut_path`` is None) is cut after that many bytes and the connection closed, so the
       client sees an incomplete body. Applies once, then both reset to None.
     - ``status_for``: path -> status returned instead of the file (every time).
-    - ``fail_times``: path -> N: the next N requests for the path get 500, then it is served.
+    - ``fail_times``: path -> N: the next N requests for the path get ``fail_status`` (500 by
+      default, e.g. 503), then it is served.
     - ``corrupt``: paths whose bytes are sent flipped (same length, wrong content).
+    - ``body_for``: path -> bytes sent instead of the file, with 200 (a proxy's HTML page, a
+      garbage ``metadata.json``), every time. No ranges or validators.
     - ``delay_per_chunk``: seconds to sleep before each body chunk (a slow server).
+    - ``slow_times``: path -> N: the next N bodies of the path are sent with ``slow_delay``
+      seconds before each chunk (a server that stalls, then recovers).
     - ``requests``: every request received, in order (see `RequestRecord`).
     """
 
@@ -71,8 +77,12 @@ class Faults:
     cut_path: str | None = None
     status_for: dict[str, int] = field(default_factory=dict)
     fail_times: dict[str, int] = field(default_factory=dict)
+    fail_status: int = int(HTTPStatus.INTERNAL_SERVER_ERROR)
     corrupt: set[str] = field(default_factory=set)
+    body_for: dict[str, bytes] = field(default_factory=dict)
     delay_per_chunk: float = 0.0
+    slow_times: dict[str, int] = field(default_factory=dict)
+    slow_delay: float = 5.0
     requests: list[RequestRecord] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -83,8 +93,12 @@ class Faults:
             self.cut_path = None
             self.status_for.clear()
             self.fail_times.clear()
+            self.fail_status = int(HTTPStatus.INTERNAL_SERVER_ERROR)
             self.corrupt.clear()
+            self.body_for.clear()
             self.delay_per_chunk = 0.0
+            self.slow_times.clear()
+            self.slow_delay = 5.0
             self.requests.clear()
 
     def _record(self, record: RequestRecord) -> None:
@@ -105,16 +119,30 @@ class Faults:
             if key is not None:
                 return self.status_for[key]
             key = self._lookup(self.fail_times, path)
-            if key is not None:
-                left = self.fail_times[key]
-                if left > 0:
-                    if left == 1:
-                        del self.fail_times[key]
-                    else:
-                        self.fail_times[key] = left - 1
-                    return int(HTTPStatus.INTERNAL_SERVER_ERROR)
-                del self.fail_times[key]
+            if key is not None and self._consume(self.fail_times, key):
+                return self.fail_status
         return None
+
+    @staticmethod
+    def _consume(counts: dict[str, int], key: str) -> bool:
+        """Use one of the ``counts[key]`` remaining (lock held): True if there was one."""
+        left = counts.pop(key, 0)
+        if left > 1:
+            counts[key] = left - 1
+        return left > 0
+
+    def _slow_delay(self, path: str) -> float:
+        """``slow_delay`` if this body is one of the path's ``slow_times`` (consumed), else 0."""
+        with self._lock:
+            key = self._lookup(self.slow_times, path)
+            if key is not None and self._consume(self.slow_times, key):
+                return self.slow_delay
+            return 0.0
+
+    def _body(self, path: str) -> bytes | None:
+        with self._lock:
+            key = self._lookup(self.body_for, path)
+            return None if key is None else self.body_for[key]
 
     def _take_cut(self, path: str) -> int | None:
         """The byte count to cut this body at (consumed), or None."""
@@ -199,6 +227,15 @@ class _Handler(BaseHTTPRequestHandler):
         if injected is not None:
             self._send_plain(injected, f"{injected} (injected fault)\n", send_body)
             return
+        body = faults._body(path)
+        if body is not None:
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", _content_type(path))
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+            return
         file = self._resolve(path)
         if file is None:
             self._send_plain(HTTPStatus.NOT_FOUND, "404 not found\n", send_body)
@@ -264,11 +301,12 @@ class _Handler(BaseHTTPRequestHandler):
         faults = self.server.faults
         cut = faults._take_cut(path)
         corrupt = faults._is_corrupt(path)
+        slow = faults._slow_delay(path)
         fh.seek(start)
         remaining = length
         sent = 0
         while remaining > 0:
-            delay = faults.delay_per_chunk
+            delay = max(slow, faults.delay_per_chunk)
             if delay > 0:
                 time.sleep(delay)
             chunk = fh.read(min(CHUNK_SIZE, remaining))

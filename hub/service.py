@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, literal, or_, text
 from sqlmodel import Session, col, select
@@ -54,6 +55,8 @@ LIBRARY_LABEL = {
 
 ACTIVE = frozenset({ResourceState.QUEUED, ResourceState.DOWNLOADING, ResourceState.VERIFYING})
 PRESENT = frozenset({ResourceState.INSTALLED, ResourceState.MISSING_DEPENDENCIES})
+MAX_AUDITED_WARNINGS = 20
+"""Malformed metadata.json lines named in a sync's audit event (all are counted)."""
 
 
 # -- installed versions --------------------------------------------------------------------------
@@ -133,10 +136,16 @@ def row_from_entry(entry: HubEntry, folder_url: str, now: datetime) -> HubEntryR
 
 
 def sync_catalog(
-    session: Session, entries_by_folder: Mapping[str, Sequence[HubEntry]], *, actor: str
+    session: Session,
+    entries_by_folder: Mapping[str, Sequence[HubEntry]],
+    *,
+    actor: str,
+    errors: Sequence[str] = (),
+    warnings: Sequence[str] = (),
 ) -> dict[str, int]:
     """Replace the stored catalog of each folder read successfully (folders that failed keep
-    their last synced rows). Returns counts per folder."""
+    their last synced rows). Returns counts per folder. The audit event also records the
+    folders that could not be read (`errors`) and the first malformed lines (`warnings`)."""
     now = utcnow()
     counts: dict[str, int] = {}
     for folder_url, entries in entries_by_folder.items():
@@ -150,9 +159,13 @@ def sync_catalog(
             session.add(row)
         counts[folder_url] = len(seen)
     session.flush()
-    audit.record(
-        session, actor=actor, action="hub.synced", target="hub", details={"entries": counts}
-    )
+    details: dict[str, Any] = {"entries": counts}
+    if errors:
+        details["errors"] = list(errors)
+    if warnings:
+        details["malformed_lines"] = len(warnings)
+        details["warnings"] = list(warnings[:MAX_AUDITED_WARNINGS])
+    audit.record(session, actor=actor, action="hub.synced", target="hub", details=details)
     return counts
 
 
@@ -334,6 +347,10 @@ def request_download(
         )
         .with_for_update()
     ).first()
+    if res is not None and job_id is not None and res.job_id == job_id:
+        # The same job again (its message redelivered after its worker died): whatever that
+        # worker got to, even the install, is this job's own work: carry on with it.
+        return DownloadRequest(job_id, res.id, False, entry, ["claimed by this job already"])
     if res is not None and res.state in ACTIVE and res.job_id is not None:
         return DownloadRequest(res.job_id, res.id, False, entry, ["already being downloaded"])
     if res is not None and res.state in PRESENT and not redownload:

@@ -17,7 +17,9 @@ def sync_hubs(actor: str, *, ttl: float = 0.0) -> dict[str, Any]:
     fails keeps its last synced catalog."""
     settings = get_settings()
     folders = folders_from_settings(settings)
-    result = read_catalog(folders, settings.home / "cache" / "hub", ttl=ttl)
+    result = read_catalog(
+        folders, settings.home / "cache" / "hub", ttl=ttl, timeout=settings.hub_timeout
+    )
     by_folder: dict[str, list[Any]] = {f.url: [] for f in folders}
     for entry in result.entries:
         by_folder.setdefault(result.folder_url(entry), []).append(entry)
@@ -25,7 +27,9 @@ def sync_hubs(actor: str, *, ttl: float = 0.0) -> dict[str, Any]:
         url: entries for url, entries in by_folder.items() if result.sources.get(url) != "failed"
     }
     with session_scope() as session:
-        counts = service.sync_catalog(session, readable, actor=actor)
+        counts = service.sync_catalog(
+            session, readable, actor=actor, errors=result.errors, warnings=result.warnings
+        )
     if result.errors and not readable:
         raise TemporaryError("; ".join(result.errors))
     return {

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -58,11 +59,20 @@ def notify(settings: Settings, notices: list[dict[str, Any]]) -> str | None:
 
 
 def check_updates(
-    session: Session, settings: Settings, *, actor: str, reason: str, min_interval: float = 0.0
+    session: Session,
+    settings: Settings,
+    *,
+    actor: str,
+    reason: str,
+    min_interval: float = 0.0,
+    hub_errors: Sequence[str] = (),
+    hub_warnings: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Find newer compatible versions; one notice per (resource, new version). With
     `min_interval`, a check that ran less than that many seconds ago makes this one a no-op
-    (start-up checks from several processes collapse into one)."""
+    (start-up checks from several processes collapse into one). `hub_errors` (hubs that could
+    not be read, so their last synced catalog was used) and `hub_warnings` (malformed
+    metadata.json lines) of the sync before it are recorded with the check."""
     if not session.execute(
         text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _CHECK_LOCK}
     ).scalar():
@@ -136,6 +146,8 @@ def check_updates(
             "checked": len(newest_installed),
             "new_notices": len(found),
             **({"notify": problem} if problem else {}),
+            **({"hub_errors": list(hub_errors)} if hub_errors else {}),
+            **({"hub_warnings": list(hub_warnings[:20])} if hub_warnings else {}),
         },
     )
     return {"checked": len(newest_installed), "new": found}
@@ -148,12 +160,35 @@ def _notice(session: Session, notice_id: uuid.UUID) -> UpdateNotice:
     return notice
 
 
+def _confirmed_by_job(session: Session, notice: UpdateNotice, job_id: uuid.UUID | None) -> bool:
+    """Whether the apply job `job_id` already confirmed this notice (recorded with it)."""
+    if job_id is None:
+        return False
+    found = session.execute(
+        text(
+            "SELECT 1 FROM audit_event WHERE action = 'update.confirmed' "
+            "AND details ->> 'notice' = :n AND details ->> 'apply_job' = :j LIMIT 1"
+        ),
+        {"n": str(notice.id), "j": str(job_id)},
+    ).first()
+    return found is not None
+
+
 def apply_update(
-    session: Session, settings: Settings, notice_id: uuid.UUID, *, confirmed_by: str
+    session: Session,
+    settings: Settings,
+    notice_id: uuid.UUID,
+    *,
+    confirmed_by: str,
+    job_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
-    """Download the notice's version (the old one stays in use until it is installed)."""
+    """Download the notice's version (the old one stays in use until it is installed).
+
+    `job_id` is the apply job's: delivered again after its worker died, it gets the same
+    answer even once the download it queued has finished (the notice `applied` or `failed`).
+    """
     notice = _notice(session, notice_id)
-    if notice.state == "applying" and notice.job_id:
+    if notice.job_id and (notice.state == "applying" or _confirmed_by_job(session, notice, job_id)):
         return {"notice": str(notice.id), "job_id": str(notice.job_id), "already": True}
     if notice.state != "pending":
         raise Refused(f"update {notice.id} is {notice.state}; only pending updates can be applied")
@@ -180,6 +215,7 @@ def apply_update(
             "notice": str(notice.id),
             "from": notice.current_version,
             "to": notice.new_version,
+            **({"apply_job": str(job_id)} if job_id else {}),
         },
     )
     return {"notice": str(notice.id), "job_id": str(req.job_id)}

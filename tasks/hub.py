@@ -86,8 +86,14 @@ def check_updates(job: JobContext, payload: CheckUpdatesPayload) -> dict[str, An
             actor=payload.requested_by,
             reason=payload.reason,
             min_interval=payload.min_interval,
+            hub_errors=synced.get("errors", []),
+            hub_warnings=synced.get("warnings", []),
         )
-    return {**out, "hub_errors": synced.get("errors", [])}
+    return {
+        **out,
+        "hub_errors": synced.get("errors", []),
+        "hub_warnings": synced.get("warnings", []),
+    }
 
 
 @nlphub_task("nlphub.apply_update")
@@ -97,7 +103,11 @@ def apply_update(job: JobContext, payload: UpdateDecisionPayload) -> dict[str, A
     notice, audit events. Safe to run twice (the second run reports the same job)."""
     with session_scope() as session:
         return updates.apply_update(
-            session, get_settings(), payload.notice_id, confirmed_by=payload.confirmed_by
+            session,
+            get_settings(),
+            payload.notice_id,
+            confirmed_by=payload.confirmed_by,
+            job_id=job.id,
         )
 
 

@@ -111,6 +111,24 @@ def _validate(req: UploadRequest, root: Path, settings: Settings) -> ResourceInf
     return info
 
 
+def _installed_by(res: Resource, job_id: uuid.UUID | None) -> bool:
+    return (
+        job_id is not None
+        and res.job_id == job_id
+        and res.state in (ResourceState.INSTALLED, ResourceState.MISSING_DEPENDENCIES)
+    )
+
+
+def _same_files(path: Path, checksum: str) -> bool:
+    return path.is_dir() and not path.is_symlink() and tree_checksum(path)[0] == checksum
+
+
+def _result_of(session: Session, res: Resource) -> UploadResult:
+    missing = missing_dependencies(session, res)
+    notice = res.error if res.state == ResourceState.MISSING_DEPENDENCIES else None
+    return UploadResult(res.id, res.label, res.state.value, res.install_path or "", missing, notice)
+
+
 def accept_upload(session: Session, settings: Settings, req: UploadRequest) -> UploadResult:
     """Validate and install an upload, or raise `UploadRejected` listing every problem."""
     kind = ResourceKind(req.kind)
@@ -129,6 +147,10 @@ def accept_upload(session: Session, settings: Settings, req: UploadRequest) -> U
                 col(Resource.state) != ResourceState.DELETED.value,
             )
         ).first()
+        if existing is not None and _installed_by(existing, req.job_id):
+            # This very job, delivered again after its worker died between the commit and
+            # the job's success: the upload is done; report it, do not reject it.
+            return _result_of(session, existing)
         if existing is not None:
             raise UploadRejected(
                 str(req.path),
@@ -137,7 +159,14 @@ def accept_upload(session: Session, settings: Settings, req: UploadRequest) -> U
                     "upload with another --version"
                 ],
             )
-        if target.exists():
+        orphan = target.exists() or target.is_symlink()
+        try:
+            root = _unpack(req, staging)
+            info = _validate(req, root, settings)
+        except ProblemError as exc:
+            raise UploadRejected(str(req.path), list(exc.problems)) from None
+        checksum, size = tree_checksum(root)
+        if orphan and not _same_files(target, checksum):
             raise UploadRejected(
                 str(req.path),
                 [
@@ -145,12 +174,10 @@ def accept_upload(session: Session, settings: Settings, req: UploadRequest) -> U
                     "remove the orphan folder)"
                 ],
             )
-        try:
-            root = _unpack(req, staging)
-            info = _validate(req, root, settings)
-        except ProblemError as exc:
-            raise UploadRejected(str(req.path), list(exc.problems)) from None
-        checksum, size = tree_checksum(root)
+        if orphan:
+            # These very files, renamed into place by an earlier delivery of this upload whose
+            # worker died before its commit: put them back in place from staging.
+            shutil.rmtree(target)
         deps = [ref for ref in info.storage_refs if ref != req.name]
         deleted = session.exec(
             select(Resource).where(

@@ -129,7 +129,7 @@ def test_bow_attribute_embeddings_pca_and_search(env, worker, wait_job, tmp_path
             session, get_settings(), dataset="news", record="food-0-0", k=5, embedding_id=emb_id
         ) == similar(session, get_settings(), dataset="news", record="food-0-0", k=5)
         session.rollback()
-        for kwargs, message in [
+        bad: list[tuple[dict[str, Any], str]] = [
             ({"dataset": "nope", "record": "x"}, "dataset 'nope'"),
             ({"dataset": "news", "record": "nope"}, "record 'nope' has no vector"),
             (
@@ -137,7 +137,8 @@ def test_bow_attribute_embeddings_pca_and_search(env, worker, wait_job, tmp_path
                 "no finished",
             ),
             ({"dataset": "news"}, "give a record id or a query text"),
-        ]:
+        ]
+        for kwargs, message in bad:
             with pytest.raises(Exception, match=message):
                 similar(session, get_settings(), **kwargs)
             session.rollback()
@@ -214,6 +215,44 @@ def test_huggingface_offline_matches_bare_sentence_transformers(
     assert job.result["dims"] == 8
     with Session(get_engine()) as session:
         hits = similar(session, get_settings(), dataset="news", query="cooking dinner", k=3)
+    assert sum(h["id"].startswith("food") for h in hits) >= 2, hits
+
+
+def test_huggingface_onnx_backend_end_to_end(
+    env, worker, wait_job, tmp_path, onnx_models_cache, monkeypatch
+) -> None:
+    """``backend=onnx`` in the model string: the job encodes with the cached ONNX export (no
+    export in the job: the session's one is in the models cache), the stored model string
+    keeps the backend, and a query text is embedded the same way."""
+    import embeddings.onnx as onnx_backend
+    from schemas.models import Embedding
+
+    models = env["home"] / "models"
+    models.mkdir()
+    (models / ".onnx").symlink_to(onnx_models_cache / ".onnx", target_is_directory=True)
+
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("exported again instead of using the models cache")
+
+    monkeypatch.setattr(onnx_backend, "export_onnx", refuse)
+    encoded: list[int] = []
+    original = onnx_backend.OnnxEncoder.encode
+
+    def counting(self: Any, texts: Any) -> Any:
+        encoded.append(len(texts))
+        return original(self, texts)
+
+    monkeypatch.setattr(onnx_backend.OnnxEncoder, "encode", counting)
+    _load(tmp_path, _records())
+    job = _compute(wait_job, platform="huggingface", model="all-MiniLM-L6-v2?backend=onnx", dims=8)
+    assert job.state == JobState.SUCCEEDED, job.error
+    assert job.result["dims"] == 8 and _count(job.result["embedding"]) == 12
+    assert encoded == [12]
+    with Session(get_engine()) as session:
+        emb = session.get(Embedding, uuid.UUID(job.result["embedding"]))
+        assert emb is not None and emb.model == "all-MiniLM-L6-v2?backend=onnx"
+        hits = similar(session, get_settings(), dataset="news", query="cooking dinner", k=3)
+    assert encoded == [12, 1]  # the query went through the ONNX encoder too
     assert sum(h["id"].startswith("food") for h in hits) >= 2, hits
 
 
@@ -317,6 +356,10 @@ def test_openai_platform_with_key_by_reference(
             "attribute 'n' is not text in records",
         ),
         ({"platform": "huggingface", "model": "no-such/model-xyz"}, "no-such/model-xyz"),
+        (
+            {"platform": "huggingface", "model": "all-MiniLM-L6-v2?backend=tensorrt"},
+            "unknown huggingface backend 'tensorrt'; known: onnx, pytorch, torch",
+        ),
         (
             {"platform": "openai", "model": "m", "api_key_ref": "NLPHUB_MISSING_KEY"},
             "the API key NLPHUB_MISSING_KEY is not set",
@@ -425,60 +468,6 @@ def test_deleting_an_embedding_mid_run_stops_it(env, worker, wait_job, job_state
     assert "was deleted while it was computed; stopped" in job.error
     assert _count(str(emb_id)) == 0
     assert _embedding_state(str(emb_id)).state == "deleted"
-
-
-@pytest.mark.slow
-def test_worker_killed_mid_embedding_completes_once(
-    env, spawn, wait_job, tmp_path, audit_actions
-) -> None:
-    import os
-    import signal
-
-    from tests.conftest import wait_for
-    from tests.integration.conftest import celery_cmd
-    from tests.procs import children as _children
-
-    _load(tmp_path, _many(2500))
-    worker = spawn(
-        celery_cmd(
-            "worker",
-            "-Q",
-            "embeddings",
-            "-c",
-            "1",
-            "-P",
-            "prefork",
-            "-n",
-            f"emb-{uuid.uuid4().hex[:6]}@%h",
-            "-l",
-            "INFO",
-        ),
-        log=tmp_path / "worker.log",
-    )
-    wait_for(lambda: _children(worker.pid), 60, what="the worker's pool process")
-    job_id = nlphub.enqueue(
-        "nlphub.compute_embeddings",
-        {
-            "dataset": "news",
-            "attribute": "text",
-            "platform": "huggingface",
-            "model": "all-MiniLM-L6-v2",
-        },
-    )
-
-    def stored() -> int:
-        with Session(get_engine()) as session:
-            return int(session.execute(text("SELECT count(*) FROM embedding_vector")).scalar_one())
-
-    wait_for(lambda: stored() > 0, 180, interval=0.05, what="vectors to be written")
-    os.kill(_children(worker.pid)[0], signal.SIGKILL)
-    job = wait_job(job_id, timeout=300)
-    log = (tmp_path / "worker.log").read_text(errors="replace")
-    assert job.state == JobState.SUCCEEDED, f"{job.error}\n{log[-2000:]}"
-    assert job.attempts == 2
-    assert stored() == 2500  # upserted: no duplicate vectors
-    assert audit_actions(job_id).count("job.succeeded") == 1
-    assert audit_actions().count("embedding.finished") == 1
 
 
 @pytest.mark.slow

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import threading
 import uuid
 from collections.abc import Iterator
@@ -24,7 +22,6 @@ from schemas.db import get_engine
 from schemas.models import Resource
 from schemas.states import JobState, ResourceState
 from tests.conftest import wait_for
-from tests.integration.conftest import celery_cmd
 from workers.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -374,52 +371,6 @@ def test_failed_download_can_be_redownloaded(mirror, worker, wait_job) -> None:
     again = wait_job(_request("slow_emb"))
     assert again.state == JobState.SUCCEEDED, again.error
     assert _resource("slow_emb").state == ResourceState.INSTALLED
-
-
-@pytest.mark.slow
-def test_worker_killed_mid_download_resumes_and_installs_once(
-    mirror, env, spawn, job_state, wait_job, audit_actions, tmp_path
-) -> None:
-    mirror.faults.delay_per_chunk = 0.05  # 2 MB in 64 kB chunks: about 1.6 s
-    worker = spawn(
-        celery_cmd(
-            "worker",
-            "-Q",
-            "downloads",
-            "-c",
-            "1",
-            "-P",
-            "prefork",
-            "-n",
-            f"dl-{uuid.uuid4().hex[:6]}@%h",
-            "-l",
-            "INFO",
-        ),
-        log=tmp_path / "worker.log",
-    )
-    from tests.procs import children as _children
-
-    wait_for(lambda: _children(worker.pid), 60, what="the worker's pool process")
-    job_id = _request("slow_emb")
-    downloads = get_settings().home / "downloads"
-
-    def partial_growing() -> bool:
-        return any(
-            p.name.endswith(".partial") and p.stat().st_size > 200_000 for p in downloads.glob("*")
-        )
-
-    wait_for(partial_growing, 60, interval=0.02, what="the download to be under way")
-    os.kill(_children(worker.pid)[0], signal.SIGKILL)
-    job = wait_job(job_id, timeout=120)
-    log = (tmp_path / "worker.log").read_text(errors="replace")
-    assert job.state == JobState.SUCCEEDED, f"{job.error}\n{log[-3000:]}"
-    assert job.attempts == 2
-    gets = _archive_gets(mirror, "slow_emb")
-    assert gets[-1][2] is not None and gets[-1][2].startswith("bytes=")  # resumed
-    assert audit_actions(job_id).count("job.succeeded") == 1
-    assert audit_actions().count("resource.installed") == 1
-    assert _resource("slow_emb").state == ResourceState.INSTALLED
-    assert _leftovers(get_settings().home) == []
 
 
 def test_pyspark_written_model_and_its_embeddings_install(mirror, worker, wait_job) -> None:
