@@ -65,6 +65,7 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias="NLPHUB_LICENSED_HUB_URLS"
     )
     license_file: Path | None = Field(default=None, validation_alias="NLPHUB_LICENSE_FILE")
+    hub_timeout: float = Field(default=60.0, gt=0, validation_alias="NLPHUB_HUB_TIMEOUT")
     library_versions: Annotated[dict[str, str | None], NoDecode] = Field(
         default_factory=dict, validation_alias="NLPHUB_LIBRARY_VERSIONS"
     )

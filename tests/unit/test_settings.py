@@ -17,6 +17,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "NLPHUB_FLOWER_PORT",
         "NLPHUB_VISIBILITY_TIMEOUT",
         "NLPHUB_LOG_LEVEL",
+        "NLPHUB_HUB_TIMEOUT",
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NLPHUB_HOME", str(tmp_path / "home"))
@@ -36,6 +37,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         ("NLPHUB_FLOWER_PORT", "99999", "setting NLPHUB_FLOWER_PORT is invalid"),
         ("NLPHUB_FLOWER_PORT", "many", "setting NLPHUB_FLOWER_PORT is invalid"),
         ("NLPHUB_VISIBILITY_TIMEOUT", "3", "setting NLPHUB_VISIBILITY_TIMEOUT is invalid"),
+        ("NLPHUB_HUB_TIMEOUT", "0", "setting NLPHUB_HUB_TIMEOUT is invalid"),
         (
             "NLPHUB_LIBRARY_VERSIONS",
             "spark-nlp",

@@ -278,6 +278,27 @@ def test_html_page_is_not_taken_for_an_empty_hub(hub: Hub, tmp_path: Path) -> No
     assert names(result) == ["ner_dl", "pos_anc"]
 
 
+def test_empty_body_does_not_wipe_a_catalog_but_an_empty_hub_is_fine(
+    hub: Hub, tmp_path: Path
+) -> None:
+    folder = seed_cache(tmp_path, hub)
+    hub.folders["public/models"] = Folder(b"\n", '"v9"')
+
+    result = read_catalog([folder], tmp_path, ttl=TTL, now=T0 + 2 * TTL)
+
+    assert result.sources == {folder.url: "stale-cache"}
+    assert result.errors == [
+        f"hub {folder.url} sent no usable metadata.json: metadata.json is empty (the last copy "
+        f"listed 2 entries); using the copy from {T0_TEXT}"
+    ]
+    assert names(result) == ["ner_dl", "pos_anc"]
+    # A folder that never listed anything may well be empty.
+    hub.folders["empty/models"] = Folder(b"")
+    empty = HubFolder(hub.url("empty/models"))
+    fresh = read_catalog([empty], tmp_path, now=T0)
+    assert (fresh.sources, fresh.errors, fresh.entries) == ({empty.url: "network"}, [], [])
+
+
 def test_404_without_cache(hub: Hub, tmp_path: Path) -> None:
     folder = HubFolder(hub.url("nothing/models"))
     result = read_catalog([folder], tmp_path, now=T0)

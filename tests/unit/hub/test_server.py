@@ -275,6 +275,42 @@ def test_fail_times(client: httpx.Client, server: MirrorServer) -> None:
     assert ARCHIVE not in server.faults.fail_times
 
 
+def test_fail_times_with_another_status(client: httpx.Client, server: MirrorServer) -> None:
+    server.faults.fail_status = 503
+    server.faults.fail_times[ARCHIVE] = 1
+    assert [client.get(ARCHIVE).status_code for _ in range(2)] == [503, 200]
+
+
+def test_body_for_replaces_the_file(client: httpx.Client, server: MirrorServer) -> None:
+    page = b"<html><body>proxy login</body></html>"
+    server.faults.body_for["public/models/metadata.json"] = page
+    server.faults.body_for["/nowhere.json"] = b""
+    for _ in range(2):
+        response = client.get("/public/models/metadata.json")
+        assert (response.status_code, response.content) == (200, page)
+        assert response.headers["content-type"] == "application/json"
+    assert client.head("/public/models/metadata.json").headers["content-length"] == str(len(page))
+    assert client.get("/nowhere.json").content == b""
+    server.faults.body_for.clear()
+    assert client.get("/public/models/metadata.json").content == b'{"name": "a"}\n'
+
+
+def test_slow_times_then_recovers(client: httpx.Client, server: MirrorServer) -> None:
+    server.faults.slow_delay = 0.2
+    server.faults.slow_times["/data.bin"] = 1
+    started = time.monotonic()
+    assert client.get(ARCHIVE).content == DATA[:5000]  # another path: not slowed
+    assert client.get("/data.bin").content == DATA
+    slow = time.monotonic() - started
+    assert slow >= 0.2 * 4  # four chunks of 64 KiB
+    assert server.faults.slow_times == {}
+    server.faults.slow_times["/data.bin"] = 1
+    server.faults.slow_delay = 1.0
+    with pytest.raises(httpx.ReadTimeout):
+        client.get("/data.bin", timeout=0.3)
+    assert client.get("/data.bin").content == DATA
+
+
 def test_corrupt(client: httpx.Client, server: MirrorServer) -> None:
     server.faults.corrupt.add("/data.bin")
     response = client.get("/data.bin")
@@ -339,6 +375,10 @@ def test_faults_reset() -> None:
     faults = Faults(cut_after_bytes=1, status_for={"/a": 500}, fail_times={"/b": 1})
     faults.corrupt.add("/c")
     faults.delay_per_chunk = 1.0
+    faults.fail_status = 503
+    faults.body_for["/d"] = b"x"
+    faults.slow_times["/e"] = 2
+    faults.slow_delay = 1.0
     faults.reset()
     assert faults == Faults()
 
