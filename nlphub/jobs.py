@@ -36,22 +36,33 @@ def _send(
 ) -> bool:
     """Publish one job's message; False (logged) when the broker is unreachable."""
     from workers.app import app
+    from workers.celery_app import drop_connections
 
-    try:
-        app.send_task(
-            task,
-            kwargs=payload,
-            task_id=str(job_id),
-            queue=queue,
-            routing_key=queue,
-            countdown=countdown,
-            kwargsrepr=repr(redact(payload)),
-            argsrepr="()",
-        )
-    except Exception as exc:  # the reconciler publishes it later
-        log.warning("could not publish job %s (%s); it stays queued: %s", job_id, task, exc)
-        return False
-    return True
+    for attempt in range(2):
+        try:
+            app.send_task(
+                task,
+                kwargs=payload,
+                task_id=str(job_id),
+                queue=queue,
+                routing_key=queue,
+                countdown=countdown,
+                kwargsrepr=repr(redact(payload)),
+                argsrepr="()",
+            )
+        except RuntimeError as exc:
+            # kombu's "Acquire on closed pool": the app's broker pool was closed under us
+            # (e.g. an in-process worker shut down): make new pools and publish again, once.
+            if attempt == 0 and "closed pool" in str(exc):
+                drop_connections()
+                continue
+            log.warning("could not publish job %s (%s); it stays queued: %s", job_id, task, exc)
+            return False
+        except Exception as exc:  # the reconciler publishes it later
+            log.warning("could not publish job %s (%s); it stays queued: %s", job_id, task, exc)
+            return False
+        return True
+    return False  # pragma: no cover
 
 
 def _publish(

@@ -127,11 +127,11 @@ def configure(settings: Settings) -> Celery:
     app.conf.update(build_config(settings))
     app.conf.beat_schedule = beat_schedule(settings)
     if (app.conf.broker_url, app.conf.result_backend) != before:
-        _drop_connections()
+        drop_connections()
     return app
 
 
-def _drop_connections() -> None:
+def drop_connections() -> None:
     """Forget the broker connection pools and the result backend made for the old URLs.
 
     Celery makes them once, on first use, and would keep talking to the old servers."""
@@ -144,5 +144,10 @@ def _drop_connections() -> None:
                 log.debug("closing an old broker pool", exc_info=True)
     app._pool = None
     app.amqp._producer_pool = None
+    # The producer pools are also kept in kombu's process-wide registry, keyed by connection
+    # parameters: a closed one would be handed out again for the same URL.
+    from kombu import pools as kombu_pools
+
+    kombu_pools.reset()
     app._backend_cache = None
     app._local.__dict__.pop("backend", None)

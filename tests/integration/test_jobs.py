@@ -188,3 +188,18 @@ def test_embedded_postgres_runs_with_its_tuning(env) -> None:
                 {"n": name, "v": value},
             ).scalar_one()
             assert same, f"{name} is not {value}"
+
+
+def test_enqueue_publishes_after_the_broker_pool_was_closed(env) -> None:
+    """kombu refuses a closed pool ("Acquire on closed pool"), e.g. after an in-process
+    worker shut down: enqueue makes new pools and publishes, instead of leaving it queued."""
+    import redis as redis_lib
+
+    from workers.app import app
+
+    app.pool.force_close_all()
+    job_id = nlphub.enqueue("nlphub.ping")
+    with Session(get_engine()) as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.published_at is not None
+    assert redis_lib.Redis.from_url(env["redis_url"]).llen("default") == 1
