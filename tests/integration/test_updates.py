@@ -189,6 +189,7 @@ def test_failing_server_is_retried_then_stays_pending(env, redeploy_target) -> N
 
 
 @pytest.mark.slow
+@pytest.mark.faults  # issue 7's fault list; kept beside its fixtures
 def test_two_beats_send_each_scheduled_run_once(env, spawn, tmp_path, monkeypatch) -> None:
     beat_env = {"NLPHUB_HEARTBEAT": "1"}
     logs = [tmp_path / "beat1.log", tmp_path / "beat2.log"]
