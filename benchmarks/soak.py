@@ -58,6 +58,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.procs import children, descendants  # noqa: E402  (the same /proc walk)
+
 log = logging.getLogger("soak")
 
 LIBS = "spark-nlp=5.5.0,spark=3.5.0"
@@ -72,22 +74,6 @@ WORDS = (
 
 
 # -- /proc ---------------------------------------------------------------------------------------
-
-
-def children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
-
-
-def descendants(pid: int) -> list[int]:
-    found: list[int] = []
-    for child in children(pid):
-        found.append(child)
-        found.extend(descendants(child))
-    return found
 
 
 def peak_rss_kib(pid: int) -> int | None:
