@@ -124,7 +124,7 @@ def test_bow_attribute_embeddings_pca_and_search(env, worker, wait_job, tmp_path
         assert [h["id"].split("-")[0] for h in hits[:3]] == ["food"] * 3
         by_text = similar(session, get_settings(), dataset="news", query="football goal", k=3)
         assert all(h["id"].startswith("sport") for h in by_text)
-        assert session.execute(text("SHOW hnsw.ef_search")).scalar_one() == "100"
+        assert session.execute(text("SHOW hnsw.ef_search")).scalar_one() == "200"
         assert similar(
             session, get_settings(), dataset="news", record="food-0-0", k=5, embedding_id=emb_id
         ) == similar(session, get_settings(), dataset="news", record="food-0-0", k=5)
