@@ -606,9 +606,32 @@ def enqueue_held(make: Callable[[Session], uuid.UUID], hold: Callable[[uuid.UUID
     return box[0]
 
 
-def _delay_after_start(rig: Rig, job_id: uuid.UUID, seconds: float) -> None:
-    rig.wait_started(job_id)
+def _kill_after_start(
+    rig: Rig, trial: Trial, task: str, payload: dict[str, Any], seconds: float
+) -> None:
+    """Enqueue, and kill the pool process `seconds` after the job started."""
+    trial.job_id = nlphub.enqueue(task, payload)
+    rig.wait_started(trial.job_id)
     time.sleep(seconds)  # the trial's kill moment (from its seeded schedule), not a wait
+    trial.stopped_at = f"{seconds * 1000:.0f} ms after start"
+    rig.kill()
+
+
+def _kill_when_blocked(
+    rig: Rig,
+    trial: Trial,
+    task: str,
+    payload: dict[str, Any],
+    hold: Hold,
+    what: str,
+    note: str = "",
+) -> None:
+    """Enqueue, and kill the pool process once its statement waits behind `hold` (a "-stuck"
+    mode leaves that statement running until the redelivered job has started)."""
+    trial.job_id = nlphub.enqueue(task, payload)
+    waiting = wait_for(lambda: rig.db.blocked_by(hold.pid), 60, interval=0.005, what=what)
+    trial.stopped_at = _statement(waiting[0][1]) + note
+    rig.kill(waiting[0][0], stuck=trial.mode.endswith("-stuck"), release=hold.release)
 
 
 # -- download ------------------------------------------------------------------------------------
@@ -742,11 +765,7 @@ def _dependency_trial(rig: Rig, tmp: Path, i: int) -> None:
     model = _upload_model(tmp, i)
     task, payload = "nlphub.fetch_dependencies", {"resource_id": str(model.id)}
     if trial.mode == "delay":
-        delay = rng.uniform(0.0, 0.03)
-        trial.job_id = nlphub.enqueue(task, payload)
-        _delay_after_start(rig, trial.job_id, delay)
-        trial.stopped_at = f"{delay * 1000:.0f} ms after start"
-        rig.kill()
+        _kill_after_start(rig, trial, task, payload, rng.uniform(0.0, 0.03))
     elif trial.mode == "gate-done":
         gate = rig.gate()
         trial.job_id = enqueue_held(lambda s: nlphub.enqueue(task, payload, session=s), gate.hold)
@@ -756,10 +775,7 @@ def _dependency_trial(rig: Rig, tmp: Path, i: int) -> None:
         rig.kill(stop[0], release=gate.release)
     else:
         hold = rig.hold(identity_hold(_dep(i), "5.4.0"))
-        trial.job_id = nlphub.enqueue(task, payload)
-        waiting = wait_for(lambda: rig.db.blocked_by(hold.pid), 60, interval=0.005, what="lock")
-        trial.stopped_at = _statement(waiting[0][1])
-        rig.kill(waiting[0][0], stuck=trial.mode == "identity-stuck", release=hold.release)
+        _kill_when_blocked(rig, trial, task, payload, hold, "lock")
     rig.completed_once(trial)
     dep = rig.resource(_dep(i))
     assert dep.job_id is not None
@@ -816,17 +832,10 @@ def _upload_trial(rig: Rig, incoming: Path, i: int) -> None:
     task = "nlphub.validate_upload"
     payload = {"path": str(source), "kind": "embeddings", "name": name}
     if trial.mode == "delay":
-        delay = rng.uniform(0.0, 0.06)
-        trial.job_id = nlphub.enqueue(task, payload)
-        _delay_after_start(rig, trial.job_id, delay)
-        trial.stopped_at = f"{delay * 1000:.0f} ms after start"
-        rig.kill()
+        _kill_after_start(rig, trial, task, payload, rng.uniform(0.0, 0.06))
     elif trial.mode in ("staged", "staged-stuck"):
         hold = rig.hold(conflicting_row_hold(name, "upload"))
-        trial.job_id = nlphub.enqueue(task, payload)
-        waiting = wait_for(lambda: rig.db.blocked_by(hold.pid), 60, interval=0.005, what="insert")
-        trial.stopped_at = f"{_statement(waiting[0][1])}, staged"
-        rig.kill(waiting[0][0], stuck=trial.mode == "staged-stuck", release=hold.release)
+        _kill_when_blocked(rig, trial, task, payload, hold, "insert", ", staged")
     elif trial.mode == "committed":  # installed and recorded, the success not yet recorded
         gate = rig.gate()
         trial.job_id = enqueue_held(lambda s: nlphub.enqueue(task, payload, session=s), gate.hold)
@@ -1037,17 +1046,10 @@ def _update_trial(rig: Rig, hub: MirrorServer, i: int) -> None:
     payload = {"notice_id": str(_notice(name).id), "confirmed_by": "dora"}
     hub.faults.delay_per_chunk = CHUNK_DELAY if trial.mode == "download" else 0.0
     if trial.mode == "delay":
-        delay = rng.uniform(0.0, 0.03)
-        trial.job_id = nlphub.enqueue(task, payload)
-        _delay_after_start(rig, trial.job_id, delay)
-        trial.stopped_at = f"{delay * 1000:.0f} ms after start"
-        rig.kill()
+        _kill_after_start(rig, trial, task, payload, rng.uniform(0.0, 0.03))
     elif trial.mode in ("identity", "identity-stuck"):
         hold = rig.hold(identity_hold(name, "5.5.0"))
-        trial.job_id = nlphub.enqueue(task, payload)
-        waiting = wait_for(lambda: rig.db.blocked_by(hold.pid), 60, interval=0.005, what="lock")
-        trial.stopped_at = _statement(waiting[0][1])
-        rig.kill(waiting[0][0], stuck=trial.mode == "identity-stuck", release=hold.release)
+        _kill_when_blocked(rig, trial, task, payload, hold, "lock")
     elif trial.mode == "confirmed":
         gate = rig.gate()
         trial.job_id = enqueue_held(lambda s: nlphub.enqueue(task, payload, session=s), gate.hold)
