@@ -3,7 +3,35 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import resource
 from typing import Any
+
+
+def status_kib(field: str) -> int:
+    """A ``/proc/self/status`` field in KiB (``VmRSS``, ``VmHWM``)."""
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def rss_kib() -> int:
+    """The resident set now, KiB."""
+    return status_kib("VmRSS")
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident set, KiB.
+
+    VmHWM, not ``getrusage(RUSAGE_SELF).ru_maxrss``: on Linux a spawned child's ru_maxrss
+    starts at its parent's RSS at fork time (the forked copy of the parent's memory is counted
+    before exec), so it would report the parent's size rather than the child's.
+    """
+    try:
+        return status_kib("VmHWM")
+    except (OSError, RuntimeError):
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def _entry(conn: Any, func: Any, args: tuple[Any, ...]) -> None:

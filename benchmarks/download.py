@@ -14,10 +14,10 @@ embedded Postgres, syncs the catalog, then measures against that same server and
 
 Each measured run is a fresh spawned child process (the server thread stays in this one, so
 it never competes with the client for the GIL), and reports its own peak RSS (VmHWM, see
-`_peak_rss_kib`). nlphub runs for both archive sizes, so one sees whether its memory grows
-with the size. The raw baselines run before and after nlphub; the best run counts. Prints the
-rates (MiB/s of archive bytes), the ratio nlphub/raw (target >= 0.85) and the peak RSS figures;
-the nlphub time is split into download (fetch + DB) and verify + install.
+`benchmarks._common.peak_rss_kib`). nlphub runs for both archive sizes, so one sees whether its
+memory grows with the size. The raw baselines run before and after nlphub; the best run
+counts. Prints the rates (MiB/s of archive bytes), the ratio nlphub/raw (target >= 0.85) and the
+peak RSS figures; the nlphub time is split into download (fetch + DB) and verify + install.
 ``--steps`` also times the steps of the install path one by one on the large archive.
 """
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -38,36 +37,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import in_child  # noqa: E402
+from benchmarks._common import in_child, peak_rss_kib, rss_kib  # noqa: E402
 
 MiB = 1 << 20
 BIG, SMALL = "bench_emb", "bench_emb_small"
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _rss_kib() -> int:
-    """The resident set now, KiB."""
-    return _status_kib("VmRSS")
-
-
-def _peak_rss_kib() -> int:
-    """This process's peak resident set, KiB.
-
-    VmHWM, not ``getrusage(RUSAGE_SELF).ru_maxrss``: on Linux a spawned child's ru_maxrss
-    starts at its parent's RSS at fork time (the forked copy of the parent's memory is counted
-    before exec), so it would report the parent's size rather than the child's.
-    """
-    try:
-        return _status_kib("VmHWM")
-    except (OSError, RuntimeError):
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 # -- the measured runs, each in a spawned child ---------------------------------------------------
@@ -77,7 +50,7 @@ def _child_raw(url: str, dest: str, chunk_size: int | None) -> dict[str, Any]:
     """GET ``url`` into ``dest``: ``iter_bytes(chunk_size)``, or as received when ``None``."""
     import httpx
 
-    rss_before = _rss_kib()
+    rss_before = rss_kib()
     start = time.perf_counter()
     size = 0
     with httpx.stream("GET", url) as response, open(dest, "wb") as out:
@@ -87,7 +60,7 @@ def _child_raw(url: str, dest: str, chunk_size: int | None) -> dict[str, Any]:
             size += len(chunk)
     seconds = time.perf_counter() - start
     os.unlink(dest)
-    return {"seconds": seconds, "bytes": size, "rss_before": rss_before, "rss": _peak_rss_kib()}
+    return {"seconds": seconds, "bytes": size, "rss_before": rss_before, "rss": peak_rss_kib()}
 
 
 def _child_nlphub(name: str) -> dict[str, Any]:
@@ -114,7 +87,7 @@ def _child_nlphub(name: str) -> dict[str, Any]:
         if phase not in phases:
             phases[phase] = time.perf_counter()
 
-    rss_before = _rss_kib()
+    rss_before = rss_kib()
     start = time.perf_counter()
     result = download_and_install(
         resource_id, settings, actor="bench", job_id=job_id, progress=progress, last_try=True
@@ -132,7 +105,7 @@ def _child_nlphub(name: str) -> dict[str, Any]:
         "seconds": seconds,
         "bytes": size,
         "rss_before": rss_before,
-        "rss": _peak_rss_kib(),
+        "rss": peak_rss_kib(),
         "download_s": verify_at - start,
         "verify_install_s": start + seconds - verify_at,
     }

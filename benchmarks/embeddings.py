@@ -54,7 +54,6 @@ import contextlib
 import json
 import math
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -70,7 +69,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import in_child  # noqa: E402
+from benchmarks._common import in_child, peak_rss_kib, rss_kib  # noqa: E402
 
 MODEL = "all-MiniLM-L6-v2"
 PARTS = ("job", "onnx", "bow1m", "pgvector", "spark")
@@ -200,27 +199,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-# -- memory and child processes (as in benchmarks/download.py) -----------------------------------
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _rss_kib() -> int:
-    return _status_kib("VmRSS")
-
-
-def _peak_rss_kib() -> int:
-    """Peak resident set of this process (VmHWM; see benchmarks/download.py for why)."""
-    try:
-        return _status_kib("VmHWM")
-    except (OSError, RuntimeError):
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# -- memory (peak RSS helpers: benchmarks/_common.py) -------------------------------------------
 
 
 def _reset_peak() -> bool:
@@ -765,9 +744,9 @@ def _child_bow_domain(n: int, seed: int, model: str) -> dict[str, Any]:
     from embeddings.platforms import make_encoder
     from schemas.models import Embedding
 
-    rss_start = _rss_kib()
+    rss_start = rss_kib()
     items = [(uuid.uuid4(), t) for t in make_texts(n, seed)]  # what compute holds: (id, text)
-    rss_items = _rss_kib()
+    rss_items = rss_kib()
     reset = _reset_peak()
     stored = {"rows": 0, "sum": 0.0}
 
@@ -788,8 +767,8 @@ def _child_bow_domain(n: int, seed: int, model: str) -> dict[str, Any]:
         begin = time.perf_counter()
         original_fit(self, texts)
         fit_times["fit"] = time.perf_counter() - begin
-        fit_times["rss_after_fit"] = _rss_kib()
-        fit_times["peak_after_fit"] = _peak_rss_kib()
+        fit_times["rss_after_fit"] = rss_kib()
+        fit_times["peak_after_fit"] = peak_rss_kib()
 
     type(encoder).fit = fit  # type: ignore[method-assign]
     begin = time.perf_counter()
@@ -806,7 +785,7 @@ def _child_bow_domain(n: int, seed: int, model: str) -> dict[str, Any]:
         "rss_items": rss_items,
         "rss_after_fit": fit_times.get("rss_after_fit", 0),
         "peak_after_fit": fit_times.get("peak_after_fit", 0),
-        "peak": _peak_rss_kib(),
+        "peak": peak_rss_kib(),
         "reset": reset,
     }
 
@@ -818,7 +797,7 @@ def _child_bow_service(emb_id: str) -> dict[str, Any]:
     from embeddings.platforms import BowEncoder
     from workers.settings import get_settings
 
-    rss_start = _rss_kib()
+    rss_start = rss_kib()
     reset = _reset_peak()
     steps = [
         (BowEncoder, "fit", "vocabulary fit (BowEncoder.fit)"),
@@ -836,7 +815,7 @@ def _child_bow_service(emb_id: str) -> dict[str, Any]:
         "seconds": seconds,
         "steps": _split_store(times, seconds),
         "rss_start": rss_start,
-        "peak": _peak_rss_kib(),
+        "peak": peak_rss_kib(),
         "reset": reset,
     }
 
