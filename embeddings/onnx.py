@@ -41,8 +41,9 @@ import tempfile
 import threading
 import time
 import warnings
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,9 @@ MIN_AGREEMENT = 0.992
 MAX_FLOAT_LAYERS = 3
 #: Unfinished exports older than this (seconds) are left by a killed worker: removed.
 STALE_EXPORT_SECONDS = 24 * 3600
-#: Texts per ONNX Runtime call: ~1.3x faster than 128 on short texts (less padding).
-DEFAULT_BATCH_SIZE = 32
+#: Texts per ONNX Runtime call: small batches of length-sorted texts pad little, and several
+#: run at once (one ORT thread each), which beats one batch on all cores (~10% on 2 cores).
+DEFAULT_BATCH_SIZE = 16
 _EXTRA_HINT = "pip install 'nlphub[onnx]'"
 
 #: Sentences the export is checked on (varied lengths, punctuation, casing).
@@ -480,11 +482,21 @@ def clear_session_cache() -> None:
         _SESSIONS.clear()
 
 
+def default_threads() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _open_session(file: Path, threads: int | None) -> Any:
+    """A session whose `run` uses `threads` threads (None: ONNX Runtime's default, one per
+    physical core)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or 0  # 0: one per physical core
+    options.intra_op_num_threads = threads or 0
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
@@ -508,10 +520,21 @@ def _session(file: Path, threads: int | None) -> Any:
 
 
 class _OrtRunner:
-    """Tokenize, run the session, pool (and normalize), batches sorted by length."""
+    """Tokenize, run the session, pool (and normalize), batches sorted by length.
 
-    def __init__(self, session: Any, st: Any, mode: str, *, normalize: bool) -> None:
+    With `workers` > 1 that many batches run at once on a thread pool (`session.run` releases
+    the GIL and is thread-safe; the session should then have one intra-op thread). The
+    tokenizer stays on the calling thread (a fast tokenizer is not safe to share between
+    threads), one batch ahead of the runs.
+    """
+
+    def __init__(
+        self, session: Any, st: Any, mode: str, *, normalize: bool, workers: int = 1
+    ) -> None:
         self.session = session
+        self.workers = max(1, workers)
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
         self.inputs = {
             i.name: (np.int32 if i.type == "tensor(int32)" else np.int64)
             for i in session.get_inputs()
@@ -523,27 +546,59 @@ class _OrtRunner:
         self.mode = mode
         self.normalize = normalize
 
+    def _feed(self, texts: list[str]) -> tuple[dict[str, Any], npt.NDArray[Any]]:
+        enc = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
+        )
+        feed = {name: np.asarray(enc[name], dtype=dtype) for name, dtype in self.inputs.items()}
+        return feed, np.asarray(enc["attention_mask"])
+
+    def _run(self, feed: dict[str, Any], mask: npt.NDArray[Any]) -> Vectors:
+        hidden = self.session.run([self.output], feed)[0]
+        return _pool(hidden, mask, self.mode)
+
+    def _pool_of_threads(self) -> ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="onnx-run")
+            return self._executor
+
+    def _pooled(self, items: list[str], chunks: list[npt.NDArray[Any]]) -> Iterator[Vectors]:
+        """Each chunk's pooled vectors, in order."""
+        if self.workers == 1 or len(chunks) == 1:
+            for idx in chunks:
+                yield self._run(*self._feed([items[i] for i in idx]))
+            return
+        executor = self._pool_of_threads()
+        pending: deque[Future[Vectors]] = deque()
+        try:
+            for idx in chunks:
+                pending.append(executor.submit(self._run, *self._feed([items[i] for i in idx])))
+                if len(pending) > self.workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:  # an error: nothing more to wait for
+                future.cancel()
+
     def encode(self, texts: Sequence[str], batch_size: int) -> Vectors:
         items = [t.lower() for t in texts] if self.lower else list(texts)
         order = np.argsort([-len(t) for t in items], kind="stable")
+        chunks = [order[start : start + batch_size] for start in range(0, len(items), batch_size)]
         out: Vectors | None = None
-        for start in range(0, len(items), batch_size):
-            idx = order[start : start + batch_size]
-            enc = self.tokenizer(
-                [items[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="np",
-            )
-            feed = {name: np.asarray(enc[name], dtype=dtype) for name, dtype in self.inputs.items()}
-            hidden = self.session.run([self.output], feed)[0]
-            pooled = _pool(hidden, np.asarray(enc["attention_mask"]), self.mode)
+        for idx, pooled in zip(chunks, self._pooled(items, chunks), strict=True):
             if out is None:
                 out = np.empty((len(items), pooled.shape[1]), dtype=np.float32)
             out[idx] = pooled
         assert out is not None
         return _unit(out) if self.normalize else out
+
+    def close(self) -> None:
+        with self._executor_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
 
 
 class OnnxEncoder(HuggingFaceEncoder):
@@ -553,8 +608,9 @@ class OnnxEncoder(HuggingFaceEncoder):
     The model is resolved and loaded as for the PyTorch backend (same models cache, same
     errors); the export is made (or found) in `cache_dir`'s ``.onnx`` folder. `batch_size` is
     smaller than PyTorch's by default (`DEFAULT_BATCH_SIZE`): less padding in each batch of
-    length-sorted texts, and ONNX Runtime gains nothing from bigger ones. `threads` is ONNX
-    Runtime's intra-op thread count (default: one per physical core).
+    length-sorted texts, and ONNX Runtime gains nothing from bigger ones. `threads`: how many
+    batches run at once, each on one ONNX Runtime thread (default: the CPUs this process may
+    use; 1 runs one batch at a time on one thread).
     """
 
     backend = "onnx"
@@ -572,6 +628,8 @@ class OnnxEncoder(HuggingFaceEncoder):
     ) -> None:
         if device not in (None, "cpu"):
             raise EmbeddingError(f"backend=onnx runs on the CPU, not on {device!r}")
+        if threads is not None and threads < 1:
+            raise EmbeddingError("threads must be at least 1")
         require_onnxruntime()
         super().__init__(
             model,
@@ -587,12 +645,18 @@ class OnnxEncoder(HuggingFaceEncoder):
         source = resolve_model_path(model, cache)
         self.file = ensure_onnx_model(self.st, model, source, cache)
         try:
-            session = _session(self.file, threads)
+            session = _session(self.file, 1)
         except Exception as exc:
             raise EmbeddingError(
                 f"ONNX Runtime cannot load the export of {model} ({self.file}): {exc}"
             ) from None
-        self._runner = _OrtRunner(session, self.st, mode, normalize=has_normalize or normalize)
+        self._runner = _OrtRunner(
+            session,
+            self.st,
+            mode,
+            normalize=has_normalize or normalize,
+            workers=threads or default_threads(),
+        )
 
     def __repr__(self) -> str:
         return f"OnnxEncoder({self.model!r}, file={str(self.file)!r})"
@@ -604,3 +668,6 @@ class OnnxEncoder(HuggingFaceEncoder):
         out = self._runner.encode(items, self.batch_size)
         self._dimension = int(out.shape[1])
         return out
+
+    def close(self) -> None:
+        self._runner.close()

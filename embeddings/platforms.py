@@ -460,7 +460,7 @@ class HuggingFaceEncoder:
         *,
         device: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
-        batch_size: int = 128,
+        batch_size: int = 32,
         normalize: bool = False,
         offline: bool | None = None,
     ) -> None:
@@ -888,9 +888,9 @@ def make_encoder(
     """An encoder for `platform` and `model`; `options` are the platform's own settings.
 
     bow: max_features (4096), ngram_range, lowercase, min_df, state (bytes of `to_bytes`).
-    huggingface: cache_dir, batch_size (128), normalize, offline (default: HF_HUB_OFFLINE),
-    backend (``torch``, or ``onnx``: `embeddings.onnx.OnnxEncoder`), which may also follow the
-    model name (``all-MiniLM-L6-v2?backend=onnx``).
+    huggingface: cache_dir, batch_size (32, sentence-transformers' default), normalize, offline
+    (default: HF_HUB_OFFLINE), backend (``torch``, or ``onnx``: `embeddings.onnx.OnnxEncoder`),
+    which may also follow the model name (``all-MiniLM-L6-v2?backend=onnx``).
     openai/azure/cohere: batch_size, client (an httpx.Client), timeout, max_attempts (6),
     backoff_base, backoff_max, max_retry_after (60 s), sleep, seed, key_source (named in the
     missing-key message); openai/azure: dimensions; azure: api_version; cohere: input_type.
