@@ -50,6 +50,16 @@ def _as_matrix(x: Any, what: str = "vectors") -> npt.NDArray[np.float64]:
     return array
 
 
+#: Up to this many input dimensions (model outputs, e.g. 640 x 384), PCA is the exact LAPACK
+#: SVD: as fast as the randomized one "auto" picks there, and the same on every machine. Wider
+#: inputs (bag-of-words) keep "auto".
+FULL_SVD_MAX_DIM = 1024
+
+
+def _solver(dim: int) -> str:
+    return "full" if dim <= FULL_SVD_MAX_DIM else "auto"
+
+
 class Reducer:
     """PCA to `n_components` dimensions, or the identity when there is too little to fit on."""
 
@@ -104,7 +114,7 @@ class Reducer:
                 self.n_components,
             )
             return self
-        pca = PCA(n_components=self.n_components, svd_solver="auto", random_state=0)
+        pca = PCA(n_components=self.n_components, svd_solver=_solver(dim), random_state=0)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             # Degenerate data (all rows equal) has zero variance; the ratios are then NaN.
             warnings.simplefilter("ignore", RuntimeWarning)
