@@ -91,7 +91,8 @@ _PREFIX = "__nlphub_"
 _TEXT, _TOKENS, _WORDS, _TF, _TFIDF, _FEATURES = (
     f"{_PREFIX}{name}" for name in ("text", "tokens", "words", "tf", "tfidf", "features")
 )
-_CENTRED, _PCA, _INDEX = f"{_PREFIX}centred", f"{_PREFIX}pca", f"{_PREFIX}index"
+_PROJECTED, _PCA, _INDEX = f"{_PREFIX}projected", f"{_PREFIX}pca", f"{_PREFIX}index"
+_AUGMENTED = f"{_PREFIX}augmented"
 
 
 # -- sessions -------------------------------------------------------------------------------------
@@ -735,14 +736,18 @@ def fit_spark_embedding(
 
     PCA is skipped (the vectors keep the feature width, ``reduced=False``) when `df` has fewer
     rows than `n_components` or the features are not wider than `n_components` — the same
-    rule as `embeddings.reduce.Reducer`. Spark's ``PCAModel`` does not centre rows, so a
-    ``StandardScaler(withMean=True, withStd=False)`` runs first: the projection is
-    ``(x - mean) @ components`` as with scikit-learn. The sparse features are cached while the
-    PCA is fitted; cache `df` yourself if reading it is expensive (fitting reads it 3-4 times).
+    rule as `embeddings.reduce.Reducer`. The PCA is the one scikit-learn fits (centred, signs
+    as its ``svd_flip``), without densifying the sparse features: the JVM sums ``x xᵀ`` and
+    ``x`` over the rows (one pass, `_moments`), the driver turns them into the covariance and
+    takes its top eigenvectors with scipy. The pipeline ends in a Spark ``PCAModel`` built
+    from them and a ``StandardScalerModel(withMean=True, withStd=False)`` subtracting
+    ``mean @ components``: ``(x - mean) @ components`` as with scikit-learn.
+
+    `df` is read once while fitting (plus a few rows to count): the tokens (hashed features:
+    the term frequencies) are cached (memory, then disk) while the rest is fitted on them.
     """
     from pyspark import StorageLevel
-    from pyspark.ml import Pipeline, PipelineModel
-    from pyspark.ml.feature import PCA, StandardScaler
+    from pyspark.ml import Pipeline, PipelineModel, Transformer
 
     features = _parse_model(model)
     _check_common(max_features, min_df)
@@ -751,40 +756,188 @@ def fit_spark_embedding(
     prepared = _with_text(df, text_col)
     words = _stop_words(stop_words)
     front, tokens_col = _front_stages(lowercase, words)
-    estimators = _feature_estimators(
-        features, tokens_col=tokens_col, max_features=max_features, min_df=min_df
-    )
+    stages = [
+        *front,
+        *_feature_estimators(
+            features, tokens_col=tokens_col, max_features=max_features, min_df=min_df
+        ),
+    ]
+    # The leading stages only transform (tokens, hashed term frequencies): run them once and
+    # cache their output column, then fit (and compute the features) from the cache.
+    lead = next(i for i, stage in enumerate([*stages, None]) if not isinstance(stage, Transformer))
+    cached_col = stages[lead - 1].getOutputCol()
+    leading = PipelineModel(stages=stages[:lead])
+    cached = leading.transform(prepared).select(cached_col).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        featurizer = Pipeline(stages=[*front, *estimators]).fit(prepared)
-    except Exception as exc:
-        if _is_spark_error(exc):
+        try:
+            rest = Pipeline(stages=stages[lead:]).fit(cached)
+        except Exception as exc:
+            if _is_spark_error(exc):
+                raise EmbeddingError(
+                    f"spark:{features.spec} cannot be fitted on these texts: {_spark_error(exc)}"
+                ) from None
+            raise
+        featurizer = PipelineModel(stages=[*leading.stages, *rest.stages])
+        if features.num_features is not None:
+            input_dim = features.num_features
+        else:
+            vectorizer = next(s for s in rest.stages if hasattr(s, "vocabulary"))
+            input_dim = len(vectorizer.vocabulary)
+        enough_rows = cached.limit(n_components).count() >= n_components
+        if not enough_rows or input_dim <= n_components:
+            log.info(
+                "not reducing: fewer than %d rows or only %d features", n_components, input_dim
+            )
+            return SparkEmbeddingModel(featurizer, features.spec, input_dim, n_components, False)
+        if input_dim > MAX_PCA_FEATURES:
             raise EmbeddingError(
-                f"spark:{features.spec} cannot be fitted on these texts: {_spark_error(exc)}"
-            ) from None
-        raise
-    if features.num_features is not None:
-        input_dim = features.num_features
-    else:
-        input_dim = len(featurizer.stages[len(front)].vocabulary)  # type: ignore[attr-defined]
-    enough_rows = prepared.limit(n_components).count() >= n_components
-    if not enough_rows or input_dim <= n_components:
-        log.info("not reducing: fewer than %d rows or only %d features", n_components, input_dim)
-        return SparkEmbeddingModel(featurizer, features.spec, input_dim, n_components, False)
-    if input_dim > MAX_PCA_FEATURES:
-        raise EmbeddingError(
-            f"PCA in Spark is limited to {MAX_PCA_FEATURES} features, not {input_dim}: "
-            "lower max_features or numFeatures"
-        )
-    cached = featurizer.transform(prepared).select(_FEATURES).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        scaler = StandardScaler(
-            inputCol=_FEATURES, outputCol=_CENTRED, withMean=True, withStd=False
-        ).fit(cached)
-        pca = PCA(k=n_components, inputCol=_CENTRED, outputCol=_PCA).fit(scaler.transform(cached))
+                f"PCA in Spark is limited to {MAX_PCA_FEATURES} features, not {input_dim}: "
+                "lower max_features or numFeatures"
+            )
+        rows, total, gram = _moments(rest.transform(cached), input_dim)
     finally:
         cached.unpersist()
-    pipeline = PipelineModel(stages=[*featurizer.stages, scaler, pca])
+    mean = total / rows
+    covariance = (gram - rows * np.outer(mean, mean)) / max(rows - 1.0, 1.0)
+    components, ratio = _top_components(covariance, n_components)
+    pca, centre = _pca_stages(cached.sparkSession, components, ratio, mean @ components)
+    pipeline = PipelineModel(stages=[*featurizer.stages, pca, centre])
     return SparkEmbeddingModel(pipeline, features.spec, input_dim, n_components, True)
+
+
+def _moments(
+    features: DataFrame, width: int
+) -> tuple[float, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """(rows, Σ x, Σ x xᵀ) of the `_FEATURES` vectors, summed in the JVM in one pass.
+
+    A constant 1 is appended to each (sparse) vector and mllib's ``RowMatrix`` sums the outer
+    products (``computeGramianMatrix``: the nonzeros' pairs only, into a packed triangle); its
+    last row holds Σ x and the row count. Only the (width + 1)² result reaches Python
+    (`_jvm_doubles`).
+    """
+    from pyspark.ml.feature import VectorAssembler
+    from pyspark.mllib.common import _java2py
+    from pyspark.mllib.linalg.distributed import RowMatrix
+    from pyspark.mllib.util import MLUtils
+    from pyspark.sql import functions as F
+
+    one = f"{_PREFIX}one"
+    augmented = VectorAssembler(inputCols=[_FEATURES, one], outputCol=_AUGMENTED).transform(
+        features.select(_FEATURES).withColumn(one, F.lit(1.0))
+    )
+    rows = MLUtils.convertVectorColumnsFromML(augmented.select(_AUGMENTED), _AUGMENTED)
+    matrix = RowMatrix(rows, numCols=width + 1)
+    jgram = matrix._java_matrix_wrapper._java_model.computeGramianMatrix()
+    full = _jvm_doubles(features.sparkSession, jgram.values(), width + 1)
+    if full is None:  # the JVM cannot write where Python reads: through Py4J (slow)
+        full = np.asarray(_java2py(features.sparkSession.sparkContext, jgram).toArray())
+    return float(full[width, width]), full[width, :width].copy(), full[:width, :width]
+
+
+#: Doubles copied per write when `_jvm_doubles` moves a JVM array (32 MiB).
+_CHUNK = 1 << 22
+
+
+def _jvm_doubles(spark: SparkSession, values: Any, side: int) -> npt.NDArray[np.float64] | None:
+    """A JVM ``double[]`` of side² values as a (side, side) array, through a temporary file
+    (Py4J passes bytes slowly: minutes for 8192²); None when the JVM cannot write it."""
+    import tempfile
+
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    count = side * side
+    fd, path = tempfile.mkstemp(prefix="nlphub-spark-", suffix=".f64")
+    os.close(fd)
+    try:
+        buffer = jvm.java.nio.ByteBuffer.allocate(8 * min(count, _CHUNK))
+        buffer.order(jvm.java.nio.ByteOrder.LITTLE_ENDIAN)
+        stream = jvm.java.io.FileOutputStream(path)
+        try:
+            channel = stream.getChannel()
+            for start in range(0, count, _CHUNK):
+                size = min(_CHUNK, count - start)
+                buffer.clear()
+                buffer.asDoubleBuffer().put(values, start, size)
+                buffer.limit(8 * size)
+                while buffer.hasRemaining():
+                    channel.write(buffer)
+        finally:
+            stream.close()
+        data = np.fromfile(path, dtype="<f8")
+    except Exception as exc:
+        if not _is_spark_error(exc):
+            raise
+        log.warning("the JVM cannot write %s (%s): fetching through Py4J", path, exc)
+        return None
+    finally:
+        os.unlink(path)
+    if data.size != count:
+        log.warning("%s holds %d values, not %d: fetching through Py4J", path, data.size, count)
+        return None
+    return data.reshape(side, side)
+
+
+def _top_components(
+    covariance: npt.NDArray[np.float64], k: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """(width x k components, their share of the total variance), largest first.
+
+    Only the top `k` eigenpairs are computed (``scipy.linalg.eigh``: LAPACK ``syevx`` on a
+    subset). Signs as scikit-learn's ``svd_flip(u_based_decision=False)``: each component's
+    largest absolute entry is positive.
+    """
+    from scipy.linalg import eigh
+
+    width = covariance.shape[0]
+    total = float(np.trace(covariance))
+    values, vectors = eigh(
+        covariance,
+        subset_by_index=[width - k, width - 1],
+        driver="evx",
+        overwrite_a=True,
+        check_finite=False,
+    )
+    values, vectors = np.clip(values[::-1], 0.0, None), vectors[:, ::-1]
+    biggest = np.argmax(np.abs(vectors), axis=0)
+    signs = np.sign(vectors[biggest, np.arange(k)])
+    vectors *= np.where(signs == 0, 1.0, signs)
+    return vectors, values / total if total > 0 else np.zeros_like(values)
+
+
+def _pca_stages(
+    spark: SparkSession,
+    components: npt.NDArray[np.float64],
+    ratio: npt.NDArray[np.float64],
+    shift: npt.NDArray[np.float64],
+) -> tuple[Transformer, Transformer]:
+    """Spark's own ``PCAModel`` (`_FEATURES` -> `_PROJECTED`) for `components`, then a
+    ``StandardScalerModel`` subtracting `shift` (`_PROJECTED` -> `_PCA`), built through their
+    JVM constructors: plain stages that a ``PipelineModel`` saves and loads."""
+    from pyspark.ml.common import _py2java
+    from pyspark.ml.feature import PCAModel, StandardScalerModel
+    from pyspark.ml.linalg import DenseMatrix, DenseVector
+
+    sc = spark.sparkContext
+    jvm = sc._jvm
+    assert jvm is not None
+    width, k = components.shape
+    ml = jvm.org.apache.spark.ml
+    uid = ml.util.Identifiable.randomUID
+    pc = DenseMatrix(width, k, np.asfortranarray(components).ravel(order="F").tolist())
+    jpca = ml.feature.PCAModel(
+        uid("pca"), _py2java(sc, pc), _py2java(sc, DenseVector(ratio.tolist()))
+    )
+    jpca.setInputCol(_FEATURES).setOutputCol(_PROJECTED)
+    jpca.set(jpca.k(), k)
+    jscaler = ml.feature.StandardScalerModel(
+        uid("stdScal"),
+        _py2java(sc, DenseVector(np.ones(k).tolist())),
+        _py2java(sc, DenseVector(np.asarray(shift, dtype=np.float64).tolist())),
+    )
+    jscaler.setInputCol(_PROJECTED).setOutputCol(_PCA)
+    jscaler.set(jscaler.withMean(), True)
+    jscaler.set(jscaler.withStd(), False)
+    return PCAModel._from_java(jpca), StandardScalerModel._from_java(jscaler)
 
 
 def spark_embed_dataframe(

@@ -311,6 +311,35 @@ def test_embed_dataframe_with_pca(spark: Any) -> None:
     np.testing.assert_allclose(ours.mean(axis=0), 0.0, atol=1e-6)
 
 
+def test_embedding_pipeline_saves_and_loads(spark: Any, tmp_path: Path) -> None:
+    """The fitted pipeline is plain Spark ML stages (PCAModel and StandardScalerModel built
+    from the driver's eigenvectors): PipelineModel saves and loads it, same vectors after."""
+    from pyspark.ml import PipelineModel
+    from pyspark.ml.feature import PCAModel, StandardScalerModel
+
+    texts = [f"{text} {extra}" for extra in ("red", "green", "blue") for text in CORPUS]
+    frame = spark.createDataFrame([(t,) for t in texts], "text string")
+    fitted = fit_spark_embedding(frame, text_col="text", model="tfidf:64", n_components=3)
+    assert fitted.reduced and fitted.input_dim == 64
+    pca, centre = fitted.pipeline.stages[-2:]
+    assert isinstance(pca, PCAModel) and isinstance(centre, StandardScalerModel)
+    assert pca.pc.numRows == 64 and pca.pc.numCols == 3
+    ratios = pca.explainedVariance.toArray()
+    assert np.all(np.diff(ratios) <= 1e-12) and 0 < ratios.sum() <= 1 + 1e-9
+    assert centre.getWithMean() and not centre.getWithStd()
+    fitted.pipeline.write().save(str(tmp_path / "pipeline"))
+    loaded = PipelineModel.load(str(tmp_path / "pipeline"))
+    assert [type(s).__name__ for s in loaded.stages] == [
+        type(s).__name__ for s in fitted.pipeline.stages
+    ]
+    again = sp.SparkEmbeddingModel(loaded, fitted.model, 64, 3, True)
+    before = np.array([r.vector for r in fitted.transform(frame, text_col="text").collect()])
+    after = np.array([r.vector for r in again.transform(frame, text_col="text").collect()])
+    assert before.shape == (len(texts), 3)
+    np.testing.assert_array_equal(before, after)
+    np.testing.assert_allclose(before.mean(axis=0), 0.0, atol=1e-6)
+
+
 def test_embed_dataframe_skips_pca_for_tiny_data(spark: Any, tfidf: SparkEncoder) -> None:
     frame = spark.createDataFrame([(t,) for t in CORPUS[:3]], "text string")
     out = spark_embed_dataframe(frame, text_col="text", model="tfidf", n_components=8)
