@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlmodel import Session
 
 from workers.settings import get_settings
@@ -34,15 +36,45 @@ def engine_for(url: str) -> Engine:
     if engine is None:
         engine = create_engine(
             url,
-            pool_pre_ping=True,
             pool_size=5,
             max_overflow=5,
             pool_recycle=1800,
             connect_args={"application_name": "nlphub", "connect_timeout": 10},
         )
         event.listen(engine, "connect", _on_connect)
+        event.listen(engine, "checkout", _ping)
         _ENGINES[url] = engine
     return engine
+
+
+def _looks_alive(dbapi_connection: object) -> bool:
+    """Whether a pooled psycopg connection is usable, judged without a round trip: open, idle,
+    and nothing to read on its socket. A server that dropped it (restart, crash,
+    ``pg_terminate_backend``) leaves an error message or end-of-file there."""
+    pgconn = getattr(dbapi_connection, "pgconn", None)
+    if pgconn is None or getattr(dbapi_connection, "closed", True):
+        return False
+    if getattr(dbapi_connection, "broken", False) or pgconn.transaction_status != 0:  # IDLE
+        return False
+    try:
+        readable, _, _ = select.select([pgconn.socket], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
+
+
+def _ping(dbapi_connection, _record, _proxy):
+    """Pessimistic disconnect handling at each checkout (SQLAlchemy's ``pool_pre_ping`` sends
+    ``SELECT 1`` every time: a round trip per job state change). Only a connection that does
+    not look alive is pinged; a failed ping makes the pool replace the connection."""
+    if _looks_alive(dbapi_connection):
+        return
+    try:
+        with dbapi_connection.cursor() as cur:
+            cur.execute("SELECT 1")
+        dbapi_connection.rollback()  # the ping's implicit transaction, if one was opened
+    except Exception as exc:
+        raise DisconnectionError(f"the pooled connection is gone: {exc}") from exc
 
 
 def _on_connect(dbapi_connection, _record):

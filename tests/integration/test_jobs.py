@@ -203,3 +203,29 @@ def test_enqueue_publishes_after_the_broker_pool_was_closed(env) -> None:
         job = session.get(Job, job_id)
         assert job is not None and job.published_at is not None
     assert redis_lib.Redis.from_url(env["redis_url"]).llen("default") == 1
+
+
+def test_pooled_connection_killed_by_the_server_is_replaced_at_checkout(env) -> None:
+    """No round trip to check a pooled connection (pool_pre_ping's SELECT 1 cost one per job
+    state change): the socket is looked at instead. A backend the server terminated is
+    noticed at checkout and replaced; the caller never sees the error."""
+    engine = get_engine()
+    with engine.connect() as conn:
+        first_pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    with engine.connect() as conn:  # the same pooled connection, checked without a ping
+        assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() == first_pid
+    with psycopg.connect(env["database_url"], autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (first_pid,)).fetchone() == (True,)
+        wait_for(
+            lambda: (
+                not admin.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (first_pid,)
+                ).fetchone()
+            ),
+            10,
+            what="the backend to exit",
+        )
+    with engine.connect() as conn:
+        second_pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    assert second_pid != first_pid
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
