@@ -37,14 +37,18 @@ def tuning() -> dict[str, str]:
 
     shared_buffers: 25 % of memory, at most 1 GB (the usual advice), so an HNSW index of a
     1M-record dataset (about 550 MB at 64 dimensions) is searched from shared memory;
-    maintenance_work_mem: room to build such an index in memory.
+    maintenance_work_mem: 1/8 of memory, at most 2 GB — room to build such an index in memory.
+    Its graph needs ~1 GB while it is built: with 512 MB pgvector went on on disk after 568k
+    vectors, 2.3x slower, and that graph found fewer true neighbours (recall@10 0.93 instead
+    of 0.98 at the same ef_search).
     """
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         total = 4 << 30
     shared = max(128, min(1024, total // 4 >> 20))
-    return {"shared_buffers": f"{shared}MB", "maintenance_work_mem": f"{max(64, shared // 2)}MB"}
+    maintenance = max(64, min(2048, total // 8 >> 20))
+    return {"shared_buffers": f"{shared}MB", "maintenance_work_mem": f"{maintenance}MB"}
 
 
 @dataclass
