@@ -52,7 +52,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_CHUNK = 1 << 20
+#: Bytes per read of a zip entry: zipfile's inflate + CRC on 1 MiB reads ran 2-3x slower
+#: than on 256 KiB ones (buffers that no longer fit the CPU caches).
+_CHUNK = 256 << 10
 _MAX_SHOWN_PROBLEMS = 100
 _RATIO_MIN_BYTES = 1 << 20
 """Entries smaller than this are not held to ``max_ratio``: a few KB of zeros legitimately
