@@ -70,6 +70,7 @@ class Faults:
     - ``delay_per_chunk``: seconds to sleep before each body chunk (a slow server).
     - ``slow_times``: path -> N: the next N bodies of the path are sent with ``slow_delay``
       seconds before each chunk (a server that stalls, then recovers).
+    - ``bytes_per_second``: each body is paced to this rate (a network link), 0 for none.
     - ``requests``: every request received, in order (see `RequestRecord`).
     """
 
@@ -83,6 +84,7 @@ class Faults:
     delay_per_chunk: float = 0.0
     slow_times: dict[str, int] = field(default_factory=dict)
     slow_delay: float = 5.0
+    bytes_per_second: float = 0.0
     requests: list[RequestRecord] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -99,6 +101,7 @@ class Faults:
             self.delay_per_chunk = 0.0
             self.slow_times.clear()
             self.slow_delay = 5.0
+            self.bytes_per_second = 0.0
             self.requests.clear()
 
     def _record(self, record: RequestRecord) -> None:
@@ -305,8 +308,11 @@ class _Handler(BaseHTTPRequestHandler):
         fh.seek(start)
         remaining = length
         sent = 0
+        began = time.monotonic()
         while remaining > 0:
             delay = max(slow, faults.delay_per_chunk)
+            if faults.bytes_per_second > 0:  # pace: this chunk leaves when the link allows
+                delay = max(delay, began + sent / faults.bytes_per_second - time.monotonic())
             if delay > 0:
                 time.sleep(delay)
             chunk = fh.read(min(CHUNK_SIZE, remaining))
