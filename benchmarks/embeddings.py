@@ -1288,7 +1288,7 @@ def main() -> None:
         help="SET LOCAL for the index build (default: the server's, as the service builds it)",
     )
     parser.add_argument(
-        "--ef-sweep", type=lambda s: [int(x) for x in s.split(",")], default=[40, 100, 200]
+        "--ef-sweep", type=lambda s: [int(x) for x in s.split(",")], default=[40, 100, 200, 400]
     )
     parser.add_argument(
         "--bow-db-max",

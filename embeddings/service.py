@@ -40,8 +40,9 @@ log = logging.getLogger(__name__)
 PLATFORMS = ("bow", "huggingface", "spark", "openai", "azure", "cohere")
 ATTRIBUTE_BATCH, TOKEN_BATCH = 128, 32
 #: HNSW candidates per search. Measured at 1M x 64 (benchmarks/embeddings.py pgvector):
-#: 100 gave recall@10 0.92-0.96 depending on the build, 200 gives 0.97 at p95 3.7 ms.
-EF_SEARCH = 200
+#: 100 gave recall@10 0.92-0.96 depending on the build, 200 0.95-0.98 (p95 ~4.7 ms), 400
+#: 0.98 (similar() p95 6.4 ms on 2 cores).
+EF_SEARCH = 400
 ENCODE_WINDOW_BATCHES = 16  # batches of ATTRIBUTE_BATCH per encode() call
 _SECRET_REF = re.compile(r"^[A-Z][A-Z0-9_]{1,127}$")
 MAX_IMPORT_ERRORS = 50

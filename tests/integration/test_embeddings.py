@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 import nlphub
-from embeddings.service import ImportRejected, import_records, similar
+from embeddings.service import EF_SEARCH, ImportRejected, import_records, similar
 from schemas.db import get_engine, session_scope
 from schemas.states import JobState
 from workers.settings import get_settings
@@ -124,7 +124,7 @@ def test_bow_attribute_embeddings_pca_and_search(env, worker, wait_job, tmp_path
         assert [h["id"].split("-")[0] for h in hits[:3]] == ["food"] * 3
         by_text = similar(session, get_settings(), dataset="news", query="football goal", k=3)
         assert all(h["id"].startswith("sport") for h in by_text)
-        assert session.execute(text("SHOW hnsw.ef_search")).scalar_one() == "200"
+        assert session.execute(text("SHOW hnsw.ef_search")).scalar_one() == str(EF_SEARCH)
         assert similar(
             session, get_settings(), dataset="news", record="food-0-0", k=5, embedding_id=emb_id
         ) == similar(session, get_settings(), dataset="news", record="food-0-0", k=5)
