@@ -558,7 +558,7 @@ def part_job(bench: Bench) -> None:
     ]
     whole = _padded_tokens(texts, lengths, n)
     say(
-        "  tokens the model runs (padding included; batches of 128 sorted by length within "
+        "  tokens the model runs (padding included; batches of 32 sorted by length within "
         f"each encode() call): whole list {whole}, "
         + ", ".join(
             f"{chunk}-text calls {_padded_tokens(texts, lengths, chunk) / whole:.2f}x"
