@@ -296,7 +296,7 @@ def _store_window(
 
     ids = [rid for chunk_ids, _ in flush for rid in chunk_ids]
     # One BLAS thread: the model runs on every core meanwhile, and BLAS threads spinning
-    # beside it slow both (this small projection took ~4x longer with them).
+    # beside it slow both (this small projection took ~9x longer with them).
     with threadpool_limits(limits=1, user_api="blas"):
         vectors = np.vstack([reducer.transform(chunk) for _, chunk in flush])
     with session_scope() as session:
@@ -317,7 +317,7 @@ def _store(
         raise EmbeddingError(f"{len(ids)} records but {len(vectors)} vectors")
     if not ids:
         return
-    # Binary COPY into a per-connection staging table, then one upsert: ~5x less CPU than
+    # Binary COPY into a per-connection staging table, then one upsert: ~4x less time than
     # an INSERT per row with the vectors as text, on both sides.
     session.execute(text(_STAGING_TABLE))
     raw = session.connection().connection.driver_connection
