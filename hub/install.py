@@ -150,6 +150,10 @@ def _download_and_install(
         if res.job_id not in (None, job_id):
             raise Refused(f"{res.label} is handled by another job ({res.job_id})")
         if res.state in (ResourceState.INSTALLED, ResourceState.MISSING_DEPENDENCIES):
+            # A delivery killed after the install committed, before the archive was deleted,
+            # left it behind: this redelivery removes it.
+            archive = _archive_path(settings, res)
+            _cleanup(archive, archive.with_name(archive.name + ".partial"))
             return {"resource": res.label, "state": res.state.value, "already": True}
         if res.state not in (
             ResourceState.QUEUED,

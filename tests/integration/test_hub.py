@@ -432,3 +432,33 @@ def test_disk_filling_up_fails_cleanly_and_leaves_others_alone(
     assert tree_checksum(Path(bert.install_path or ""))[0] == bert.checksum
     with S(get_engine()) as session:
         assert session.get(Resource, bert.id).state == ResourceState.INSTALLED  # type: ignore[union-attr]
+
+
+def test_redelivery_after_the_install_removes_a_left_archive(mirror) -> None:
+    """A worker killed between the install's commit and the archive's deletion leaves the
+    archive in downloads/; the redelivered job finds the resource installed and removes it."""
+    from hub.install import _archive_path, download_and_install
+
+    job_id = _request("glove_100d")
+    settings = get_settings()
+
+    def run() -> dict[str, Any]:
+        return download_and_install(
+            _resource("glove_100d").id,
+            settings,
+            actor="test",
+            job_id=job_id,
+            progress=lambda *_: None,
+            last_try=False,
+        )
+
+    assert run().get("already") is None
+    installed = _resource("glove_100d")
+    assert installed.state == ResourceState.INSTALLED
+    archive = _archive_path(settings, installed)
+    assert not archive.exists()
+    archive.write_bytes(b"left behind by a killed worker")
+    archive.with_name(archive.name + ".partial").write_bytes(b"and its partial")
+    assert run()["already"] is True
+    assert not archive.exists() and not archive.with_name(archive.name + ".partial").exists()
+    assert _resource("glove_100d").state == ResourceState.INSTALLED
