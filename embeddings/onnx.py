@@ -20,8 +20,9 @@ over the attention mask, CLS or max) and its Normalize, over batches of texts so
 as ``SentenceTransformer.encode`` sorts them. Activations are quantized per batch, so a text's
 vector varies a little with the texts it is batched with: on all-MiniLM-L6-v2 each batching
 agrees ~0.992 (mean cosine) with PyTorch, and ~0.99 with another batching. Token-level vectors
-(`embeddings.tokens`) still come from the PyTorch model, which the encoder keeps for the
-tokenizer.
+(`embeddings.tokens`) come from the same session (`OnnxEncoder.token_embeddings`: the last
+hidden state per sub-word; ~0.99 mean cosine with PyTorch's, ~1.6x faster on 2 cores); the
+PyTorch model is kept for its tokenizer and modules.
 
 onnxruntime and onnx are optional: ``pip install 'nlphub[onnx]'``.
 """
@@ -42,7 +43,7 @@ import threading
 import time
 import warnings
 from collections import OrderedDict, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -557,23 +558,36 @@ class _OrtRunner:
         hidden = self.session.run([self.output], feed)[0]
         return _pool(hidden, mask, self.mode)
 
+    def _hidden(self, feed: dict[str, Any], mask: npt.NDArray[Any]) -> list[Vectors]:
+        """Each text's token vectors (its sub-words and special tokens, no padding)."""
+        hidden = self.session.run([self.output], feed)[0]
+        lengths = mask.sum(axis=1)
+        return [np.asarray(hidden[i, : int(n)], dtype=np.float32) for i, n in enumerate(lengths)]
+
     def _pool_of_threads(self) -> ThreadPoolExecutor:
         with self._executor_lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="onnx-run")
             return self._executor
 
-    def _pooled(self, items: list[str], chunks: list[npt.NDArray[Any]]) -> Iterator[Vectors]:
-        """Each chunk's pooled vectors, in order."""
+    def _pooled(
+        self,
+        items: list[str],
+        chunks: list[npt.NDArray[Any]],
+        run: Callable[..., Any] | None = None,
+    ) -> Iterator[Any]:
+        """`run` (default: pooled vectors) of each chunk, in order."""
+        call: Callable[..., Any] = run or self._run
         if self.workers == 1 or len(chunks) == 1:
             for idx in chunks:
-                yield self._run(*self._feed([items[i] for i in idx]))
+                yield call(*self._feed([items[i] for i in idx]))
             return
         executor = self._pool_of_threads()
-        pending: deque[Future[Vectors]] = deque()
+        pending: deque[Future[Any]] = deque()
         try:
             for idx in chunks:
-                pending.append(executor.submit(self._run, *self._feed([items[i] for i in idx])))
+                feed, mask = self._feed([items[i] for i in idx])
+                pending.append(executor.submit(call, feed, mask))
                 if len(pending) > self.workers:
                     yield pending.popleft().result()
             while pending:
@@ -582,10 +596,25 @@ class _OrtRunner:
             for future in pending:  # an error: nothing more to wait for
                 future.cancel()
 
-    def encode(self, texts: Sequence[str], batch_size: int) -> Vectors:
+    def _chunks(self, texts: Sequence[str], batch_size: int) -> tuple[list[str], list[Any]]:
         items = [t.lower() for t in texts] if self.lower else list(texts)
         order = np.argsort([-len(t) for t in items], kind="stable")
-        chunks = [order[start : start + batch_size] for start in range(0, len(items), batch_size)]
+        return items, [
+            order[start : start + batch_size] for start in range(0, len(items), batch_size)
+        ]
+
+    def token_embeddings(self, texts: Sequence[str], batch_size: int) -> list[Vectors]:
+        """Per text, the model's last hidden state, one row per token of the tokenizer (special
+        tokens included, as ``SentenceTransformer.encode(output_value="token_embeddings")``)."""
+        items, chunks = self._chunks(texts, batch_size)
+        out: list[Vectors | None] = [None] * len(items)
+        for idx, rows in zip(chunks, self._pooled(items, chunks, self._hidden), strict=True):
+            for i, row in zip(idx, rows, strict=True):
+                out[int(i)] = row
+        return [row for row in out if row is not None]
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> Vectors:
+        items, chunks = self._chunks(texts, batch_size)
         out: Vectors | None = None
         for idx, pooled in zip(chunks, self._pooled(items, chunks), strict=True):
             if out is None:
@@ -668,6 +697,10 @@ class OnnxEncoder(HuggingFaceEncoder):
         out = self._runner.encode(items, self.batch_size)
         self._dimension = int(out.shape[1])
         return out
+
+    def token_embeddings(self, texts: Sequence[str]) -> list[Vectors]:
+        """Each text's contextual sub-word vectors from ONNX Runtime (`embeddings.tokens`)."""
+        return self._runner.token_embeddings(list(texts), self.batch_size)
 
     def close(self) -> None:
         self._runner.close()

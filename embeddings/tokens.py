@@ -11,7 +11,7 @@ distinct token text is embedded on its own (the same vector wherever the token o
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -46,7 +46,8 @@ def token_vectors(
         raise EmbeddingError("token_vectors() takes a list of texts, not a single string")
     items = list(texts)
     if isinstance(encoder, HuggingFaceEncoder):
-        return _contextual(encoder.st, items, batch_size)
+        own = getattr(encoder, "token_embeddings", None)  # the ONNX backend runs them itself
+        return _contextual(encoder.st, items, batch_size, own)
     return _static(encoder, items)
 
 
@@ -99,7 +100,14 @@ def _windows(tokenizer: Any, text: str, limit: int) -> list[tuple[int, int]]:
     return [(0 if n == 0 else bounds[n], bounds[n + 1]) for n in range(len(cuts))]
 
 
-def _contextual(model: Any, texts: list[str], batch_size: int) -> list[list[TokenVector]]:
+def _contextual(
+    model: Any,
+    texts: list[str],
+    batch_size: int,
+    token_embeddings: Callable[[list[str]], Sequence[Any]] | None = None,
+) -> list[list[TokenVector]]:
+    """`token_embeddings` (default: the sentence-transformers model's) gives each chunk's
+    sub-word vectors, aligned with its fast tokenizer's offsets."""
     tokenizer = model.tokenizer
     if not getattr(tokenizer, "is_fast", False):
         raise EmbeddingError("token-level embeddings need a model with a fast tokenizer")
@@ -111,12 +119,15 @@ def _contextual(model: Any, texts: list[str], batch_size: int) -> list[list[Toke
     pieces: list[list[tuple[int, int, Vectors]]] = [[] for _ in texts]
     if windows:
         chunks = [texts[i][a:b] for i, a, b in windows]
-        outputs = model.encode(
-            chunks,
-            output_value="token_embeddings",
-            batch_size=batch_size,
-            show_progress_bar=False,
-        )
+        if token_embeddings is not None:
+            outputs = token_embeddings(chunks)
+        else:
+            outputs = model.encode(
+                chunks,
+                output_value="token_embeddings",
+                batch_size=batch_size,
+                show_progress_bar=False,
+            )
         for (index, a, _), chunk, output in zip(windows, chunks, outputs, strict=True):
             vectors = _to_numpy(output)
             encoded = tokenizer(

@@ -83,8 +83,19 @@ def test_onnx_vectors_agree_with_pytorch(onnx_models_cache: Path, no_export: Non
     cat, _, stocks, investors, kitten = got[:5]
     assert cosine(cat, kitten) > cosine(cat, stocks) + 0.2
     assert cosine(stocks, investors) > cosine(stocks, kitten) + 0.2
-    tokens = token_vectors(enc, ["the cat sat"])  # token level: the PyTorch model it keeps
+    # Token level runs on ONNX Runtime too: same tokens and offsets as PyTorch's, vectors
+    # that agree as well as the sentence vectors do.
+    token_texts = ["the cat sat", *TEXTS[:4], "Ünïcödé, punctuation... and   spaces!"]
+    tokens = token_vectors(enc, token_texts)
+    reference = token_vectors(torch_enc, token_texts)
     assert [t.end - t.start for t in tokens[0]] == [3, 3, 3]
+    assert [[(t.start, t.end) for t in ts] for ts in tokens] == [
+        [(t.start, t.end) for t in ts] for ts in reference
+    ]
+    ours = np.stack([t.vector for ts in tokens for t in ts])
+    theirs = np.stack([t.vector for ts in reference for t in ts])
+    token_agreement = cosine(ours, theirs)
+    assert token_agreement.mean() >= 0.98 and token_agreement.min() >= 0.9, token_agreement
     with pytest.raises(EmbeddingError, match="not a single string"):
         enc.encode("one text")
 
