@@ -72,8 +72,6 @@ def is_temporary(exc: BaseException) -> bool:
 
 
 MAX_RETRIES = 8
-BACKOFF_BASE = 2.0
-BACKOFF_MAX = 300.0
 PROGRESS_INTERVAL = 0.5
 #: How long a delivery waits for a job's run lock held by another delivery, and how often it
 #: looks, before it retries later.
@@ -81,9 +79,13 @@ RUN_LOCK_WAIT = 10.0
 RUN_LOCK_POLL = 0.1
 
 
-def backoff(retries: int, *, base: float = BACKOFF_BASE, cap: float = BACKOFF_MAX) -> float:
-    """Full-jitter exponential backoff: uniform in [base/2, min(cap, base * 2**retries)]."""
-    upper = min(cap, base * (2**retries))
+def backoff(retries: int, *, base: float | None = None, cap: float | None = None) -> float:
+    """Full-jitter exponential backoff: uniform in [base/2, min(cap, base * 2**retries)];
+    `base` and `cap` default to NLPHUB_RETRY_BACKOFF / NLPHUB_RETRY_BACKOFF_MAX (2 s, 300 s)."""
+    settings = get_settings()
+    base = settings.retry_backoff_seconds if base is None else base
+    cap = settings.retry_backoff_max_seconds if cap is None else cap
+    upper = min(cap, base * (2 ** min(retries, 64)))
     return random.uniform(min(base / 2, upper), upper)
 
 

@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     redeploy_debounce_seconds: float = Field(
         default=30.0, ge=0, validation_alias="NLPHUB_REDEPLOY_DEBOUNCE"
     )
+    retry_backoff_seconds: float = Field(
+        default=2.0, gt=0, le=3600, validation_alias="NLPHUB_RETRY_BACKOFF"
+    )
+    retry_backoff_max_seconds: float = Field(
+        default=300.0, gt=0, le=86400, validation_alias="NLPHUB_RETRY_BACKOFF_MAX"
+    )
 
     @field_validator("hub_urls", "licensed_hub_urls", mode="before")
     @classmethod

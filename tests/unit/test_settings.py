@@ -18,6 +18,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "NLPHUB_VISIBILITY_TIMEOUT",
         "NLPHUB_LOG_LEVEL",
         "NLPHUB_HUB_TIMEOUT",
+        "NLPHUB_RETRY_BACKOFF",
+        "NLPHUB_RETRY_BACKOFF_MAX",
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NLPHUB_HOME", str(tmp_path / "home"))
@@ -38,6 +40,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         ("NLPHUB_FLOWER_PORT", "many", "setting NLPHUB_FLOWER_PORT is invalid"),
         ("NLPHUB_VISIBILITY_TIMEOUT", "3", "setting NLPHUB_VISIBILITY_TIMEOUT is invalid"),
         ("NLPHUB_HUB_TIMEOUT", "0", "setting NLPHUB_HUB_TIMEOUT is invalid"),
+        ("NLPHUB_RETRY_BACKOFF", "0", "setting NLPHUB_RETRY_BACKOFF is invalid"),
+        ("NLPHUB_RETRY_BACKOFF_MAX", "soon", "setting NLPHUB_RETRY_BACKOFF_MAX is invalid"),
         (
             "NLPHUB_LIBRARY_VERSIONS",
             "spark-nlp",
@@ -94,3 +98,22 @@ def test_task_time_limit_is_always_below_visibility_timeout(
     monkeypatch.setenv("NLPHUB_TASK_TIME_LIMIT", "500")
     settings = load_settings()
     assert settings.effective_time_limit < settings.visibility_timeout
+
+
+def test_retry_backoff_follows_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.base import backoff
+    from workers.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        waits = [backoff(retries) for retries in range(12) for _ in range(20)]
+        assert min(waits) >= 1.0 and max(waits) <= 300.0  # defaults: 2 s base, 5 min cap
+        monkeypatch.setenv("NLPHUB_RETRY_BACKOFF", "0.5")
+        monkeypatch.setenv("NLPHUB_RETRY_BACKOFF_MAX", "4")
+        get_settings.cache_clear()
+        first = [backoff(0) for _ in range(50)]
+        assert all(0.25 <= w <= 0.5 for w in first)
+        late = [backoff(retries) for retries in (5, 8, 1000) for _ in range(50)]
+        assert all(0.25 <= w <= 4.0 for w in late) and max(late) > 2.0
+    finally:
+        get_settings.cache_clear()
