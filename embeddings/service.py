@@ -364,12 +364,33 @@ def _copy_rows(ids: Sequence[uuid.UUID], vectors: np.ndarray) -> bytes:
     return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
 
 
-def _index(session: Session, emb: Embedding) -> None:
+#: Memory an HNSW build needs per vector besides the vector itself (pgvector's graph: with
+#: 512 MB, 568k vectors of 64 dimensions fitted, ~950 bytes each), and a margin over it.
+_HNSW_BYTES_PER_VECTOR, _HNSW_MARGIN, _HNSW_MIN_MEMORY = 700, 1.5, 64 << 20
+
+
+def _index(session: Session, emb: Embedding, rows: int | None = None) -> None:
+    """Build the embedding's partial HNSW index (`rows`: its vectors, counted when None)."""
     name = f"ix_embedding_vector_{emb.id.hex}"
-    # Let Postgres build the index with parallel workers (max_parallel_maintenance_workers)
-    # whatever the table's size: the build runs after the model is done, when the CPUs are
-    # free (5,000 x 64 on 2 cores: 0.95 s -> 0.67 s). Only for this transaction.
-    session.execute(text("SET LOCAL min_parallel_table_scan_size = 0"))
+    dims = int(emb.output_dims or 0)
+    if rows is None:
+        rows = session.execute(
+            text("SELECT count(*) FROM embedding_vector WHERE embedding_id = :e"), {"e": emb.id}
+        ).scalar_one()
+    need = max(_HNSW_MIN_MEMORY, int(rows * (4 * dims + _HNSW_BYTES_PER_VECTOR) * _HNSW_MARGIN))
+    # For this transaction only: parallel workers (max_parallel_maintenance_workers) whatever
+    # the table's size — the build runs once the model is done and the CPUs are free (5,000 x
+    # 64 on 2 cores: 0.95 s -> 0.61 s) — and maintenance_work_mem cut to what the graph needs:
+    # a parallel build sets up all of it in shared memory first (2 GB for 5,000 vectors: 0.93 s
+    # instead of 0.61 s). Never above the server's setting.
+    session.execute(
+        text(
+            "SELECT set_config('min_parallel_table_scan_size', '0', true), "
+            "set_config('maintenance_work_mem', (LEAST(pg_size_bytes("
+            "current_setting('maintenance_work_mem')), :need) / 1024)::bigint || 'kB', true)"
+        ),
+        {"need": need},
+    )
     session.execute(
         text(
             f"CREATE INDEX IF NOT EXISTS {name} ON embedding_vector USING hnsw "
@@ -429,7 +450,7 @@ def compute(
         session.add(emb)
         session.flush()
         if snapshot.granularity == "attribute":
-            _index(session, emb)
+            _index(session, emb, out["records"])
         audit.record(
             session,
             actor=actor,

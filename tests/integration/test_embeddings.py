@@ -479,3 +479,36 @@ def test_spark_platform_end_to_end(env, worker, wait_job, tmp_path, spark_sessio
     with Session(get_engine()) as session:
         hits = similar(session, get_settings(), dataset="news", query="football goal", k=3)
     assert all(h["id"].startswith("sport") for h in hits), hits
+
+
+def test_hnsw_build_memory_is_sized_to_the_vectors(env) -> None:
+    """The build's maintenance_work_mem is cut to what the graph needs (a parallel build sets
+    all of it up first), never raised above the server's setting; only for that transaction."""
+    from types import SimpleNamespace
+
+    from embeddings.service import _index
+
+    def build_memory(rows: int) -> int:
+        emb = SimpleNamespace(id=uuid.uuid4(), output_dims=64)
+        with Session(get_engine()) as session:
+            _index(session, emb, rows)  # type: ignore[arg-type]
+            value = session.execute(
+                text("SELECT pg_size_bytes(current_setting('maintenance_work_mem'))")
+            ).scalar_one()
+            session.rollback()
+            return int(value)
+
+    with Session(get_engine()) as session:
+        server = session.execute(
+            text("SELECT pg_size_bytes(current_setting('maintenance_work_mem'))")
+        ).scalar_one()
+    assert build_memory(5_000) == 64 << 20 < server
+    assert 64 << 20 < build_memory(100_000) < server
+    assert build_memory(10**9) == server
+    with Session(get_engine()) as session:  # the next transaction has the server's value again
+        assert (
+            session.execute(
+                text("SELECT pg_size_bytes(current_setting('maintenance_work_mem'))")
+            ).scalar_one()
+            == server
+        )
