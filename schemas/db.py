@@ -58,7 +58,7 @@ def _looks_alive(dbapi_connection: object) -> bool:
         return False
     try:
         readable, _, _ = select.select([pgconn.socket], [], [], 0)
-    except (OSError, ValueError):
+    except Exception:  # no socket any more (psycopg raises), or not one select takes
         return False
     return not readable
 
