@@ -57,6 +57,7 @@ from embeddings.platforms import (
     Vectors,
     _check_texts,
     _empty,
+    lru_get,
     resolve_model_path,
 )
 
@@ -505,19 +506,10 @@ def _open_session(file: Path, threads: int | None) -> Any:
 
 def _session(file: Path, threads: int | None) -> Any:
     """An ONNX Runtime session for `file`, shared in this process (`run` is thread-safe)."""
-    stat = file.stat()
-    key = (str(file), stat.st_mtime_ns, threads or 0)
-    with _SESSIONS_LOCK:
-        session = _SESSIONS.get(key)
-        if session is not None:
-            _SESSIONS.move_to_end(key)
-            return session
-    session = _open_session(file, threads)
-    with _SESSIONS_LOCK:
-        _SESSIONS[key] = session
-        while len(_SESSIONS) > MAX_SESSIONS:
-            _SESSIONS.popitem(last=False)
-    return session
+    key = (str(file), file.stat().st_mtime_ns, threads or 0)
+    return lru_get(
+        _SESSIONS, _SESSIONS_LOCK, key, MAX_SESSIONS, lambda: _open_session(file, threads)
+    )
 
 
 class _OrtRunner:

@@ -425,23 +425,38 @@ def clear_model_cache() -> None:
         _MODELS.clear()
 
 
-def _load_sentence_transformer(source: str, device: str, cache_dir: str | None, local: bool) -> Any:
-    key = (source, device, cache_dir or "", local)
-    with _MODELS_LOCK:
-        model = _MODELS.get(key)
-        if model is not None:
-            _MODELS.move_to_end(key)
-            return model
-    from sentence_transformers import SentenceTransformer
+def lru_get(
+    cache: OrderedDict[Any, Any],
+    lock: threading.Lock,
+    key: Any,
+    limit: int,
+    make: Callable[[], Any],
+) -> Any:
+    """`cache[key]`, made by `make()` (outside the lock) when missing; the `limit` most
+    recently used entries are kept."""
+    with lock:
+        value = cache.get(key)
+        if value is not None:
+            cache.move_to_end(key)
+            return value
+    value = make()
+    with lock:
+        cache[key] = value
+        while len(cache) > limit:
+            cache.popitem(last=False)
+    return value
 
-    model = SentenceTransformer(
-        source, device=device, cache_folder=cache_dir, local_files_only=local
-    )
-    with _MODELS_LOCK:
-        _MODELS[key] = model
-        while len(_MODELS) > MAX_LOADED_MODELS:
-            _MODELS.popitem(last=False)
-    return model
+
+def _load_sentence_transformer(source: str, device: str, cache_dir: str | None, local: bool) -> Any:
+    def load() -> Any:
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformer(
+            source, device=device, cache_folder=cache_dir, local_files_only=local
+        )
+
+    key = (source, device, cache_dir or "", local)
+    return lru_get(_MODELS, _MODELS_LOCK, key, MAX_LOADED_MODELS, load)
 
 
 class HuggingFaceEncoder:
