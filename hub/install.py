@@ -32,6 +32,7 @@ from hub.fetch import (
     TemporaryDownloadError,
     check_free_space,
     fetch,
+    partial_path,
 )
 from hub.service import (
     Installed,
@@ -91,7 +92,7 @@ def _fail(
         if res is None:
             return
         archive = _archive_path(settings, res)
-        _cleanup(archive, archive.with_name(archive.name + ".partial"), _staging(settings, res))
+        _cleanup(archive, partial_path(archive), _staging(settings, res))
         if res.state in (ResourceState.QUEUED, ResourceState.DOWNLOADING, ResourceState.VERIFYING):
             res.move_to(ResourceState.FAILED, error=message)
             session.add(res)
@@ -153,7 +154,7 @@ def _download_and_install(
             # A delivery killed after the install committed, before the archive was deleted,
             # left it behind: this redelivery removes it.
             archive = _archive_path(settings, res)
-            _cleanup(archive, archive.with_name(archive.name + ".partial"))
+            _cleanup(archive, partial_path(archive))
             return {"resource": res.label, "state": res.state.value, "already": True}
         if res.state not in (
             ResourceState.QUEUED,
@@ -180,7 +181,7 @@ def _download_and_install(
 
     # 2. download (resumes a partial archive from an earlier attempt)
     if snapshot.state != ResourceState.VERIFYING or not archive.exists():
-        partial = archive.with_name(archive.name + ".partial")
+        partial = partial_path(archive)
         have = partial.stat().st_size if partial.exists() else 0
         if snapshot.size_bytes:
             check_free_space(

@@ -437,6 +437,7 @@ def test_disk_filling_up_fails_cleanly_and_leaves_others_alone(
 def test_redelivery_after_the_install_removes_a_left_archive(mirror) -> None:
     """A worker killed between the install's commit and the archive's deletion leaves the
     archive in downloads/; the redelivered job finds the resource installed and removes it."""
+    from hub.fetch import partial_path
     from hub.install import _archive_path, download_and_install
 
     job_id = _request("glove_100d")
@@ -458,7 +459,7 @@ def test_redelivery_after_the_install_removes_a_left_archive(mirror) -> None:
     archive = _archive_path(settings, installed)
     assert not archive.exists()
     archive.write_bytes(b"left behind by a killed worker")
-    archive.with_name(archive.name + ".partial").write_bytes(b"and its partial")
+    partial_path(archive).write_bytes(b"and its partial")
     assert run()["already"] is True
-    assert not archive.exists() and not archive.with_name(archive.name + ".partial").exists()
+    assert not archive.exists() and not partial_path(archive).exists()
     assert _resource("glove_100d").state == ResourceState.INSTALLED
