@@ -50,15 +50,12 @@ def _send(
                 kwargsrepr=repr(redact(payload)),
                 argsrepr="()",
             )
-        except RuntimeError as exc:
+        except Exception as exc:  # the reconciler publishes it later
             # kombu's "Acquire on closed pool": the app's broker pool was closed under us
             # (e.g. an in-process worker shut down): make new pools and publish again, once.
-            if attempt == 0 and "closed pool" in str(exc):
+            if attempt == 0 and isinstance(exc, RuntimeError) and "closed pool" in str(exc):
                 drop_connections()
                 continue
-            log.warning("could not publish job %s (%s); it stays queued: %s", job_id, task, exc)
-            return False
-        except Exception as exc:  # the reconciler publishes it later
             log.warning("could not publish job %s (%s); it stays queued: %s", job_id, task, exc)
             return False
         return True
