@@ -88,14 +88,6 @@ def peak_rss_kib(pid: int) -> int | None:
     return None
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 # -- the processes -------------------------------------------------------------------------------
 
 

@@ -395,6 +395,12 @@ class Rig:
         self.last_kill: tuple[int, datetime] | None = None
         self.locks: list[RowGate | Hold] = []  # released at the end, whatever happened
 
+    def trial(self, modes: tuple[str, ...], i: int) -> tuple[random.Random, Trial]:
+        """Start trial i (logged): its seeded random source and its kill mode."""
+        trial = Trial(i, _mode(modes, i))
+        self.trials.append(trial)
+        return random.Random(i), trial
+
     def gate(self, table: str = "job") -> RowGate:
         gate = RowGate(self.db, table)
         self.locks.append(gate)
@@ -648,9 +654,7 @@ def _partial_bytes(home: Path) -> int:
 
 
 def _download_trial(rig: Rig, hub: MirrorServer, i: int) -> None:
-    rng = random.Random(i)
-    trial = Trial(i, _mode(DL_MODES, i))
-    rig.trials.append(trial)
+    rng, trial = rig.trial(DL_MODES, i)
     home = rig.home
     name = _dl(i)
     size = _archive_size(hub, name)
@@ -759,9 +763,7 @@ def _upload_model(tmp: Path, i: int) -> Resource:
 
 
 def _dependency_trial(rig: Rig, tmp: Path, i: int) -> None:
-    rng = random.Random(i)
-    trial = Trial(i, _mode(DEP_MODES, i))
-    rig.trials.append(trial)
+    rng, trial = rig.trial(DEP_MODES, i)
     model = _upload_model(tmp, i)
     task, payload = "nlphub.fetch_dependencies", {"resource_id": str(model.id)}
     if trial.mode == "delay":
@@ -820,9 +822,7 @@ def _zip(folder: Path, archive: Path) -> Path:
 
 
 def _upload_trial(rig: Rig, incoming: Path, i: int) -> None:
-    rng = random.Random(i)
-    trial = Trial(i, _mode(UPLOAD_MODES, i))
-    rig.trials.append(trial)
+    rng, trial = rig.trial(UPLOAD_MODES, i)
     name = f"kill_up_{i:02d}"
     source = write_resource_dir(
         res(name, "WordEmbeddingsModel", payload_bytes=UPLOAD_BYTES), incoming / name
@@ -914,9 +914,7 @@ def _vectors(db: Db, emb_id: Any) -> int:
 
 
 def _embedding_trial(rig: Rig, i: int) -> None:
-    rng = random.Random(i)
-    trial = Trial(i, _mode(EMB_MODES, i))
-    rig.trials.append(trial)
+    rng, trial = rig.trial(EMB_MODES, i)
     db = rig.db
     task = "nlphub.compute_embeddings"
     payload = {
@@ -1037,9 +1035,7 @@ def _notice(name: str) -> UpdateNotice:
 
 
 def _update_trial(rig: Rig, hub: MirrorServer, i: int) -> None:
-    rng = random.Random(i)
-    trial = Trial(i, _mode(UPDATE_MODES, i))
-    rig.trials.append(trial)
+    rng, trial = rig.trial(UPDATE_MODES, i)
     home = rig.home
     name = _upd(i)
     task = "nlphub.apply_update"
