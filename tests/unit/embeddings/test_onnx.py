@@ -147,6 +147,12 @@ def test_bad_backends_and_model_options(model: str, options: dict[str, Any], mes
         make_encoder("huggingface", model, **options)
 
 
+def test_threads_below_one_are_refused() -> None:
+    for threads in (0, -2):
+        with pytest.raises(EmbeddingError, match="threads must be at least 1"):
+            onnx_backend.OnnxEncoder(MODEL, threads=threads)
+
+
 def test_model_string_options() -> None:
     assert split_model_options("org/name") == ("org/name", {})
     assert split_model_options("org/name?backend=onnx") == ("org/name", {"backend": "onnx"})
