@@ -49,7 +49,7 @@ from preannotation.service import request_redeploys
 from schemas.db import session_scope
 from schemas.models import Resource, ResourceKind
 from schemas.states import ResourceState
-from uploads.archive import ProblemError, resource_root, safe_extract
+from uploads.archive import ProblemError, remove_extraction, resource_root, safe_extract
 from uploads.sparknlp import validate_resource
 from workers.settings import Settings
 
@@ -92,7 +92,8 @@ def _fail(
         if res is None:
             return
         archive = _archive_path(settings, res)
-        _cleanup(archive, partial_path(archive), _staging(settings, res))
+        _cleanup(archive, partial_path(archive))
+        remove_extraction(_staging(settings, res))
         if res.state in (ResourceState.QUEUED, ResourceState.DOWNLOADING, ResourceState.VERIFYING):
             res.move_to(ResourceState.FAILED, error=message)
             session.add(res)
@@ -227,7 +228,7 @@ def _download_and_install(
     # 3. unpack, validate, checksum
     progress(0, 1, f"verifying {snapshot.name}")
     staging = _staging(settings, snapshot)
-    _cleanup(staging)
+    remove_extraction(staging)
     try:
         digests = safe_extract(archive, staging)  # hashes each file as it writes it
         root = resource_root(staging)
@@ -248,7 +249,7 @@ def _download_and_install(
         os.replace(target, trash)
         _cleanup(trash)
     os.replace(root, target)
-    _cleanup(staging)
+    remove_extraction(staging)
     deps = [ref for ref in info.storage_refs if ref != snapshot.name]
     with session_scope() as session:
         res = session.get(Resource, resource_id, with_for_update=True)

@@ -18,6 +18,7 @@ everything was written and verified, so a destination that exists is always comp
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import logging
 import lzma
@@ -55,6 +56,7 @@ logger = logging.getLogger(__name__)
 #: Bytes per read of a zip entry: zipfile's inflate + CRC on 1 MiB reads ran 2-3x slower
 #: than on 256 KiB ones (buffers that no longer fit the CPU caches).
 _CHUNK = 256 << 10
+_WORK_SUFFIX = ".partial"  # safe_extract's temporary folder, beside the destination
 _MAX_SHOWN_PROBLEMS = 100
 _RATIO_MIN_BYTES = 1 << 20
 """Entries smaller than this are not held to ``max_ratio``: a few KB of zeros legitimately
@@ -420,7 +422,7 @@ def safe_extract(
     if not dest.parent.is_dir():
         raise FileNotFoundError(errno.ENOENT, "destination parent does not exist", str(dest.parent))
     entries = check_zip(zip_path, limits, verify_crc=False)
-    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=_WORK_SUFFIX, dir=dest.parent))
     try:
         digests = _extract_into(zip_path, entries, work, limits)
         os.rename(work, dest)
@@ -429,6 +431,23 @@ def safe_extract(
         raise
     logger.info("extracted %s (%d entries) to %s", zip_path.name, len(entries), dest)
     return digests
+
+
+def extraction_leftovers(dest: Path) -> list[Path]:
+    """The temporary folders that `safe_extract` into ``dest`` leaves only when its process is
+    killed (SIGKILL, power loss): hidden siblings named ``.<dest name>.<random>.partial``."""
+    dest = Path(dest)
+    return sorted(dest.parent.glob(f".{glob.escape(dest.name)}.*{_WORK_SUFFIX}"))
+
+
+def remove_extraction(dest: Path) -> None:
+    """Remove ``dest`` and whatever a killed `safe_extract` into it left behind, so that a
+    redelivered job starts from nothing."""
+    for path in [Path(dest), *extraction_leftovers(dest)]:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _extract_into(

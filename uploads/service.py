@@ -24,7 +24,13 @@ from nlphub.errors import NlphubError
 from nlphub.resources import install_dir, tree_checksum
 from schemas.models import Resource, ResourceKind, ResourceSource
 from schemas.states import ResourceState
-from uploads.archive import ProblemError, check_tree, resource_root, safe_extract
+from uploads.archive import (
+    ProblemError,
+    check_tree,
+    remove_extraction,
+    resource_root,
+    safe_extract,
+)
 from uploads.sparknlp import ResourceInfo, check_compatibility, validate_resource
 from workers.settings import Settings
 
@@ -137,7 +143,7 @@ def accept_upload(session: Session, settings: Settings, req: UploadRequest) -> U
     # The temp area: on the same volume as the install folders (the final rename is atomic).
     staging = settings.home / "tmp" / f"upload-{req.job_id or uuid.uuid4()}"
     staging.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(staging, ignore_errors=True)
+    remove_extraction(staging)
     try:
         existing = session.exec(
             select(Resource).where(
@@ -242,4 +248,4 @@ def accept_upload(session: Session, settings: Settings, req: UploadRequest) -> U
         session.flush()
         return UploadResult(res.id, res.label, res.state.value, str(target), missing, notice)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_extraction(staging)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,23 @@ def test_valid_uploads_of_each_kind_are_installed(uploads, as_zip) -> None:
     assert rows["my_ner"].dependencies == ["glove_100d"]
     assert rows["my_ner"].labels == ["PER", "LOC"]
     assert not list(get_settings().resources_dir.rglob(".staging-*"))
+
+
+def test_redelivered_upload_removes_what_its_killed_attempt_left(uploads) -> None:
+    """A worker SIGKILLed while unpacking leaves its staging folder and safe_extract's hidden
+    work folder in home/tmp; the redelivered job (same job id) removes both."""
+    job_id = uuid.uuid4()
+    tmp = get_settings().home / "tmp"
+    left = [tmp / f"upload-{job_id}", tmp / f".upload-{job_id}.k1ll3d.partial"]
+    for folder in left:
+        (folder / "metadata").mkdir(parents=True)
+    other = tmp / f".upload-{uuid.uuid4()}.busy.partial"  # another job's, still running
+    other.mkdir()
+    emb = zip_dir(SparkBuilder(uploads / "src").embeddings("glove_100d"), uploads / "g.zip")
+    result = _accept(path=emb, kind="embeddings", name="glove_100d", job_id=job_id)
+    assert result.state == "installed"
+    assert not any(folder.exists() for folder in left)
+    assert sorted(tmp.iterdir()) == [other]
 
 
 def test_missing_dependency_is_noticed_with_the_command_to_fetch_it(uploads) -> None:

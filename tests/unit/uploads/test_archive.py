@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import stat
+import subprocess
+import sys
 import tempfile
 import zipfile
 import zlib
@@ -31,7 +34,9 @@ from uploads.archive import (
     check_name,
     check_tree,
     check_zip,
+    extraction_leftovers,
     format_size,
+    remove_extraction,
     resource_root,
     safe_extract,
 )
@@ -339,6 +344,36 @@ def test_interrupted_extract_leaves_nothing(
     with pytest.raises(KeyboardInterrupt):
         safe_extract(path, tmp_path / "out")
     assert tree_snapshot(tmp_path) == before
+
+
+_KILLED_EXTRACT = """
+import os, signal, sys
+import uploads.archive as archive
+os.rename = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # killed with all written
+archive.safe_extract(sys.argv[1], sys.argv[2])
+"""
+
+
+def test_redelivery_removes_what_a_killed_extract_left(tmp_path: Path) -> None:
+    """SIGKILL runs no cleanup: the hidden work folder stays beside the destination until the
+    next attempt's `remove_extraction`, which leaves the neighbours alone."""
+    path = valid_zip(tmp_path)
+    dest = tmp_path / "upload-1"
+    neighbours = [tmp_path / "upload-12", tmp_path / ".upload-12.x.partial"]
+    for folder in neighbours:
+        folder.mkdir()
+    run = subprocess.run(
+        [sys.executable, "-c", _KILLED_EXTRACT, str(path), str(dest)], check=False, timeout=60
+    )
+    assert run.returncode == -signal.SIGKILL
+    left = extraction_leftovers(dest)
+    assert len(left) == 1 and left[0].name.startswith(".upload-1.") and any(left[0].iterdir())
+    remove_extraction(dest)
+    assert extraction_leftovers(dest) == [] and not dest.exists()
+    assert all(folder.is_dir() for folder in neighbours)
+    safe_extract(path, dest)  # the next attempt starts from nothing
+    remove_extraction(dest)
+    assert not dest.exists()
 
 
 def test_safe_extract_refuses_existing_destination(tmp_path: Path) -> None:
