@@ -28,6 +28,7 @@ class DatabaseNotMigrated(RuntimeError):
 
 
 _ENGINES: dict[str, Engine] = {}
+_AUTOCOMMIT: dict[Engine, Engine] = {}
 
 
 def engine_for(url: str) -> Engine:
@@ -88,12 +89,20 @@ def get_engine() -> Engine:
 
 
 def autocommit_engine() -> Engine:
-    """The same pool, each statement its own transaction: one round trip per state change."""
-    return get_engine().execution_options(isolation_level="AUTOCOMMIT")
+    """The same pool, each statement its own transaction: one round trip per state change.
+
+    Made once per engine: `execution_options` builds a new engine object (and registers an
+    event listener) each time, which cost a worker ~0.2 ms of CPU per job."""
+    engine = get_engine()
+    options = _AUTOCOMMIT.get(engine)
+    if options is None:
+        options = _AUTOCOMMIT[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return options
 
 
 def dispose_engines() -> None:
     """Close every pooled connection and forget the engines (after fork, at test teardown)."""
+    _AUTOCOMMIT.clear()
     while _ENGINES:
         _, engine = _ENGINES.popitem()
         engine.dispose()

@@ -229,3 +229,42 @@ def test_pooled_connection_killed_by_the_server_is_replaced_at_checkout(env) -> 
         second_pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
     assert second_pid != first_pid
     assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def test_job_statements_lost_mid_use_are_temporary_and_leave_a_fresh_connection(env) -> None:
+    """The per-job statements go straight to psycopg; their errors still arrive as
+    SQLAlchemy's, a lost connection is invalidated (so `is_temporary` retries the job and the
+    pool replaces it), and an ordinary error is neither."""
+    import sqlalchemy.exc
+
+    from nlphub.jobstate import insert_job, transition
+    from schemas.db import autocommit_engine
+    from tasks.base import is_temporary
+
+    job_id = uuid.uuid4()
+    engine = autocommit_engine()
+    with engine.connect() as conn:
+        assert insert_job(
+            conn, job_id, task="nlphub.ping", queue="default", payload={}, requested_by="t"
+        )
+        assert not insert_job(  # the same id again: nothing inserted, no error
+            conn, job_id, task="nlphub.ping", queue="default", payload={}, requested_by="t"
+        )
+        with pytest.raises(sqlalchemy.exc.DBAPIError) as bad:
+            insert_job(conn, job_id, task="x" * 300, queue="default", payload={}, requested_by="t")
+        assert not bad.value.connection_invalidated and not is_temporary(bad.value)
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        with psycopg.connect(env["database_url"], autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(sqlalchemy.exc.DBAPIError) as lost:
+            transition(conn, job_id, JobState.STARTED, actor="t", action="job.started", task="p")
+        assert lost.value.connection_invalidated and is_temporary(lost.value)
+        assert conn.invalidated
+    with engine.connect() as conn:
+        outcome = transition(
+            conn, job_id, JobState.STARTED, actor="t", action="job.started", task="p"
+        )
+    assert outcome.attempts == 1
+    with Session(get_engine()) as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.state == JobState.STARTED
