@@ -98,12 +98,19 @@ def transition(
     result: dict[str, Any] | None = None,
     lock_key: int | None = None,
     lock: Literal["take", "release"] | None = None,
+    flush: bool = True,
 ) -> Outcome:
     """Move the job to `target` and audit it, in one statement.
 
     `lock="take"` first tries the session advisory lock `lock_key` and changes nothing if it
     is held elsewhere; `lock="release"` releases it in the same statement (after the change is
-    made, which concurrent takers then see once this statement commits)."""
+    made, which concurrent takers then see once this statement commits).
+
+    `flush=False` commits the transaction without waiting for its WAL to reach the disk
+    (``synchronous_commit`` off for that transaction only). Only for a change that may be
+    lost in a database crash: a crash loses the newest asynchronous commits and nothing
+    committed after them (any later synchronous commit flushes the WAL before it), so the
+    audit chain stays whole."""
     params = audit_params(actor=actor, action=action, target=task, job_id=job_id, details=details)
     params.update(
         id=job_id,
@@ -115,19 +122,22 @@ def transition(
         k=lock_key,
     )
     take = lock == "take"
-    row = _one_row(conn, _transition_sql(target, lock), params)
+    row = _one_row(conn, _transition_sql(target, lock, flush), params)
     attempts = None if row.attempts is None else int(row.attempts)
     return Outcome(attempts, bool(row.got) if take else False)
 
 
 @functools.cache
-def _transition_sql(target: JobState, lock: Literal["take", "release"] | None) -> str:
-    """The statement for one (target, lock) pair, built once (see `_driver_sql`)."""
+def _transition_sql(
+    target: JobState, lock: Literal["take", "release"] | None, flush: bool = True
+) -> str:
+    """The statement for one (target, lock, flush), built once (see `_driver_sql`)."""
     take = lock == "take"
+    no_wait = "" if flush else ", set_config('synchronous_commit', 'off', true) AS no_wait"
     return _driver_sql(
         f"""
             WITH l AS MATERIALIZED (
-                SELECT {"pg_try_advisory_lock(:k)" if take else "true"} AS got
+                SELECT {"pg_try_advisory_lock(:k)" if take else "true"} AS got {no_wait}
             ), o AS (
                 -- the state before this statement (all CTEs share one snapshot; no FOR UPDATE:
                 -- a row updated by this same statement could not be locked again)

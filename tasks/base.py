@@ -236,6 +236,10 @@ class NlphubTask(Task):
                     details={"worker": worker},
                     lock_key=key,
                     lock="take",
+                    # Not waiting for the disk: a database crash that loses this start loses
+                    # nothing after it, the worker's next statement fails (temporary: retried)
+                    # and the message, acknowledged only at the end, is delivered again.
+                    flush=False,
                 )
                 if outcome.locked or time.monotonic() >= deadline:
                     break

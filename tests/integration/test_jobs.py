@@ -268,3 +268,30 @@ def test_job_statements_lost_mid_use_are_temporary_and_leave_a_fresh_connection(
     with Session(get_engine()) as session:
         job = session.get(Job, job_id)
         assert job is not None and job.state == JobState.STARTED
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_a_start_may_commit_without_waiting_for_the_disk(env, flush: bool) -> None:
+    """The worker's start transition commits asynchronously (`flush=False`): that
+    transaction's synchronous_commit is off; every other change waits for the disk."""
+    from nlphub.jobstate import insert_job, transition
+
+    job_id = uuid.uuid4()
+    with Session(get_engine()) as session:
+        insert_job(
+            session, job_id, task="nlphub.ping", queue="default", payload={}, requested_by="t"
+        )
+        out = transition(
+            session,
+            job_id,
+            JobState.STARTED,
+            actor="t",
+            action="job.started",
+            task="p",
+            flush=flush,
+        )
+        assert out.attempts == 1
+        setting = session.execute(text("SHOW synchronous_commit")).scalar_one()
+        session.commit()
+        assert session.execute(text("SHOW synchronous_commit")).scalar_one() == "on"
+    assert setting == ("on" if flush else "off")
