@@ -136,7 +136,7 @@ class Job(SQLModel, table=True):
     __table_args__ = (Index("ix_job_state_created", "state", "created_at"),)
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    task: str = Field(max_length=128, index=True)
+    task: str = Field(max_length=128)
     queue: str = Field(max_length=64)
     payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
     state: JobState = Field(default=JobState.QUEUED, sa_type=TextEnum(JobState))
@@ -177,7 +177,7 @@ class AuditEvent(SQLModel, table=True):
     job_id: uuid.UUID | None = Field(default=None, index=True)
     details: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
     prev_hash: str = Field(max_length=64)
-    hash: str = Field(max_length=64, unique=True)
+    hash: str = Field(max_length=64)
 
 
 class HubEntryRow(SQLModel, table=True):

@@ -295,3 +295,30 @@ def test_a_start_may_commit_without_waiting_for_the_disk(env, flush: bool) -> No
         session.commit()
         assert session.execute(text("SHOW synchronous_commit")).scalar_one() == "on"
     assert setting == ("on" if flush else "off")
+
+
+def test_migration_0005_drops_the_unused_job_indexes_and_downgrades(env) -> None:
+    """0005 drops the audit hash's UNIQUE constraint and ix_job_task (never queried); its
+    downgrade puts both back, and upgrading again leaves the chain verifiable."""
+    from alembic import command
+
+    from schemas.db import alembic_config, dispose_engines, head_revision
+
+    def indexes() -> set[str]:
+        with psycopg.connect(env["database_url"]) as conn:
+            rows = conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE tablename IN ('job', 'audit_event')"
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    nlphub.enqueue("nlphub.ping", requested_by="t")  # no worker: the job stays queued
+    assert head_revision() == "0005"
+    assert not indexes() & {"audit_event_hash_key", "ix_job_task"}
+    dispose_engines()
+    cfg = alembic_config(env["database_url"].replace("postgresql://", "postgresql+psycopg://", 1))
+    command.downgrade(cfg, "0004")
+    assert {"audit_event_hash_key", "ix_job_task"} <= indexes()
+    command.upgrade(cfg, "head")
+    assert not indexes() & {"audit_event_hash_key", "ix_job_task"}
+    with Session(get_engine()) as session:
+        assert verify_chain(session).ok
