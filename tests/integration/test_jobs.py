@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -322,3 +323,37 @@ def test_migration_0005_drops_the_unused_job_indexes_and_downgrades(env) -> None
     assert not indexes() & {"audit_event_hash_key", "ix_job_task"}
     with Session(get_engine()) as session:
         assert verify_chain(session).ok
+
+
+def test_job_statements_are_prepared_once_and_again_after_deallocate(env) -> None:
+    """The per-job statements run as server-side prepared statements through libpq; one
+    deallocated behind their back (DISCARD ALL, DEALLOCATE) is prepared again. Parameters
+    reach Postgres in its text format, arrays quoted."""
+    from nlphub.jobstate import _one_row, insert_job, transition
+    from schemas.db import autocommit_engine
+
+    job_id = uuid.uuid4()
+    with autocommit_engine().connect() as conn:
+        insert_job(conn, job_id, task="nlphub.ping", queue="default", payload={}, requested_by="t")
+        names = conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'nlphub_%%'"
+        ).scalar_one()
+        assert names == 1
+        conn.exec_driver_sql("DEALLOCATE ALL")
+        out = transition(conn, job_id, JobState.STARTED, actor="t", action="job.started", task="p")
+        assert out.attempts == 1
+        out = transition(conn, job_id, JobState.STARTED, actor="t", action="job.started", task="p")
+        assert out.attempts == 2  # a redelivery starts it again
+        tricky = ['a"b', "c\\d", "e,f", "", "{g}", " h "]
+        row = _one_row(
+            conn,
+            "SELECT CAST(:v AS text[]) = CAST(:w AS text[]) AS same, :x AS x, :n AS n",
+            {"v": tricky, "w": None, "x": "ünï", "n": None},
+        )
+        assert row == {"same": None, "x": "ünï", "n": None}
+        row = _one_row(
+            conn,
+            "SELECT array_to_json(CAST(:v AS text[]))::text AS j, :b AS b",
+            {"v": tricky, "b": True},
+        )
+        assert json.loads(row["j"]) == tricky and row["b"] == "t"
