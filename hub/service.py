@@ -135,6 +135,10 @@ def row_from_entry(entry: HubEntry, folder_url: str, now: datetime) -> HubEntryR
     )
 
 
+#: Transaction-scoped advisory lock key serializing catalog syncs ("nlhc").
+CATALOG_SYNC_LOCK = 1852598371
+
+
 def sync_catalog(
     session: Session,
     entries_by_folder: Mapping[str, Sequence[HubEntry]],
@@ -146,6 +150,9 @@ def sync_catalog(
     """Replace the stored catalog of each folder read successfully (folders that failed keep
     their last synced rows). Returns counts per folder. The audit event also records the
     folders that could not be read (`errors`) and the first malformed lines (`warnings`)."""
+    # One sync at a time (until this transaction ends): two at once would each delete the
+    # rows they see and insert the same archives, and the second would hit the unique key.
+    session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CATALOG_SYNC_LOCK})
     now = utcnow()
     counts: dict[str, int] = {}
     for folder_url, entries in entries_by_folder.items():

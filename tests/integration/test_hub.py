@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from sqlmodel import Session, select
 
 import nlphub
@@ -463,3 +464,56 @@ def test_redelivery_after_the_install_removes_a_left_archive(mirror) -> None:
     assert run()["already"] is True
     assert not archive.exists() and not partial_path(archive).exists()
     assert _resource("glove_100d").state == ResourceState.INSTALLED
+
+
+def test_two_catalog_syncs_at_once_do_not_collide(env) -> None:
+    """Two update checks reading the hub at the same moment each replace the catalog; the
+    second waits for the first (it would otherwise insert the same archives and fail on the
+    unique key, as a soak run once showed) and then replaces its rows."""
+    from hub.metadata import parse_metadata
+    from hub.service import sync_catalog
+    from schemas.models import HubEntryRow
+
+    folder = "http://127.0.0.1:1/models/metadata.json"
+    line = (
+        '{"name": "glove_100d", "language": "en", "libVersion": {"parts": [5, 4, 0]}, '
+        '"sparkVersion": {"parts": [3, 4]}, "readyToUse": true, '
+        '"time": "2025-01-01T00:00:00.000Z", "isZipped": true, "checksum": "", '
+        '"annotator": "WordEmbeddingsModel"}'
+    )
+    entries, _ = parse_metadata(line + "\n", source=folder)
+    first = Session(get_engine())
+    sync_catalog(first, {folder: entries}, actor="first")  # not committed yet
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with Session(get_engine()) as session:
+                sync_catalog(session, {folder: entries}, actor="second")
+                session.commit()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with Session(get_engine()) as watcher:
+        wait_for(
+            lambda: (
+                watcher.exec(  # type: ignore[call-overload]
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND datname = current_database()"
+                    )
+                ).one()[0]
+                == 1
+            ),
+            30,
+            what="the second sync to wait",
+        )
+    first.commit()
+    first.close()
+    thread.join(30)
+    assert not thread.is_alive() and errors == []
+    with Session(get_engine()) as session:
+        rows = session.exec(select(HubEntryRow)).all()
+    assert [r.name for r in rows] == ["glove_100d"]
