@@ -100,12 +100,16 @@ def autocommit_engine() -> Engine:
     return options
 
 
-def dispose_engines() -> None:
-    """Close every pooled connection and forget the engines (after fork, at test teardown)."""
+def dispose_engines(*, close: bool = True) -> None:
+    """Forget the engines and their pooled connections (at test teardown; in a forked child).
+
+    `close=False` is for a forked child: the pooled connections are its parent's (the same
+    sockets), so the child only drops them. Closing them would tell the server to end the
+    parent's sessions (libpq's Terminate message)."""
     _AUTOCOMMIT.clear()
     while _ENGINES:
         _, engine = _ENGINES.popitem()
-        engine.dispose()
+        engine.dispose(close=close)
 
 
 @contextmanager

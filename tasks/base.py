@@ -361,8 +361,9 @@ def nlphub_task(name: str) -> Callable[[Callable[[JobContext, P], dict[str, Any]
 
 @worker_process_init.connect
 def _after_fork(**_: Any) -> None:
-    # Pooled connections must not be shared across fork.
-    dispose_engines()
+    # Pooled connections must not be shared across fork: the child drops its copies of the
+    # parent's (without closing them: that would end the parent's sessions) and opens its own.
+    dispose_engines(close=False)
 
 
 @worker_init.connect

@@ -357,3 +357,36 @@ def test_job_statements_are_prepared_once_and_again_after_deallocate(env) -> Non
             {"v": tricky, "b": True},
         )
         assert json.loads(row["j"]) == tricky and row["b"] == "t"
+
+
+def test_a_forked_pool_child_leaves_its_parents_connections_alone(env) -> None:
+    """Celery's prefork children inherit the main process's pooled connections. The child's
+    `worker_process_init` hook drops them without closing them, so the parent's session on
+    the server lives on (closing would send libpq's Terminate over the shared socket)."""
+    import gc
+    import os
+
+    from tasks.base import _after_fork
+
+    engine = get_engine()
+    with engine.connect() as conn:
+        before = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    pid = os.fork()
+    if pid == 0:  # the child: what a new pool process does, then leave without cleanup
+        code = 0
+        try:
+            _after_fork()
+            gc.collect()  # the dropped connections are collected: psycopg leaves them be
+            with get_engine().connect() as own:
+                code = 0 if own.execute(text("SELECT pg_backend_pid()")).scalar_one() else 1
+        except BaseException:
+            code = 2
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with psycopg.connect(env["database_url"], autocommit=True) as admin:
+        assert admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (before,)
+        ).fetchone() == (1,)
+    with engine.connect() as conn:  # the parent's pooled connection, still the same session
+        assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() == before
