@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -49,7 +48,13 @@ from preannotation.service import request_redeploys
 from schemas.db import session_scope
 from schemas.models import Resource, ResourceKind
 from schemas.states import ResourceState
-from uploads.archive import ProblemError, remove_extraction, resource_root, safe_extract
+from uploads.archive import (
+    ProblemError,
+    remove_extraction,
+    remove_path,
+    resource_root,
+    safe_extract,
+)
 from uploads.sparknlp import validate_resource
 from workers.settings import Settings
 
@@ -78,10 +83,7 @@ def _staging(settings: Settings, res: Resource) -> Path:
 
 def _cleanup(*paths: Path) -> None:
     for path in paths:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        remove_path(path)
 
 
 def _fail(

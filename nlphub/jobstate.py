@@ -126,7 +126,6 @@ def _one_row(conn: Connection | Session, sql: str, params: dict[str, Any]) -> di
     sa_conn = _connection(conn)
     dbapi: Any = sa_conn.connection.dbapi_connection
     statement = _prepared(sql)
-    values = [_text(params[name]) for name in statement.names]
     try:
         if not dbapi.autocommit:
             # In a transaction (a Session's): psycopg opens it with its first statement.
@@ -134,7 +133,7 @@ def _one_row(conn: Connection | Session, sql: str, params: dict[str, Any]) -> di
                 cur.execute(statement.psycopg_sql, params)
                 row = cur.fetchone()
             return {k: None if v is None else _as_text(v) for k, v in row.items()}
-        result = _execute(dbapi, statement, values)
+        result = _execute(dbapi, statement, [_text(params[name]) for name in statement.names])
     except psycopg.Error as exc:
         lost = bool(dbapi.closed or dbapi.broken) or sa_conn.dialect.is_disconnect(
             exc,  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from nlphub import audit
 from nlphub.errors import NotFound, Refused
 from schemas.models import Resource, ResourceKind
 from schemas.states import RESOURCE_PRESENT, ResourceState
+from uploads.archive import remove_path
 
 log = logging.getLogger(__name__)
 
@@ -371,10 +372,7 @@ def cleanup_leftovers(session: Session, home: Path, *, older_than: float, actor:
                 continue
         except FileNotFoundError:
             continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        remove_path(path)
         removed.append(str(path))
     if removed:
         audit.record(

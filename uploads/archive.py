@@ -440,14 +440,20 @@ def extraction_leftovers(dest: Path) -> list[Path]:
     return sorted(dest.parent.glob(f".{glob.escape(dest.name)}.*{_WORK_SUFFIX}"))
 
 
+def remove_path(path: Path) -> None:
+    """Remove a folder (with its contents), a file or a link, if there is one (a link to a
+    folder is unlinked, never followed)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def remove_extraction(dest: Path) -> None:
     """Remove ``dest`` and whatever a killed `safe_extract` into it left behind, so that a
     redelivered job starts from nothing."""
     for path in [Path(dest), *extraction_leftovers(dest)]:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        remove_path(path)
 
 
 def _extract_into(
