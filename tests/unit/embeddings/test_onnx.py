@@ -110,6 +110,13 @@ def test_the_export_is_cached_and_reused(onnx_models_cache: Path, no_export: Non
     info = json.loads((file.parent / "export.json").read_text())
     assert info["variant"] == "fused+int8" and info["agreement"] >= 0.99
     assert info["pooling"] == "mean"
+    # Every layer normalization (one after attention, one after the feed-forward, per layer)
+    # runs as plain operators, not ONNX Runtime's slow fused kernel.
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(file), load_external_data=False).graph.node}
+    assert info["plain_layer_norms"] == 12
+    assert not ops & {"LayerNormalization", "SkipLayerNormalization"}
     before = file.stat().st_mtime_ns
     for enc in (
         make_encoder("huggingface", f"{MODEL}?backend=onnx", cache_dir=onnx_models_cache),
@@ -261,3 +268,59 @@ def test_int8_that_disagrees_keeps_more_float_then_the_float_model(
     monkeypatch.setattr(onnx_backend, "_agreement", lambda *_args: 0.5)
     with pytest.raises(EmbeddingError, match="does not reproduce its PyTorch vectors"):
         make_encoder("huggingface", f"{MODEL}?backend=onnx", cache_dir=tmp_path / "other")
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_plain_layer_norms_compute_what_the_fused_kernels_do(tmp_path: Path, opset: int) -> None:
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    hidden, rng = 8, np.random.default_rng(0)
+    weights = {
+        name: numpy_helper.from_array(rng.normal(size=hidden).astype(np.float32), name)
+        for name in ("gamma", "beta", "bias", "gamma2")
+    }
+    nodes = [
+        helper.make_node(
+            "SkipLayerNormalization",
+            ["x", "skip", "gamma", "beta", "bias"],
+            ["normed", "", "", "summed"],
+            domain="com.microsoft",
+            epsilon=1e-12,
+        ),
+        helper.make_node("Add", ["normed", "summed"], ["mixed"]),
+        helper.make_node("LayerNormalization", ["mixed", "gamma2"], ["y"], axis=-1, epsilon=1e-5),
+        # Its mean output is used: left fused.
+        helper.make_node("LayerNormalization", ["x", "gamma"], ["z", "z_mean"], axis=-1),
+    ]
+
+    def value(name: str) -> Any:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["b", "s", hidden])
+
+    stats = helper.make_tensor_value_info("z_mean", TensorProto.FLOAT, ["b", "s", 1])
+    graph = helper.make_graph(
+        nodes,
+        "norms",
+        [value("x"), value("skip")],
+        [value("y"), value("summed"), value("z"), stats],
+        list(weights.values()),
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)],
+    )
+    file = tmp_path / "norms.onnx"
+    onnx.save(model, str(file))
+    feed = {
+        "x": rng.normal(size=(2, 5, hidden)).astype(np.float32) * 3,
+        "skip": rng.normal(size=(2, 5, hidden)).astype(np.float32),
+    }
+    fused = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"]).run(None, feed)
+
+    assert onnx_backend._plain_layer_norms(file) == 2
+    ops = [node.op_type for node in onnx.load(str(file)).graph.node]
+    assert "SkipLayerNormalization" not in ops and ops.count("LayerNormalization") == 1
+    plain = onnx_backend._open_session(file, 1).run(None, feed)
+    for got, expected in zip(plain, fused, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
