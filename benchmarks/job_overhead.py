@@ -124,7 +124,10 @@ def main() -> None:
             "benchmarks.bare_tasks",
         ],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        },
         start_new_session=True,
     )
     try:

@@ -608,7 +608,10 @@ def run(
             raise SystemExit(f"the mirror could not be read: {synced['errors']}")
         import_dataset(base, args.records, rng)
 
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
         logs = base / "logs"
         for queue in QUEUES:
             concurrency = "2" if queue == "default" else "1"
