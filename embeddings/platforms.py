@@ -459,8 +459,21 @@ def _load_sentence_transformer(source: str, device: str, cache_dir: str | None, 
     return lru_get(_MODELS, _MODELS_LOCK, key, MAX_LOADED_MODELS, load)
 
 
+#: Texts per forward pass by default: sentence-transformers' own default on the CPU; on a GPU,
+#: a small model's batches of 32 are bound by kernel launches and the host, not arithmetic.
+CPU_BATCH_SIZE = 32
+GPU_BATCH_SIZE = 128
+
+
+def default_batch_size(device: str) -> int:
+    """`GPU_BATCH_SIZE` on an accelerator (``cuda``, ``cuda:1``, ``mps``), else `CPU_BATCH_SIZE`."""
+    return CPU_BATCH_SIZE if device.split(":")[0] == "cpu" else GPU_BATCH_SIZE
+
+
 class HuggingFaceEncoder:
-    """A sentence-transformers model, on CUDA when available unless `device` says otherwise."""
+    """A sentence-transformers model, on CUDA when available unless `device` says otherwise.
+
+    `batch_size` defaults to `CPU_BATCH_SIZE` on the CPU and `GPU_BATCH_SIZE` on a GPU."""
 
     platform = "huggingface"
     backend = "torch"
@@ -475,15 +488,14 @@ class HuggingFaceEncoder:
         *,
         device: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         normalize: bool = False,
         offline: bool | None = None,
     ) -> None:
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise EmbeddingError("batch_size must be at least 1")
         self.model = model
         self.name = f"huggingface:{model}"
-        self.batch_size = batch_size
         self.normalize = normalize
         local_only = _offline() if offline is None else offline
         cache = os.fspath(cache_dir) if cache_dir is not None else None
@@ -493,6 +505,7 @@ class HuggingFaceEncoder:
         if path is None:
             check_model_name(model)
         self.device = device or default_device()
+        self.batch_size = default_batch_size(self.device) if batch_size is None else batch_size
         self.source = str(path) if path is not None else model
         try:
             self.st: Any = _load_sentence_transformer(self.source, self.device, cache, local_only)
@@ -903,7 +916,7 @@ def make_encoder(
     """An encoder for `platform` and `model`; `options` are the platform's own settings.
 
     bow: max_features (4096), ngram_range, lowercase, min_df, state (bytes of `to_bytes`).
-    huggingface: cache_dir, batch_size (32, sentence-transformers' default), normalize, offline
+    huggingface: cache_dir, batch_size (32 on the CPU, 128 on a GPU), normalize, offline
     (default: HF_HUB_OFFLINE), backend (``torch``, or ``onnx``: `embeddings.onnx.OnnxEncoder`),
     which may also follow the model name (``all-MiniLM-L6-v2?backend=onnx``).
     openai/azure/cohere: batch_size, client (an httpx.Client), timeout, max_attempts (6),

@@ -208,3 +208,16 @@ def test_huggingface_default_device_follows_torch(monkeypatch: pytest.MonkeyPatc
     assert default_device() == "cpu"
     enc = make_encoder("huggingface", "all-MiniLM-L6-v2")
     assert isinstance(enc, HuggingFaceEncoder) and enc.device == "cpu"
+    assert enc.batch_size == 32
+
+
+def test_huggingface_batch_size_follows_the_device() -> None:
+    from embeddings.platforms import default_batch_size
+
+    assert default_batch_size("cpu") == 32  # sentence-transformers' own default
+    assert default_batch_size("cuda") == default_batch_size("cuda:1") == 128
+    assert default_batch_size("mps") == 128
+    small = make_encoder("huggingface", "all-MiniLM-L6-v2", device="cpu", batch_size=5)
+    assert isinstance(small, HuggingFaceEncoder) and small.batch_size == 5
+    with pytest.raises(EmbeddingError, match="batch_size must be at least 1"):
+        make_encoder("huggingface", "all-MiniLM-L6-v2", device="cpu", batch_size=0)
