@@ -281,6 +281,9 @@ def test_plain_layer_norms_compute_what_the_fused_kernels_do(tmp_path: Path, ops
         name: numpy_helper.from_array(rng.normal(size=hidden).astype(np.float32), name)
         for name in ("gamma", "beta", "bias", "gamma2")
     }
+    weights["gamma_2d"] = numpy_helper.from_array(
+        rng.normal(size=(5, hidden)).astype(np.float32), "gamma_2d"
+    )
     nodes = [
         helper.make_node(
             "SkipLayerNormalization",
@@ -293,6 +296,8 @@ def test_plain_layer_norms_compute_what_the_fused_kernels_do(tmp_path: Path, ops
         helper.make_node("LayerNormalization", ["mixed", "gamma2"], ["y"], axis=-1, epsilon=1e-5),
         # Its mean output is used: left fused.
         helper.make_node("LayerNormalization", ["x", "gamma"], ["z", "z_mean"], axis=-1),
+        # Over the last two axes, not the last one: left fused.
+        helper.make_node("LayerNormalization", ["x", "gamma_2d"], ["w"], axis=1),
     ]
 
     def value(name: str) -> Any:
@@ -303,7 +308,7 @@ def test_plain_layer_norms_compute_what_the_fused_kernels_do(tmp_path: Path, ops
         nodes,
         "norms",
         [value("x"), value("skip")],
-        [value("y"), value("summed"), value("z"), stats],
+        [value("y"), value("summed"), value("z"), stats, value("w")],
         list(weights.values()),
     )
     model = helper.make_model(
@@ -320,7 +325,7 @@ def test_plain_layer_norms_compute_what_the_fused_kernels_do(tmp_path: Path, ops
 
     assert onnx_backend._plain_layer_norms(file) == 2
     ops = [node.op_type for node in onnx.load(str(file)).graph.node]
-    assert "SkipLayerNormalization" not in ops and ops.count("LayerNormalization") == 1
+    assert "SkipLayerNormalization" not in ops and ops.count("LayerNormalization") == 2
     plain = onnx_backend._open_session(file, 1).run(None, feed)
     for got, expected in zip(plain, fused, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
