@@ -19,7 +19,7 @@ from hub.mirror import MirrorResource, build_mirror
 from hub.server import MirrorServer
 from hub.service import Installed, request_download, search
 from nlphub.errors import NotFound, Refused
-from schemas.db import get_engine
+from schemas.db import autocommit_engine, get_engine
 from schemas.models import Resource
 from schemas.states import JobState, ResourceState
 from tests.conftest import wait_for
@@ -496,20 +496,20 @@ def test_two_catalog_syncs_at_once_do_not_collide(env) -> None:
 
     thread = threading.Thread(target=second)
     thread.start()
-    with Session(get_engine()) as watcher:
-        wait_for(
-            lambda: (
-                watcher.exec(  # type: ignore[call-overload]
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND datname = current_database()"
-                    )
-                ).one()[0]
-                == 1
-            ),
-            30,
-            what="the second sync to wait",
-        )
+
+    def second_waits() -> bool:
+        # Each look in its own transaction: pg_stat_activity is a snapshot taken once per
+        # transaction, so polling inside one would see the first look's answer forever.
+        with autocommit_engine().connect() as conn:
+            waiting = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()"
+                )
+            ).scalar_one()
+        return bool(waiting == 1)
+
+    wait_for(second_waits, 30, what="the second sync to wait")
     first.commit()
     first.close()
     thread.join(30)
