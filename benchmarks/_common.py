@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import resource
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child_env() -> dict[str, str]:
+    """This process's environment for a child that must import the project: the checkout
+    first on PYTHONPATH, then whatever PYTHONPATH already held (e.g. an extra site folder)."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
 
 
 def status_kib(field: str) -> int:

@@ -26,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import child_env  # noqa: E402
+
 
 def machine_busy() -> float:
     """CPU seconds this machine spent busy (all cores, all processes) since boot."""
@@ -124,10 +126,7 @@ def main() -> None:
             "benchmarks.bare_tasks",
         ],
         cwd=ROOT,
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        },
+        env=child_env(),
         start_new_session=True,
     )
     try:

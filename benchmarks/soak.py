@@ -58,6 +58,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import child_env  # noqa: E402
 from tests.procs import children, descendants  # noqa: E402  (the same /proc walk)
 
 log = logging.getLogger("soak")
@@ -608,10 +609,7 @@ def run(
             raise SystemExit(f"the mirror could not be read: {synced['errors']}")
         import_dataset(base, args.records, rng)
 
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        }
+        env = child_env()
         logs = base / "logs"
         for queue in QUEUES:
             concurrency = "2" if queue == "default" else "1"

@@ -63,6 +63,7 @@ from embeddings.platforms import (
     lru_get,
     resolve_model_path,
 )
+from nlphub.system import available_cpus
 
 log = logging.getLogger(__name__)
 
@@ -575,14 +576,6 @@ def clear_session_cache() -> None:
         _SESSIONS.clear()
 
 
-def default_threads() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def _open_session(file: Path, threads: int | None) -> Any:
     """A session whose `run` uses `threads` threads (None: ONNX Runtime's default, one per
     physical core)."""
@@ -772,7 +765,7 @@ class OnnxEncoder(HuggingFaceEncoder):
             self.st,
             mode,
             normalize=has_normalize or normalize,
-            workers=threads or default_threads(),
+            workers=threads or available_cpus(),
         )
 
     def __repr__(self) -> str:

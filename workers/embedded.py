@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nlphub.system import available_cpus
+
 log = logging.getLogger(__name__)
 
 
@@ -50,10 +52,7 @@ def tuning() -> dict[str, str]:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         total = 4 << 30
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
+    cpus = available_cpus()
     shared = max(128, min(1024, total // 4 >> 20))
     maintenance = max(64, min(2048, total // 8 >> 20))
     return {
