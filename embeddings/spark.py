@@ -12,9 +12,11 @@ Three ways in:
   returns dense float32 rows. The fitted vocabulary and idf weights are kept as bytes
   (`SparkEncoder.to_bytes`, an ``.npz`` archive, no pickle, no Spark files), so new records
   embed the same way later, on any cluster.
-- `spark_embed_dataframe` / `fit_spark_embedding`: the whole dataset in Spark, end to end
-  (features, then a centred ``PCA`` to `n_components`), adding an ``array<float>`` column so the
-  vectors can be written from the executors without collecting them on the driver.
+- `spark_embeddings` / `spark_embed_dataframe` / `fit_spark_embedding`: the whole dataset in
+  Spark, end to end (features, then a centred ``PCA`` to `n_components`), adding an
+  ``array<float>`` column so the vectors can be written from the executors without collecting
+  them on the driver. `spark_embeddings` (a context manager) tokenizes the texts once for the
+  fit and the vectors.
 - Spark NLP embeddings (`SparkNLPEncoder`, model ``sparknlp:<install path>``): a word or sentence
   embeddings resource installed by nlphub, run through `sparknlp_pipeline`. Spark NLP needs its
   JVM jar on the Spark classpath (it is not on PyPI); `sparknlp_available` says why it cannot run
@@ -32,6 +34,7 @@ so tf-idf weights differ from ``bow``'s while the vocabulary and counts are the 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import io
@@ -40,7 +43,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -68,6 +71,7 @@ __all__ = [
     "get_spark",
     "make_spark_encoder",
     "spark_embed_dataframe",
+    "spark_embeddings",
     "sparknlp_available",
     "sparknlp_pipeline",
 ]
@@ -745,7 +749,47 @@ def fit_spark_embedding(
 
     `df` is read once while fitting (plus a few rows to count): the tokens (hashed features:
     the term frequencies) are cached (memory, then disk) while the rest is fitted on them.
+    To embed the same `df` right after, `spark_embeddings` reuses that cache instead of
+    reading and tokenizing the texts again.
     """
+    with _fitted(
+        df,
+        keep=(),
+        text_col=text_col,
+        model=model,
+        n_components=n_components,
+        max_features=max_features,
+        min_df=min_df,
+        lowercase=lowercase,
+        stop_words=stop_words,
+    ) as fit:
+        return fit.model
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """`_fitted`'s result: the model, the cached leading columns and the stages after them."""
+
+    model: SparkEmbeddingModel
+    cached: DataFrame  # the kept columns plus the leading stages' output (persisted)
+    tail: PipelineModel  # the model's stages after the cached column
+
+
+@contextlib.contextmanager
+def _fitted(
+    df: DataFrame,
+    *,
+    keep: Sequence[str],
+    text_col: str,
+    model: str,
+    n_components: int,
+    max_features: int = 4096,
+    min_df: int = 1,
+    lowercase: bool = True,
+    stop_words: str | Sequence[str] | None = None,
+) -> Iterator[_Fit]:
+    """Fit as `fit_spark_embedding`; the leading stages' output (and `df`'s columns `keep`)
+    stays cached until the block ends."""
     from pyspark import StorageLevel
     from pyspark.ml import Pipeline, PipelineModel, Transformer
 
@@ -767,7 +811,9 @@ def fit_spark_embedding(
     lead = next(i for i, stage in enumerate([*stages, None]) if not isinstance(stage, Transformer))
     cached_col = stages[lead - 1].getOutputCol()
     leading = PipelineModel(stages=stages[:lead])
-    cached = leading.transform(prepared).select(cached_col).persist(StorageLevel.MEMORY_AND_DISK)
+    cached = (
+        leading.transform(prepared).select(*keep, cached_col).persist(StorageLevel.MEMORY_AND_DISK)
+    )
     try:
         try:
             rest = Pipeline(stages=stages[lead:]).fit(cached)
@@ -788,21 +834,26 @@ def fit_spark_embedding(
             log.info(
                 "not reducing: fewer than %d rows or only %d features", n_components, input_dim
             )
-            return SparkEmbeddingModel(featurizer, features.spec, input_dim, n_components, False)
+            plain = SparkEmbeddingModel(featurizer, features.spec, input_dim, n_components, False)
+            yield _Fit(plain, cached, PipelineModel(stages=rest.stages))
+            return
         if input_dim > MAX_PCA_FEATURES:
             raise EmbeddingError(
                 f"PCA in Spark is limited to {MAX_PCA_FEATURES} features, not {input_dim}: "
                 "lower max_features or numFeatures"
             )
         rows, total, gram = _moments(rest.transform(cached), input_dim)
+        if not keep:  # nothing reads the cache again: free it before the driver's eigh
+            cached.unpersist()
+        mean = total / rows
+        covariance = (gram - rows * np.outer(mean, mean)) / max(rows - 1.0, 1.0)
+        components, ratio = _top_components(covariance, n_components)
+        pca, centre = _pca_stages(cached.sparkSession, components, ratio, mean @ components)
+        pipeline = PipelineModel(stages=[*featurizer.stages, pca, centre])
+        reduced = SparkEmbeddingModel(pipeline, features.spec, input_dim, n_components, True)
+        yield _Fit(reduced, cached, PipelineModel(stages=[*rest.stages, pca, centre]))
     finally:
         cached.unpersist()
-    mean = total / rows
-    covariance = (gram - rows * np.outer(mean, mean)) / max(rows - 1.0, 1.0)
-    components, ratio = _top_components(covariance, n_components)
-    pca, centre = _pca_stages(cached.sparkSession, components, ratio, mean @ components)
-    pipeline = PipelineModel(stages=[*featurizer.stages, pca, centre])
-    return SparkEmbeddingModel(pipeline, features.spec, input_dim, n_components, True)
 
 
 def _moments(
@@ -953,7 +1004,9 @@ def spark_embed_dataframe(
     Features as `SparkEncoder` (`model` ``tfidf``/``count``/``tfidf:<n>``; `options`:
     max_features, min_df, lowercase, stop_words), then PCA to `n_components` — skipped for
     fewer rows than `n_components` (the vectors then keep the feature width; see
-    `fit_spark_embedding`, which also returns the fitted pipeline to reuse).
+    `fit_spark_embedding`, which also returns the fitted pipeline to reuse). The vectors are
+    computed from the texts again when the result is read; `spark_embeddings` computes them
+    from the fit's cached term frequencies instead.
     """
     if "vector" in df.columns:
         raise EmbeddingError("the DataFrame already has a column 'vector'")
@@ -961,6 +1014,40 @@ def spark_embed_dataframe(
         df, text_col=text_col, model=model, n_components=n_components, **options
     )
     return fitted.transform(df, text_col=text_col)
+
+
+@contextlib.contextmanager
+def spark_embeddings(
+    df: DataFrame,
+    *,
+    text_col: str,
+    model: str,
+    n_components: int,
+    **options: Any,
+) -> Iterator[tuple[DataFrame, SparkEmbeddingModel]]:
+    """(`df` plus a ``vector`` column, the fitted model) as `spark_embed_dataframe`, reading
+    and tokenizing the texts once for both the fit and the vectors.
+
+    `df`'s columns and the term frequencies stay cached (memory, then disk) until the block
+    ends: write the vectors inside it. The DataFrame stays valid after the block, but then
+    computes from the texts again. Save ``model.pipeline`` to embed new records the same way.
+    """
+    if "vector" in df.columns:
+        raise EmbeddingError("the DataFrame already has a column 'vector'")
+    from pyspark.ml.functions import vector_to_array
+
+    with _fitted(
+        df,
+        keep=df.columns,
+        text_col=text_col,
+        model=model,
+        n_components=n_components,
+        **options,
+    ) as fit:
+        out = fit.tail.transform(fit.cached)
+        source = _PCA if fit.model.reduced else _FEATURES
+        out = out.withColumn("vector", vector_to_array(out[source], dtype="float32"))
+        yield _drop_temporary(out), fit.model
 
 
 # -- Spark NLP ------------------------------------------------------------------------------------
