@@ -512,3 +512,48 @@ def test_hnsw_build_memory_is_sized_to_the_vectors(env) -> None:
             ).scalar_one()
             == server
         )
+
+
+def test_texts_read_by_json_type(env, tmp_path) -> None:
+    """The text of each record in external id order: a string as it is; a missing attribute or
+    JSON null as ""; any other JSON type refused, naming the records (first ten)."""
+    from types import SimpleNamespace
+
+    from embeddings.platforms import EmbeddingError
+    from embeddings.service import _texts, get_dataset
+
+    rows: list[dict[str, Any]] = [
+        {"id": "b", "text": "zwei Wörter", "n": 1},
+        {"id": "a", "text": "", "n": None},
+        {"id": "d", "n": {"x": 1}},
+        {"id": "c", "text": None, "n": [1]},
+        {"id": "e", "text": '"quoted" \\ and\nnewline', "n": True},
+        {"id": "f", "text": "x", "n": "a string"},
+    ]
+    _load(tmp_path, rows, dataset="typed")
+
+    def read(attribute: str) -> list[tuple[str, str]]:
+        with Session(get_engine()) as session:
+            dataset = get_dataset(session, "typed")
+            emb = SimpleNamespace(attribute=attribute, dataset_id=dataset.id)
+            items = _texts(session, emb)  # type: ignore[arg-type]
+            ids = dict(
+                session.execute(
+                    text("SELECT id, external_id FROM record WHERE dataset_id = :d"),
+                    {"d": dataset.id},
+                ).all()
+            )
+        return [(ids[rid], value) for rid, value in items]
+
+    assert read("text") == [
+        ("a", ""),
+        ("b", "zwei Wörter"),
+        ("c", ""),
+        ("d", ""),
+        ("e", '"quoted" \\ and\nnewline'),
+        ("f", "x"),
+    ]
+    with pytest.raises(EmbeddingError, match=r"^attribute 'n' is not text in records b, c, d, e$"):
+        read("n")
+    with pytest.raises(EmbeddingError, match=r"^no record has an attribute 'nope'$"):
+        read("nope")
