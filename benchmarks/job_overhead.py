@@ -7,7 +7,9 @@ Starts embedded Postgres + Redis in a temp folder, one prefork worker, then meas
 - nlphub: nlphub.enqueue("nlphub.ping") x N (job row + audit + outbox publish), until every
           job row is `succeeded` (each job writes received, started, succeeded + audit events).
 Runs `--repeat` rounds of both, alternating; prints each side's best rate, the machine's CPU
-per task, and the ratio nlphub/bare (target >= 0.7).
+per task, and the ratio nlphub/bare (target >= 0.7). `--clients K` sends / enqueues from K
+threads on both sides (default 1); each side also prints when its last send returned, which
+shows when the one client's synchronous commits per job, not the worker, set the pace.
 """
 
 from __future__ import annotations
@@ -21,12 +23,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import child_env  # noqa: E402
+
+T = TypeVar("T")
 
 
 def machine_busy() -> float:
@@ -84,6 +91,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3, help="rounds of bare + nlphub")
     parser.add_argument(
+        "--clients",
+        type=int,
+        default=1,
+        help="threads sending the tasks / enqueuing the jobs, on both sides (1)",
+    )
+    parser.add_argument(
         "--profile",
         choices=["bare", "nlphub"],
         help="run only this side, once, printing the worker's pids first (to attach a profiler)",
@@ -137,9 +150,24 @@ def main() -> None:
         from schemas.db import get_engine
         from workers.app import app
 
+        sent: dict[str, float] = {}  # seconds until the last send / enqueue returned
+
+        def send_all(side: str, n: int, send: Callable[[], T]) -> list[T]:
+            """`send` n times from `--clients` threads; the time it took into `sent`."""
+            start = time.perf_counter()
+            if args.clients == 1:
+                out = [send() for _ in range(n)]
+            else:
+                shares = [n // args.clients + (i < n % args.clients) for i in range(args.clients)]
+                with ThreadPoolExecutor(args.clients) as clients:
+                    parts = clients.map(lambda k: [send() for _ in range(k)], shares)
+                    out = [item for part in parts for item in part]
+            sent[side] = time.perf_counter() - start
+            return out
+
         def bare(n: int) -> float:
             start = time.perf_counter()
-            results = [app.send_task("bench.noop", queue="default") for _ in range(n)]
+            results = send_all("bare", n, lambda: app.send_task("bench.noop", queue="default"))
             for r in results:
                 r.get(timeout=300)
             return time.perf_counter() - start
@@ -153,8 +181,7 @@ def main() -> None:
                 since = session.execute(text("SELECT clock_timestamp()")).scalar_one()
                 session.rollback()
             start = time.perf_counter()
-            for _ in range(n):
-                nlphub.enqueue("nlphub.ping", requested_by="bench")
+            send_all("nlphub", n, lambda: nlphub.enqueue("nlphub.ping", requested_by="bench"))
             deadline = time.monotonic() + 600
             with Session(get_engine()) as session:
                 while time.monotonic() < deadline:
@@ -184,31 +211,34 @@ def main() -> None:
             seconds = (bare if args.profile == "bare" else audited)(args.n)
             print(f"{args.profile}: {args.n / seconds:8.1f} per second")
             return
-        runs: dict[str, list[tuple[float, float]]] = {"bare": [], "nlphub": []}
+        runs: dict[str, list[tuple[float, float, float]]] = {"bare": [], "nlphub": []}
         roles: dict[str, dict[str, float]] = {"bare": {}, "nlphub": {}}
         for _ in range(args.repeat):
             for side, fn in (("bare", bare), ("nlphub", audited)):
                 busy, by_role = machine_busy(), cpu_by_process_group(worker.pid)
                 seconds = fn(args.n)
-                runs[side].append((seconds, (machine_busy() - busy) / args.n))
+                runs[side].append((seconds, (machine_busy() - busy) / args.n, sent[side]))
                 for role, cpu in cpu_by_process_group(worker.pid).items():
                     spent = (cpu - by_role.get(role, 0.0)) / args.n / args.repeat
                     roles[side][role] = roles[side].get(role, 0.0) + spent
-        (t_bare, cpu_bare), (t_nlphub, cpu_nlphub) = min(runs["bare"]), min(runs["nlphub"])
+        (t_bare, cpu_bare, s_bare) = min(runs["bare"])
+        (t_nlphub, cpu_nlphub, s_nlphub) = min(runs["nlphub"])
         r_bare, r_nlphub = args.n / t_bare, args.n / t_nlphub
+        print(f"{args.clients} client thread(s), {args.concurrency} pool processes")
         print(
-            f"bare celery no-op : {r_bare:8.1f} tasks/s  ({args.n} in {t_bare:.2f}s; "
-            f"CPU {cpu_bare * 1e3:.2f} ms/task)"
+            f"bare celery no-op : {r_bare:8.1f} tasks/s  ({args.n} in {t_bare:.2f}s, all sent "
+            f"after {s_bare:.2f}s; CPU {cpu_bare * 1e3:.2f} ms/task)"
         )
         print(
-            f"nlphub audited job: {r_nlphub:8.1f} jobs/s   ({args.n} in {t_nlphub:.2f}s; "
-            f"CPU {cpu_nlphub * 1e3:.2f} ms/job)"
+            f"nlphub audited job: {r_nlphub:8.1f} jobs/s   ({args.n} in {t_nlphub:.2f}s, all "
+            f"enqueued after {s_nlphub:.2f}s; CPU {cpu_nlphub * 1e3:.2f} ms/job)"
         )
-        per_round = [a / b for (a, _), (b, _) in zip(runs["bare"], runs["nlphub"], strict=True)]
-        for i, ((a, _), (b, _)) in enumerate(zip(runs["bare"], runs["nlphub"], strict=True)):
+        pairs = list(zip(runs["bare"], runs["nlphub"], strict=True))
+        per_round = [x[0] / y[0] for x, y in pairs]
+        for i, (x, y) in enumerate(pairs):
             print(
-                f"  round {i + 1}: bare {args.n / a:6.1f}/s, nlphub {args.n / b:6.1f}/s, "
-                f"ratio {a / b:.2f}"
+                f"  round {i + 1}: bare {args.n / x[0]:6.1f}/s, nlphub {args.n / y[0]:6.1f}/s, "
+                f"ratio {x[0] / y[0]:.2f}"
             )
         print(
             f"ratio nlphub/bare : {r_nlphub / r_bare:.2f} best to best, "
