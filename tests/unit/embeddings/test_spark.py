@@ -389,6 +389,14 @@ def test_spark_embeddings_reads_the_texts_once(spark: Any) -> None:
     with spark_embeddings(small, text_col="body", model="count", n_components=8) as (out, fitted):
         assert not fitted.reduced and _uses_cache(out)
         assert {len(r.vector) for r in out.collect()} == {fitted.input_dim}
+    with pytest.raises(RuntimeError, match="while writing"):  # released on an error too
+        with spark_embeddings(small, text_col="body", model="count", n_components=8) as (
+            out,
+            _,
+        ):
+            assert _uses_cache(out)
+            raise RuntimeError("while writing")
+    assert not _uses_cache(out)
     with pytest.raises(EmbeddingError, match="already has a column 'vector'"):
         with spark_embeddings(out, text_col="body", model="tfidf", n_components=4):
             pass
