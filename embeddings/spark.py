@@ -1029,8 +1029,9 @@ def spark_embeddings(
     and tokenizing the texts once for both the fit and the vectors.
 
     `df`'s columns and the term frequencies stay cached (memory, then disk) until the block
-    ends (select only the columns you need first): write the vectors inside it. The DataFrame stays valid after the block, but then
-    computes from the texts again. Save ``model.pipeline`` to embed new records the same way.
+    ends (select only the columns you need first): write the vectors inside it. The DataFrame
+    stays valid after the block, but then computes from the texts again. Save
+    ``model.pipeline`` to embed new records the same way.
     """
     if "vector" in df.columns:
         raise EmbeddingError("the DataFrame already has a column 'vector'")
