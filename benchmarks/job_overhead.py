@@ -150,29 +150,25 @@ def main() -> None:
         from schemas.db import get_engine
         from workers.app import app
 
-        sent: dict[str, float] = {}  # seconds until the last send / enqueue returned
-
-        def send_all(side: str, n: int, send: Callable[[], T]) -> list[T]:
-            """`send` n times from `--clients` threads; the time it took into `sent`."""
-            start = time.perf_counter()
+        def send_all(n: int, send: Callable[[], T]) -> list[T]:
+            """`send` n times from `--clients` threads (one: this thread, no pool)."""
             if args.clients == 1:
-                out = [send() for _ in range(n)]
-            else:
-                shares = [n // args.clients + (i < n % args.clients) for i in range(args.clients)]
-                with ThreadPoolExecutor(args.clients) as clients:
-                    parts = clients.map(lambda k: [send() for _ in range(k)], shares)
-                    out = [item for part in parts for item in part]
-            sent[side] = time.perf_counter() - start
-            return out
+                return [send() for _ in range(n)]
+            shares = [n // args.clients + (i < n % args.clients) for i in range(args.clients)]
+            with ThreadPoolExecutor(args.clients) as clients:
+                parts = clients.map(lambda k: [send() for _ in range(k)], shares)
+                return [item for part in parts for item in part]
 
-        def bare(n: int) -> float:
+        def bare(n: int) -> tuple[float, float]:
+            """(seconds until every result is in, seconds until the last send returned)"""
             start = time.perf_counter()
-            results = send_all("bare", n, lambda: app.send_task("bench.noop", queue="default"))
+            results = send_all(n, lambda: app.send_task("bench.noop", queue="default"))
+            sent = time.perf_counter() - start
             for r in results:
                 r.get(timeout=300)
-            return time.perf_counter() - start
+            return time.perf_counter() - start, sent
 
-        def audited(n: int) -> float:
+        def audited(n: int) -> tuple[float, float]:
             # Waiting must cost little next to the work measured (the bare side waits on
             # Celery's result channel): one index range count on (state, created_at) per
             # 20 ms, not the jobs' ids (binding and probing n ids each time took up to a
@@ -181,7 +177,8 @@ def main() -> None:
                 since = session.execute(text("SELECT clock_timestamp()")).scalar_one()
                 session.rollback()
             start = time.perf_counter()
-            send_all("nlphub", n, lambda: nlphub.enqueue("nlphub.ping", requested_by="bench"))
+            send_all(n, lambda: nlphub.enqueue("nlphub.ping", requested_by="bench"))
+            sent = time.perf_counter() - start
             deadline = time.monotonic() + 600
             with Session(get_engine()) as session:
                 while time.monotonic() < deadline:
@@ -198,7 +195,7 @@ def main() -> None:
                     time.sleep(0.02)
                 else:
                     raise SystemExit("nlphub jobs did not finish in time")
-            return time.perf_counter() - start
+            return time.perf_counter() - start, sent
 
         bare(20)
         audited(20)  # warm up both paths (worker pools, connections)
@@ -208,7 +205,7 @@ def main() -> None:
         if args.profile:
             pool = [p for p, role in _roles(worker.pid).items() if role == "worker pool"]
             print(f"worker main {worker.pid}, pool {pool}", flush=True)
-            seconds = (bare if args.profile == "bare" else audited)(args.n)
+            seconds, _ = (bare if args.profile == "bare" else audited)(args.n)
             print(f"{args.profile}: {args.n / seconds:8.1f} per second")
             return
         runs: dict[str, list[tuple[float, float, float]]] = {"bare": [], "nlphub": []}
@@ -216,8 +213,8 @@ def main() -> None:
         for _ in range(args.repeat):
             for side, fn in (("bare", bare), ("nlphub", audited)):
                 busy, by_role = machine_busy(), cpu_by_process_group(worker.pid)
-                seconds = fn(args.n)
-                runs[side].append((seconds, (machine_busy() - busy) / args.n, sent[side]))
+                seconds, sent = fn(args.n)
+                runs[side].append((seconds, (machine_busy() - busy) / args.n, sent))
                 for role, cpu in cpu_by_process_group(worker.pid).items():
                     spent = (cpu - by_role.get(role, 0.0)) / args.n / args.repeat
                     roles[side][role] = roles[side].get(role, 0.0) + spent
