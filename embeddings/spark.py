@@ -928,31 +928,91 @@ def _jvm_doubles(spark: SparkSession, values: Any, side: int) -> npt.NDArray[np.
     return data.reshape(side, side)
 
 
+#: From this width on, `_top_components` solves in float32 first (see there).
+FAST_EIGH_MIN_WIDTH = 1024
+#: Extra eigenpairs the float32 solve keeps, so the k-th is resolved from its neighbours.
+FAST_EIGH_OVERSAMPLE = 16
+#: Largest accepted residual ||C v - λ v|| of a component, relative to the largest eigenvalue;
+#: above it the float64 solve runs instead (the vectors are stored as float32: 1e-7).
+FAST_EIGH_TOLERANCE = 1e-6
+
+
 def _top_components(
-    covariance: npt.NDArray[np.float64], k: int
+    covariance: npt.NDArray[np.float64], k: int, *, tolerance: float = FAST_EIGH_TOLERANCE
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """(width x k components, their share of the total variance), largest first.
 
     Only the top `k` eigenpairs are computed (``scipy.linalg.eigh``: LAPACK ``syevx`` on a
-    subset). Signs as scikit-learn's ``svd_flip(u_based_decision=False)``: each component's
+    subset). From FAST_EIGH_MIN_WIDTH on, in about half the time: ``syevx`` in float32 for
+    the top k + FAST_EIGH_OVERSAMPLE, then one step of subspace iteration and a Rayleigh-Ritz
+    projection in float64, which brings the eigenvalues to float64 accuracy (1e-14 relative
+    on a 4096-wide tf-idf covariance) and the vectors to ~1e-7. Each component's residual is
+    checked; past `tolerance` (relative to the largest eigenvalue) the float64 ``syevx`` runs
+    instead. Signs as scikit-learn's ``svd_flip(u_based_decision=False)``: each component's
     largest absolute entry is positive.
     """
+    width = covariance.shape[0]
+    total = float(np.trace(covariance))
+    found = None
+    if width >= FAST_EIGH_MIN_WIDTH and k + FAST_EIGH_OVERSAMPLE < width:
+        found = _top_eigh_float32(covariance, k, tolerance)
+    if found is None:
+        from scipy.linalg import eigh
+
+        values, vectors = eigh(
+            covariance,
+            subset_by_index=[width - k, width - 1],
+            driver="evx",
+            overwrite_a=True,
+            check_finite=False,
+        )
+        values, vectors = values[::-1], vectors[:, ::-1]
+    else:
+        values, vectors = found
+    values = np.clip(values, 0.0, None)
+    biggest = np.argmax(np.abs(vectors), axis=0)
+    signs = np.sign(vectors[biggest, np.arange(k)])
+    vectors = vectors * np.where(signs == 0, 1.0, signs)
+    return vectors, values / total if total > 0 else np.zeros_like(values)
+
+
+def _top_eigh_float32(
+    covariance: npt.NDArray[np.float64], k: int, tolerance: float
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+    """The top `k` (eigenvalues, eigenvectors) of `covariance`, largest first, from a float32
+    solve refined in float64; None when a residual is past `tolerance` (or float32 cannot
+    hold the matrix)."""
     from scipy.linalg import eigh
 
     width = covariance.shape[0]
-    total = float(np.trace(covariance))
-    values, vectors = eigh(
-        covariance,
-        subset_by_index=[width - k, width - 1],
+    with np.errstate(over="ignore"):
+        single = covariance.astype(np.float32)
+    if not np.isfinite(single).all():
+        return None
+    _, rough = eigh(
+        single,
+        subset_by_index=[width - k - FAST_EIGH_OVERSAMPLE, width - 1],
         driver="evx",
         overwrite_a=True,
         check_finite=False,
     )
-    values, vectors = np.clip(values[::-1], 0.0, None), vectors[:, ::-1]
-    biggest = np.argmax(np.abs(vectors), axis=0)
-    signs = np.sign(vectors[biggest, np.arange(k)])
-    vectors *= np.where(signs == 0, 1.0, signs)
-    return vectors, values / total if total > 0 else np.zeros_like(values)
+    del single
+    basis, _ = np.linalg.qr(covariance @ rough.astype(np.float64))
+    image = covariance @ basis
+    small = basis.T @ image
+    values, rotation = np.linalg.eigh((small + small.T) / 2)
+    values, rotation = values[::-1][:k], rotation[:, ::-1][:, :k]
+    vectors = basis @ rotation
+    residual = np.linalg.norm(image @ rotation - vectors * values, axis=0)
+    scale = max(float(np.abs(values).max()), np.finfo(np.float64).tiny)
+    if not np.isfinite(residual).all() or residual.max() > tolerance * scale:
+        log.info(
+            "float32 eigh not accurate enough (residual %.1e of the largest eigenvalue): "
+            "solving in float64",
+            float(residual.max()) / scale,
+        )
+        return None
+    return values, vectors
 
 
 def _pca_stages(

@@ -1,0 +1,97 @@
+"""`embeddings.spark._top_components`: the driver's eigh for Spark's PCA (numpy only, no JVM).
+
+From FAST_EIGH_MIN_WIDTH on it solves in float32 and refines in float64; the result must be
+the float64 solve's, and a failed residual check must fall back to it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from scipy.linalg import eigh
+
+import embeddings.spark as sp
+
+K = 64
+
+
+def covariance(width: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """A covariance with a decaying spectrum whose k-th and (k+1)-th eigenvalues are 0.5 %
+    apart (as on tf-idf texts: the hardest boundary for a subset solve), and its spectrum."""
+    rng = np.random.default_rng(seed)
+    values = 1.0 / (1.0 + np.arange(width)) ** 0.8
+    values[K] = values[K - 1] / 1.005
+    basis, _ = np.linalg.qr(rng.standard_normal((width, width)))
+    return (basis * values) @ basis.T, values
+
+
+def reference(matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """float64 syevx, largest first, signs as scikit-learn's svd_flip."""
+    width = matrix.shape[0]
+    values, vectors = eigh(matrix, subset_by_index=[width - k, width - 1], driver="evx")
+    values, vectors = values[::-1], vectors[:, ::-1]
+    biggest = np.argmax(np.abs(vectors), axis=0)
+    return values, vectors * np.sign(vectors[biggest, np.arange(k)])
+
+
+def spy_fast_path(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Records, per call of the float32 solve, whether it returned a result."""
+    calls: list[bool] = []
+    original = sp._top_eigh_float32
+
+    def spy(*args: object) -> object:
+        found = original(*args)  # type: ignore[arg-type]
+        calls.append(found is not None)
+        return found
+
+    monkeypatch.setattr(sp, "_top_eigh_float32", spy)
+    return calls
+
+
+def test_float32_solve_gives_the_float64_components(monkeypatch: pytest.MonkeyPatch) -> None:
+    matrix, _ = covariance(sp.FAST_EIGH_MIN_WIDTH + 100)
+    values, expected = reference(matrix, K)
+    calls = spy_fast_path(monkeypatch)
+    components, ratio = sp._top_components(matrix.copy(), K)
+    assert calls == [True]
+    assert components.shape == (matrix.shape[0], K)
+    np.testing.assert_allclose(components, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ratio, values / np.trace(matrix), rtol=1e-10)
+    # signs: each component's largest absolute entry is positive
+    biggest = np.argmax(np.abs(components), axis=0)
+    assert (components[biggest, np.arange(K)] > 0).all()
+
+
+def test_a_residual_past_the_tolerance_falls_back_to_float64(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    matrix, _ = covariance(sp.FAST_EIGH_MIN_WIDTH + 100, seed=5)
+    values, expected = reference(matrix, K)
+    calls = spy_fast_path(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="embeddings.spark"):
+        components, ratio = sp._top_components(matrix.copy(), K, tolerance=0.0)
+    assert calls == [False]
+    assert "solving in float64" in caplog.text
+    np.testing.assert_allclose(components, expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ratio, values / np.trace(matrix), rtol=1e-12)
+
+
+def test_a_matrix_float32_cannot_hold_is_solved_in_float64(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    matrix, _ = covariance(sp.FAST_EIGH_MIN_WIDTH, seed=7)
+    matrix *= 1e42  # entries past float32's largest value (3.4e38)
+    calls = spy_fast_path(monkeypatch)
+    components, _ = sp._top_components(matrix.copy(), K)
+    assert calls == [False]
+    np.testing.assert_allclose(components, reference(matrix, K)[1], rtol=0, atol=1e-12)
+
+
+def test_narrow_matrices_are_solved_in_float64_directly(monkeypatch: pytest.MonkeyPatch) -> None:
+    matrix, _ = covariance(300)
+    calls = spy_fast_path(monkeypatch)
+    components, _ = sp._top_components(matrix.copy(), K)
+    assert calls == []
+    np.testing.assert_allclose(components, reference(matrix, K)[1], rtol=0, atol=1e-12)
