@@ -43,12 +43,13 @@ cores):
   frequencies, written to Spark's noop sink) ÷ the same computation in one process with
   scikit-learn (the same tokens, hashed counts, Spark's idf, l2 rows, then
   ``PCA(64, svd_solver="covariance_eigh")``), both reading the same text files (target
-  >= 1.5). scikit-learn runs twice with its own HashingVectorizer (the fastest run counts) and
-  once with Spark's hash buckets, whose output is compared with Spark's on the first 2000
-  texts (|cosine| per component, Gram matrix). The Spark steps are timed inside the fit
-  (features, covariance pass, driver eigh, stages); a small run first warms the JIT. Then the
-  same run in a local[1] session (Spark's own scaling, printed without a target). Skipped when
-  pyspark is not installed.
+  >= 1.5). scikit-learn runs twice with its own HashingVectorizer and once with Spark's hash
+  buckets, whose output is compared with Spark's on the first 2000 texts (|cosine| per
+  component, Gram matrix); its fastest run counts. Spark first warms its JIT on a tenth of the
+  texts (at least 20,000) at the same width, then runs twice; its faster run counts. The Spark
+  steps are timed inside the fit (features, covariance pass, driver eigh, stages). Then the
+  same two runs in a local[1] session (Spark's own scaling, printed without a target).
+  Skipped when pyspark is not installed.
 
 Texts are sentences drawn from the MiniLM WordPiece vocabulary's whole words with Zipf weights
 and log-normal lengths (fixed seed). Starts an embedded Postgres in a temp folder when a part
@@ -1165,6 +1166,16 @@ def _spark_hashed_tfidf(
     return normalize(tf @ sps.diags(idf), norm="l2", copy=False).tocsr(), df
 
 
+#: Timed Spark runs per session (the fastest counts, as scikit-learn's fastest of three).
+SPARK_RUNS = 2
+
+
+def _print_spark_steps(times: dict[str, float]) -> None:
+    for label, seconds in times.items():
+        if label not in ("total", "partitions"):
+            say(f"    {label:44s}: {seconds:7.2f}s")
+
+
 def part_spark(bench: Bench) -> None:
     try:
         import pyspark
@@ -1253,11 +1264,15 @@ def part_spark(bench: Bench) -> None:
             times["partitions"] = df.rdd.getNumPartitions()
             return times, fitted
 
+        # Warm-up, not counted: the JVM compiles the hot paths (tokenizer, hashing, columnar
+        # cache, the Gramian's loop) only after enough rows at the real width; 20,000 texts at
+        # 256 features left the first full run ~5 s slower than the next one.
         warm = bench.base / "spark-warm"
         warm.mkdir()
-        (warm / "part-0.txt").write_text("\n".join(make_texts(20_000, 1)) + "\n")
-        spark_run(str(warm), 256)  # JIT and session warm-up (small PCA), not counted
-        spark_times, fitted = spark_run(str(folder), features)
+        (warm / "part-0.txt").write_text("\n".join(make_texts(max(20_000, n // 10), 1)) + "\n")
+        spark_run(str(warm), features)
+        two = [spark_run(str(folder), features) for _ in range(SPARK_RUNS)]
+        spark_times, fitted = min(two, key=lambda run: run[0]["total"])
         rows = (
             fitted.transform(
                 spark.createDataFrame([(t,) for t in sample], "value string"), text_col="value"
@@ -1269,7 +1284,10 @@ def part_spark(bench: Bench) -> None:
         # Spark's own scaling: the same run on one thread (same JVM, JIT warm).
         spark.stop()
         spark = session(1)
-        one_thread, _ = spark_run(str(folder), features)
+        one_thread, _ = min(
+            (spark_run(str(folder), features) for _ in range(SPARK_RUNS)),
+            key=lambda run: run[0]["total"],
+        )
     finally:
         spark.stop()
     t_sk2, _, sk_steps2 = sklearn_run(spark_hash=False)
@@ -1284,13 +1302,12 @@ def part_spark(bench: Bench) -> None:
     )
     for label, seconds in sk_steps.items():
         say(f"    {label:44s}: {seconds:7.2f}s")
+    each = ", ".join(f"{times['total']:.2f}s" for times, _ in two)
     say(
-        f"  spark local[{cores}]           : {n / t_spark:9.0f} rec/s  ({t_spark:.2f}s, "
+        f"  spark local[{cores}]           : {n / t_spark:9.0f} rec/s  (runs {each}, "
         f"{int(spark_times['partitions'])} partitions; spark_embeddings + write)"
     )
-    for label, seconds in spark_times.items():
-        if label not in ("total", "partitions"):
-            say(f"    {label:44s}: {seconds:7.2f}s")
+    _print_spark_steps(spark_times)
     ours, ref = spark_sample, sk_out[: len(sample)]
     cosine = np.abs(np.sum(ours * ref, axis=0)) / (
         np.linalg.norm(ours, axis=0) * np.linalg.norm(ref, axis=0)
@@ -1307,6 +1324,7 @@ def part_spark(bench: Bench) -> None:
         f"  spark local[1]           : {n / one_thread['total']:9.0f} rec/s  "
         f"({one_thread['total']:.2f}s); local[{cores}] / local[1]: {scaling:.2f}"
     )
+    _print_spark_steps(one_thread)
     bench.results.add(
         "spark", f"spark local[{cores}] / sklearn, {n} texts", ratio, "{:.2f}", ">=", 1.5
     )
