@@ -95,3 +95,17 @@ def test_narrow_matrices_are_solved_in_float64_directly(monkeypatch: pytest.Monk
     components, _ = sp._top_components(matrix.copy(), K)
     assert calls == []
     np.testing.assert_allclose(components, reference(matrix, K)[1], rtol=0, atol=1e-12)
+
+
+def test_a_rank_deficient_covariance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Few rows (fewer than k + the oversampling): zero eigenvalues inside the float32 subset."""
+    rng = np.random.default_rng(11)
+    rows = rng.standard_normal((K + 6, sp.FAST_EIGH_MIN_WIDTH)) * np.linspace(3, 1, K + 6)[:, None]
+    centred = rows - rows.mean(axis=0)
+    matrix = centred.T @ centred / (len(rows) - 1)  # rank K + 5
+    values, expected = reference(matrix, K)
+    calls = spy_fast_path(monkeypatch)
+    components, ratio = sp._top_components(matrix.copy(), K)
+    assert calls == [True]
+    np.testing.assert_allclose(components, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ratio, values / np.trace(matrix), rtol=1e-9)
