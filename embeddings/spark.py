@@ -379,6 +379,15 @@ def _drop_temporary(df: DataFrame) -> DataFrame:
     return df.drop(*[c for c in df.columns if c.startswith(_PREFIX)])
 
 
+def _with_vectors(transformed: DataFrame, source: str, output_col: str) -> DataFrame:
+    """`transformed` with its vector column `source` as an ``array<float>`` `output_col`, and
+    without the temporary columns."""
+    from pyspark.ml.functions import vector_to_array
+
+    out = transformed.withColumn(output_col, vector_to_array(transformed[source], "float32"))
+    return _drop_temporary(out)
+
+
 # -- SparkEncoder ---------------------------------------------------------------------------------
 
 
@@ -590,13 +599,10 @@ class SparkEncoder:
 
     def transform_dataframe(self, df: DataFrame, *, text_col: str = "text") -> DataFrame:
         """`df` plus a ``vector`` column (``array<float>``) from the fitted encoder, in Spark."""
-        from pyspark.ml.functions import vector_to_array
-
         if not self._fitted:
             raise EmbeddingError(f"{self.name} must be fitted on the corpus before encoding")
         out = self._pipeline().transform(_with_text(df, text_col))
-        out = out.withColumn("vector", vector_to_array(out[_FEATURES], dtype="float32"))
-        return _drop_temporary(out)
+        return _with_vectors(out, _FEATURES, "vector")
 
     # -- state
 
@@ -715,14 +721,15 @@ class SparkEmbeddingModel:
         return self.n_components if self.reduced else self.input_dim
 
     def transform(self, df: DataFrame, *, text_col: str, output_col: str = "vector") -> DataFrame:
-        from pyspark.ml.functions import vector_to_array
-
         if output_col in df.columns:
             raise EmbeddingError(f"the DataFrame already has a column {output_col!r}")
         out = self.pipeline.transform(_with_text(df, text_col))
-        source = _PCA if self.reduced else _FEATURES
-        out = out.withColumn(output_col, vector_to_array(out[source], dtype="float32"))
-        return _drop_temporary(out)
+        return _with_vectors(out, self._vectors_col, output_col)
+
+    @property
+    def _vectors_col(self) -> str:
+        """The (temporary) column of the pipeline's output holding the vectors."""
+        return _PCA if self.reduced else _FEATURES
 
 
 def fit_spark_embedding(
@@ -1095,8 +1102,6 @@ def spark_embeddings(
     """
     if "vector" in df.columns:
         raise EmbeddingError("the DataFrame already has a column 'vector'")
-    from pyspark.ml.functions import vector_to_array
-
     with _fitted(
         df,
         keep=df.columns,
@@ -1106,9 +1111,7 @@ def spark_embeddings(
         **options,
     ) as fit:
         out = fit.tail.transform(fit.cached)
-        source = _PCA if fit.model.reduced else _FEATURES
-        out = out.withColumn("vector", vector_to_array(out[source], dtype="float32"))
-        yield _drop_temporary(out), fit.model
+        yield _with_vectors(out, fit.model._vectors_col, "vector"), fit.model
 
 
 # -- Spark NLP ------------------------------------------------------------------------------------
