@@ -1271,8 +1271,13 @@ def part_spark(bench: Bench) -> None:
         warm.mkdir()
         (warm / "part-0.txt").write_text("\n".join(make_texts(max(20_000, n // 10), 1)) + "\n")
         spark_run(str(warm), features)
-        two = [spark_run(str(folder), features) for _ in range(SPARK_RUNS)]
-        spark_times, fitted = min(two, key=lambda run: run[0]["total"])
+
+        def timed_runs() -> tuple[list[dict[str, float]], Any]:
+            """Every timed run's times, and the fastest run's (times, fitted model)."""
+            runs = [spark_run(str(folder), features) for _ in range(SPARK_RUNS)]
+            return [times for times, _ in runs], min(runs, key=lambda run: run[0]["total"])
+
+        two, (spark_times, fitted) = timed_runs()
         rows = (
             fitted.transform(
                 spark.createDataFrame([(t,) for t in sample], "value string"), text_col="value"
@@ -1284,10 +1289,7 @@ def part_spark(bench: Bench) -> None:
         # Spark's own scaling: the same run on one thread (same JVM, JIT warm).
         spark.stop()
         spark = session(1)
-        one_thread, _ = min(
-            (spark_run(str(folder), features) for _ in range(SPARK_RUNS)),
-            key=lambda run: run[0]["total"],
-        )
+        _, (one_thread, _) = timed_runs()
     finally:
         spark.stop()
     t_sk2, _, sk_steps2 = sklearn_run(spark_hash=False)
@@ -1302,7 +1304,7 @@ def part_spark(bench: Bench) -> None:
     )
     for label, seconds in sk_steps.items():
         say(f"    {label:44s}: {seconds:7.2f}s")
-    each = ", ".join(f"{times['total']:.2f}s" for times, _ in two)
+    each = ", ".join(f"{times['total']:.2f}s" for times in two)
     say(
         f"  spark local[{cores}]           : {n / t_spark:9.0f} rec/s  (runs {each}, "
         f"{int(spark_times['partitions'])} partitions; spark_embeddings + write)"
