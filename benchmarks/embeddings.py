@@ -1191,7 +1191,9 @@ def part_spark(bench: Bench) -> None:
     folder = bench.base / "spark-texts"
     folder.mkdir(parents=True, exist_ok=True)
     texts = make_texts(n, bench.args.seed + 5)
-    files = 2 * cores  # one partition per file: both cores busy, no shuffle
+    # Equal files; Spark packs them into splits of about (total size / cores), so it reads one
+    # partition per core (the run prints how many): both cores busy, no shuffle.
+    files = 2 * cores
     per = math.ceil(n / files)
     for i in range(files):
         (folder / f"part-{i}.txt").write_text("\n".join(texts[i * per : (i + 1) * per]) + "\n")
