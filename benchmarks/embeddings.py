@@ -1173,7 +1173,8 @@ def _spark_hashed_tfidf(
 SPARK_RUNS = 3
 
 
-def _print_spark_steps(times: dict[str, float]) -> None:
+def _print_run_steps(times: dict[str, float]) -> None:
+    """One run's step times, in order (without its "total" and "partitions" entries)."""
     for label, seconds in times.items():
         if label not in ("total", "partitions"):
             say(f"    {label:44s}: {seconds:7.2f}s")
@@ -1307,14 +1308,13 @@ def part_spark(bench: Bench) -> None:
         f"  sklearn, one process     : {n / t_sk:9.0f} rec/s  (runs {t_sk1:.2f}s, {t_sk2:.2f}s "
         f"sklearn hashing; {t_sk3:.2f}s Spark's buckets; out {sk_out.shape})"
     )
-    for label, seconds in sk_steps.items():
-        say(f"    {label:44s}: {seconds:7.2f}s")
+    _print_run_steps(sk_steps)
     each = ", ".join(f"{times['total']:.2f}s" for times in every)
     say(
         f"  spark local[{cores}]           : {n / t_spark:9.0f} rec/s  (runs {each}, "
         f"{int(spark_times['partitions'])} partitions; spark_embeddings + write)"
     )
-    _print_spark_steps(spark_times)
+    _print_run_steps(spark_times)
     ours, ref = spark_sample, sk_out[: len(sample)]
     cosine = np.abs(np.sum(ours * ref, axis=0)) / (
         np.linalg.norm(ours, axis=0) * np.linalg.norm(ref, axis=0)
@@ -1331,7 +1331,7 @@ def part_spark(bench: Bench) -> None:
         f"  spark local[1]           : {n / one_thread['total']:9.0f} rec/s  "
         f"({one_thread['total']:.2f}s); local[{cores}] / local[1]: {scaling:.2f}"
     )
-    _print_spark_steps(one_thread)
+    _print_run_steps(one_thread)
     bench.results.add(
         "spark", f"spark local[{cores}] / sklearn, {n} texts", ratio, "{:.2f}", ">=", 1.5
     )
