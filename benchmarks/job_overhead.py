@@ -1,6 +1,6 @@
 """N audited nlphub jobs vs N bare Celery no-op tasks, same broker, same worker, same run.
 
-    python benchmarks/job_overhead.py [-n 500] [--concurrency 2]
+    python benchmarks/job_overhead.py [-n 2000] [--repeat 5] [--concurrency 2]
 
 Starts embedded Postgres + Redis in a temp folder, one prefork worker, then measures:
 - bare:   app.send_task("bench.noop") x N, until every result is stored;
@@ -87,9 +87,11 @@ def cpu_by_process_group(worker_pid: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("-n", type=int, default=500)
+    # Rounds of several seconds (6-11 s on 2 vCPUs), five of them: shorter or fewer, and a
+    # shared machine's slow spells decide the ratio more than the jobs do.
+    parser.add_argument("-n", type=int, default=2000, help="tasks / jobs per round")
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of bare + nlphub")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds of bare + nlphub")
     parser.add_argument(
         "--clients",
         type=int,
