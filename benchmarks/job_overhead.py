@@ -87,7 +87,7 @@ def cpu_by_process_group(worker_pid: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    # Rounds of several seconds (6-11 s on 2 vCPUs), five of them: shorter or fewer, and a
+    # Rounds of several seconds (5-12 s on 2 vCPUs), five of them: shorter or fewer, and a
     # shared machine's slow spells decide the ratio more than the jobs do.
     parser.add_argument("-n", type=int, default=2000, help="tasks / jobs per round")
     parser.add_argument("--concurrency", type=int, default=2)
