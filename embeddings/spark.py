@@ -853,7 +853,12 @@ def _fitted(
         if not keep:  # nothing reads the cache again: free it before the driver's eigh
             cached.unpersist()
         mean = total / rows
-        covariance = (gram - rows * np.outer(mean, mean)) / max(rows - 1.0, 1.0)
+        # (gram - rows * mean meanᵀ) / (rows - 1) in place on one new array: at 4096 features
+        # the old expression made four (128 MiB each, two alive at once) and four passes
+        covariance = np.outer(mean, -rows * mean)
+        covariance += gram
+        covariance /= max(rows - 1.0, 1.0)
+        del gram  # its base holds Σ x xᵀ: free it before the eigh
         components, ratio = _top_components(covariance, n_components)
         pca, centre = _pca_stages(cached.sparkSession, components, ratio, mean @ components)
         pipeline = PipelineModel(stages=[*featurizer.stages, pca, centre])
