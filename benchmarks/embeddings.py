@@ -1247,16 +1247,16 @@ def part_spark(bench: Bench) -> None:
     ]
     try:
 
-        def spark_run(path: str, num_features: int) -> tuple[dict[str, float], Any]:
+        def spark_run() -> tuple[dict[str, float], Any]:
             """The product path: spark_embeddings (fit, then the vectors from the fit's
             cached term frequencies) written to Spark's noop sink."""
             times: dict[str, float] = {}
             begin = time.perf_counter()
-            df = spark.read.text(path)
+            df = spark.read.text(str(folder))
             with (
                 timed_calls(steps) as inner,
                 product.spark_embeddings(
-                    df, text_col="value", model=f"tfidf:{num_features}", n_components=k
+                    df, text_col="value", model=f"tfidf:{features}", n_components=k
                 ) as (out, fitted),
             ):
                 fit = time.perf_counter() - begin
@@ -1277,7 +1277,7 @@ def part_spark(bench: Bench) -> None:
         # (21.4-28.3 s, 0.8-11 s over that session's fastest). scikit-learn's first run was
         # the slowest in 3 of 5 sessions, so it gets the same untimed run: both sides are timed
         # warm, as a worker's long-lived process runs them.
-        spark_run(str(folder), features)
+        spark_run()
         sklearn_run(spark_hash=False)
 
         def timed_runs(
@@ -1288,7 +1288,7 @@ def part_spark(bench: Bench) -> None:
             runs = []
             for _ in range(SPARK_RUNS):
                 between()
-                runs.append(spark_run(str(folder), features))
+                runs.append(spark_run())
             return [times for times, _ in runs], min(runs, key=lambda run: run[0]["total"])
 
         # Each Spark run follows one scikit-learn run (with its own hashing, its fastest way):
@@ -1297,8 +1297,8 @@ def part_spark(bench: Bench) -> None:
         sk_runs: list[tuple[float, dict[str, float]]] = []
 
         def sklearn_between() -> None:
-            seconds, _, steps = sklearn_run(spark_hash=False)
-            sk_runs.append((seconds, steps))
+            seconds, _, run_steps = sklearn_run(spark_hash=False)
+            sk_runs.append((seconds, run_steps))
 
         every, (spark_times, fitted) = timed_runs(sklearn_between)
         rows = (
