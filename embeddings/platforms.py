@@ -45,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from nlphub.errors import NlphubError, TemporaryError
+from nlphub.system import freeze_heap
 
 log = logging.getLogger(__name__)
 
@@ -433,7 +434,11 @@ def lru_get(
     make: Callable[[], Any],
 ) -> Any:
     """`cache[key]`, made by `make()` (outside the lock) when missing; the `limit` most
-    recently used entries are kept."""
+    recently used entries are kept.
+
+    A value made here (a model, a session) lives as long as the process, and so do the
+    libraries it imported: the heap is frozen after it is made (`nlphub.system.freeze_heap`),
+    so the garbage collector's full passes no longer walk them."""
     with lock:
         value = cache.get(key)
         if value is not None:
@@ -444,6 +449,7 @@ def lru_get(
         cache[key] = value
         while len(cache) > limit:
             cache.popitem(last=False)
+    freeze_heap()
     return value
 
 

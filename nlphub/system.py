@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 
@@ -11,3 +12,20 @@ def available_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def freeze_heap() -> None:
+    """Collect once, then move every object alive to the permanent generation (`gc.freeze`),
+    which the cyclic garbage collector no longer walks.
+
+    For a process that has just loaded something large that it keeps: a sentence-transformers
+    model with torch and transformers is ~520,000 objects, and every full collection walked
+    them all: ~0.4 s, triggered by any allocation-heavy step (reading 20,000 records took
+    0.45-0.53 s instead of 0.08-0.10 s every other time). Frozen objects are still freed by
+    reference counting; what was frozen earlier is first handed back to the collector
+    (`gc.unfreeze`), so reference cycles in whatever was dropped since (an evicted model) are
+    freed by the collection here.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
