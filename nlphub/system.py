@@ -24,7 +24,8 @@ def freeze_heap() -> None:
     0.45-0.53 s instead of 0.08-0.10 s every other time). Frozen objects are still freed by
     reference counting; what was frozen earlier is first handed back to the collector
     (`gc.unfreeze`), so reference cycles in whatever was dropped since (an evicted model) are
-    freed by the collection here.
+    freed by the collection here. Until then, a cycle frozen with the rest (an object that was
+    alive at the load and dropped after) stays in memory: at most what was alive at one load.
     """
     gc.unfreeze()
     gc.collect()
