@@ -1,7 +1,8 @@
 """`embeddings.spark._top_components`: the driver's eigh for Spark's PCA (numpy only, no JVM).
 
-From FAST_EIGH_MIN_WIDTH on it solves in float32 and refines in float64; the result must be
-the float64 solve's, and a failed residual check must fall back to it.
+From KRYLOV_MIN_WIDTH on it tries a block Krylov solve, from FAST_EIGH_MIN_WIDTH on a float32
+``syevx``, each refined in float64; the result must be the float64 solve's, and a failed
+residual check must fall back to the next solve.
 """
 
 from __future__ import annotations
@@ -36,17 +37,17 @@ def reference(matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return values, vectors * np.sign(vectors[biggest, np.arange(k)])
 
 
-def spy_fast_path(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Records, per call of the float32 solve, whether it returned a result."""
+def spy_fast_path(monkeypatch: pytest.MonkeyPatch, name: str = "_top_eigh_float32") -> list[bool]:
+    """Records, per call of the float32 solve `name`, whether it returned a result."""
     calls: list[bool] = []
-    original = sp._top_eigh_float32
+    original = getattr(sp, name)
 
     def spy(*args: object) -> object:
-        found = original(*args)  # type: ignore[arg-type]
+        found = original(*args)
         calls.append(found is not None)
         return found
 
-    monkeypatch.setattr(sp, "_top_eigh_float32", spy)
+    monkeypatch.setattr(sp, name, spy)
     return calls
 
 
@@ -109,3 +110,99 @@ def test_a_rank_deficient_covariance(monkeypatch: pytest.MonkeyPatch) -> None:
     assert calls == [True]
     np.testing.assert_allclose(components, expected, rtol=0, atol=1e-6)
     np.testing.assert_allclose(ratio, values / np.trace(matrix), rtol=1e-9)
+
+
+# -- the block Krylov solve (from KRYLOV_MIN_WIDTH on) ---------------------------------------------
+
+WIDE = sp.KRYLOV_MIN_WIDTH + 40
+
+
+@pytest.fixture(scope="module")
+def wide() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(covariance, its top K values, their vectors) at WIDE, solved once for the module."""
+    matrix, _ = covariance(WIDE, seed=13)
+    values, vectors = reference(matrix, K)
+    return matrix, values, vectors
+
+
+def test_krylov_solve_gives_the_float64_components(
+    monkeypatch: pytest.MonkeyPatch, wide: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    matrix, values, expected = wide
+    krylov = spy_fast_path(monkeypatch, "_top_eigh_krylov")
+    syevx = spy_fast_path(monkeypatch)
+    components, ratio = sp._top_components(matrix.copy(), K)
+    assert (krylov, syevx) == ([True], [])
+    np.testing.assert_allclose(components, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ratio, values / np.trace(matrix), rtol=1e-10)
+    # a fixed start block: the same matrix gives the same components, bit for bit
+    again, _ = sp._top_components(matrix.copy(), K)
+    np.testing.assert_array_equal(again, components)
+
+
+def test_a_krylov_residual_past_the_tolerance_falls_back_to_syevx_then_float64(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    wide: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    matrix, values, expected = wide
+    krylov = spy_fast_path(monkeypatch, "_top_eigh_krylov")
+    syevx = spy_fast_path(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="embeddings.spark"):
+        components, ratio = sp._top_components(matrix.copy(), K, tolerance=0.0)
+    assert (krylov, syevx) == ([False], [False])
+    assert "Krylov solve not accurate enough" in caplog.text
+    assert "solving with syevx" in caplog.text
+    assert "solving in float64" in caplog.text
+    np.testing.assert_allclose(components, expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ratio, values / np.trace(matrix), rtol=1e-12)
+
+
+def test_a_krylov_residual_past_the_tolerance_takes_syevx_when_that_passes(
+    monkeypatch: pytest.MonkeyPatch, wide: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    matrix, _, expected = wide
+    monkeypatch.setattr(sp, "KRYLOV_BLOCKS", 2)  # too few blocks to converge
+    krylov = spy_fast_path(monkeypatch, "_top_eigh_krylov")
+    syevx = spy_fast_path(monkeypatch)
+    components, _ = sp._top_components(matrix.copy(), K)
+    assert (krylov, syevx) == ([False], [True])
+    np.testing.assert_allclose(components, expected, rtol=0, atol=1e-6)
+
+
+def test_a_krylov_basis_wider_than_half_the_matrix_is_not_tried(
+    monkeypatch: pytest.MonkeyPatch, wide: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    matrix, _, _ = wide
+    k = WIDE // (2 * sp.KRYLOV_BLOCKS) - sp.FAST_EIGH_OVERSAMPLE + 1  # one column too many
+    krylov = spy_fast_path(monkeypatch, "_top_eigh_krylov")
+    syevx = spy_fast_path(monkeypatch)
+    components, _ = sp._top_components(matrix.copy(), k)
+    assert (krylov, syevx) == ([False], [True])
+    np.testing.assert_allclose(components, reference(matrix, k)[1], rtol=0, atol=1e-6)
+
+
+def test_krylov_on_a_rank_deficient_covariance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rank K + 5, below the block width: later blocks hold only rounding noise."""
+    rng = np.random.default_rng(17)
+    rows = rng.standard_normal((K + 6, WIDE)) * np.linspace(3, 1, K + 6)[:, None]
+    centred = rows - rows.mean(axis=0)
+    matrix = centred.T @ centred / (len(rows) - 1)
+    values, expected = reference(matrix, K)
+    krylov = spy_fast_path(monkeypatch, "_top_eigh_krylov")
+    components, ratio = sp._top_components(matrix.copy(), K)
+    assert krylov == [True]
+    np.testing.assert_allclose(components, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ratio, values / np.trace(matrix), rtol=1e-9)
+
+
+def test_a_wide_matrix_float32_cannot_hold_is_solved_in_float64(
+    monkeypatch: pytest.MonkeyPatch, wide: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    matrix, _, _ = wide
+    huge = matrix * 1e42
+    krylov = spy_fast_path(monkeypatch, "_top_eigh_krylov")
+    syevx = spy_fast_path(monkeypatch)
+    components, _ = sp._top_components(huge.copy(), K)
+    assert (krylov, syevx) == ([False], [False])
+    np.testing.assert_allclose(components, reference(huge, K)[1], rtol=0, atol=1e-12)
