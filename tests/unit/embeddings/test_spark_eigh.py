@@ -158,28 +158,29 @@ def test_a_krylov_residual_past_the_tolerance_falls_back_to_syevx_then_float64(
     np.testing.assert_allclose(ratio, values / np.trace(matrix), rtol=1e-12)
 
 
-def test_a_krylov_residual_past_the_tolerance_takes_syevx_when_that_passes(
-    monkeypatch: pytest.MonkeyPatch, wide: tuple[np.ndarray, np.ndarray, np.ndarray]
+@pytest.mark.parametrize(
+    ("blocks", "k"),
+    [
+        (2, K),  # too few blocks to converge: the residual check fails
+        # one column too many: the basis would be wider than half the matrix (not tried)
+        (sp.KRYLOV_BLOCKS, WIDE // (2 * sp.KRYLOV_BLOCKS) - sp.FAST_EIGH_OVERSAMPLE + 1),
+    ],
+    ids=["residual-past-tolerance", "basis-too-wide"],
+)
+def test_syevx_solves_what_the_krylov_solve_cannot(
+    monkeypatch: pytest.MonkeyPatch,
+    wide: tuple[np.ndarray, np.ndarray, np.ndarray],
+    blocks: int,
+    k: int,
 ) -> None:
-    matrix, _, expected = wide
-    monkeypatch.setattr(sp, "KRYLOV_BLOCKS", 2)  # too few blocks to converge
-    krylov = spy_fast_path(monkeypatch, "_top_eigh_krylov")
-    syevx = spy_fast_path(monkeypatch)
-    components, _ = sp._top_components(matrix.copy(), K)
-    assert (krylov, syevx) == ([False], [True])
-    np.testing.assert_allclose(components, expected, rtol=0, atol=1e-6)
-
-
-def test_a_krylov_basis_wider_than_half_the_matrix_is_not_tried(
-    monkeypatch: pytest.MonkeyPatch, wide: tuple[np.ndarray, np.ndarray, np.ndarray]
-) -> None:
-    matrix, _, _ = wide
-    k = WIDE // (2 * sp.KRYLOV_BLOCKS) - sp.FAST_EIGH_OVERSAMPLE + 1  # one column too many
+    matrix, _, top = wide
+    monkeypatch.setattr(sp, "KRYLOV_BLOCKS", blocks)
     krylov = spy_fast_path(monkeypatch, "_top_eigh_krylov")
     syevx = spy_fast_path(monkeypatch)
     components, _ = sp._top_components(matrix.copy(), k)
     assert (krylov, syevx) == ([False], [True])
-    np.testing.assert_allclose(components, reference(matrix, k)[1], rtol=0, atol=1e-6)
+    expected = top if k == K else reference(matrix, k)[1]
+    np.testing.assert_allclose(components, expected, rtol=0, atol=1e-6)
 
 
 def test_krylov_on_a_rank_deficient_covariance(monkeypatch: pytest.MonkeyPatch) -> None:
