@@ -922,7 +922,6 @@ def part_bow1m(bench: Bench) -> None:
 
 def part_pgvector(bench: Bench) -> None:
     import psycopg
-    from pgvector.psycopg import register_vector
     from sqlalchemy import text
     from sqlmodel import Session
 
@@ -966,18 +965,18 @@ def part_pgvector(bench: Bench) -> None:
         )
     t_records = time.perf_counter() - start
     start = time.perf_counter()
-    with psycopg.connect(db_url) as conn:
-        register_vector(conn)
-        with (
-            conn.cursor() as cur,
-            cur.copy(
-                "COPY embedding_vector (embedding_id, record_id, vector) FROM STDIN "
-                "WITH (FORMAT BINARY)"
-            ) as copy,
-        ):
-            copy.set_types(["uuid", "uuid", "vector"])
-            for rid, vec in zip(ids, vectors, strict=True):
-                copy.write_row((emb_id, rid, vec))
+    # The service's binary COPY rows (`_copy_rows`: no pgvector Python package needed) into
+    # the service's staging table, then one INSERT ... SELECT; in chunks of 50,000 rows.
+    with psycopg.connect(db_url) as conn, conn.cursor() as cur:
+        cur.execute(service._STAGING_TABLE.replace(" ON COMMIT DELETE ROWS", ""))
+        for at in range(0, n, 50_000):
+            with cur.copy(service._STAGING_COPY) as copy:
+                copy.write(service._copy_rows(ids[at : at + 50_000], vectors[at : at + 50_000]))
+        cur.execute(
+            "INSERT INTO embedding_vector (embedding_id, record_id, vector) "
+            "SELECT %s, record_id, vector FROM embedding_vector_in",
+            (emb_id,),
+        )
     t_copy = time.perf_counter() - start
     notices: list[str] = []
     with session_scope() as session:
