@@ -976,10 +976,13 @@ def _top_components(
     width = covariance.shape[0]
     total = float(np.trace(covariance))
     found = None
-    if width >= KRYLOV_MIN_WIDTH:
-        found = _top_eigh_krylov(covariance, k, tolerance)
-    if found is None and width >= FAST_EIGH_MIN_WIDTH and k + FAST_EIGH_OVERSAMPLE < width:
-        found = _top_eigh_float32(covariance, k, tolerance)
+    if width >= FAST_EIGH_MIN_WIDTH and k + FAST_EIGH_OVERSAMPLE < width:
+        single = _single(covariance)  # one float32 copy for both float32 solves
+        if width >= KRYLOV_MIN_WIDTH:
+            found = _top_eigh_krylov(covariance, single, k, tolerance)
+        if found is None:
+            found = _top_eigh_float32(covariance, single, k, tolerance)  # overwrites `single`
+        del single
     if found is None:
         from scipy.linalg import eigh
 
@@ -1008,15 +1011,17 @@ def _single(covariance: npt.NDArray[np.float64]) -> npt.NDArray[np.float32] | No
 
 
 def _top_eigh_float32(
-    covariance: npt.NDArray[np.float64], k: int, tolerance: float
+    covariance: npt.NDArray[np.float64],
+    single: npt.NDArray[np.float32] | None,
+    k: int,
+    tolerance: float,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
     """The top `k` (eigenvalues, eigenvectors) of `covariance`, largest first, from a float32
-    ``syevx`` refined in float64; None when a residual is past `tolerance` (or float32 cannot
-    hold the matrix)."""
+    ``syevx`` on `single` (its float32 copy, overwritten) refined in float64; None when a
+    residual is past `tolerance` (or `single` is None: float32 cannot hold the matrix)."""
     from scipy.linalg import eigh
 
     width = covariance.shape[0]
-    single = _single(covariance)
     if single is None:
         return None
     _, rough = eigh(
@@ -1026,16 +1031,19 @@ def _top_eigh_float32(
         overwrite_a=True,
         check_finite=False,
     )
-    del single
     return _refined(covariance, rough, k, tolerance, "float32 eigh", "solving in float64")
 
 
 def _top_eigh_krylov(
-    covariance: npt.NDArray[np.float64], k: int, tolerance: float
+    covariance: npt.NDArray[np.float64],
+    single: npt.NDArray[np.float32] | None,
+    k: int,
+    tolerance: float,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
     """The top `k` (eigenvalues, eigenvectors) of `covariance`, largest first, from a block
-    Krylov solve in float32 refined in float64; None when a residual is past `tolerance`, the
-    basis would be wider than half the matrix, or float32 cannot hold it.
+    Krylov solve on `single` (its float32 copy, only read) refined in float64; None when a
+    residual is past `tolerance`, the basis would be wider than half the matrix, or `single`
+    is None (float32 cannot hold the matrix).
 
     The basis spans ``C Ω, C² Ω, …, C^KRYLOV_BLOCKS Ω`` for a fixed-seed Gaussian block Ω of
     k + FAST_EIGH_OVERSAMPLE columns (the same input gives the same components), each block
@@ -1048,10 +1056,7 @@ def _top_eigh_krylov(
     """
     width = covariance.shape[0]
     block_width = k + FAST_EIGH_OVERSAMPLE
-    if block_width * KRYLOV_BLOCKS > width // 2:
-        return None
-    single = _single(covariance)
-    if single is None:
+    if single is None or block_width * KRYLOV_BLOCKS > width // 2:
         return None
     rng = np.random.default_rng(0)
     basis = np.empty((width, block_width * KRYLOV_BLOCKS), dtype=np.float32)
@@ -1067,7 +1072,6 @@ def _top_eigh_krylov(
             for _ in range(2):
                 nxt -= before @ (before.T @ nxt)
             block, _ = np.linalg.qr(nxt)
-    del single
     small = (basis.T @ image).astype(np.float64)
     _, rotation = np.linalg.eigh((small + small.T) / 2)
     rough = basis @ rotation[:, ::-1][:, :block_width].astype(np.float32)
