@@ -31,7 +31,7 @@ cores):
   writes (and the per-batch state reads/writes) are stubbed out, which the printout says. At up
   to ``--bow-db-max`` records it also runs the real `compute` against Postgres in another child.
 - ``pgvector``: N x 64 clustered vectors in ``embedding_vector`` (dataset, records and embedding
-  rows as the service has them, vectors by the service's binary COPY rows), the service's own
+  rows as the service has them, vectors stored as the service stores them), the service's own
   partial HNSW cosine index (`embeddings.service._index`); p95 latency of
   `embeddings.service.similar` (which sets ``hnsw.ef_search`` to its ``EF_SEARCH``) over
   ``--queries`` records and its recall@10 against exact numpy cosine (targets <= 10 ms and
@@ -966,18 +966,11 @@ def part_pgvector(bench: Bench) -> None:
         )
     t_records = time.perf_counter() - start
     start = time.perf_counter()
-    # The service's binary COPY rows (`_copy_rows`: no pgvector Python package needed) into
-    # the service's staging table, then one INSERT ... SELECT; in chunks of 50,000 rows.
-    with psycopg.connect(db_url) as conn, conn.cursor() as cur:
-        cur.execute(service._STAGING_TABLE.replace(" ON COMMIT DELETE ROWS", ""))
-        for at in range(0, n, 50_000):
-            with cur.copy(service._STAGING_COPY) as copy:
-                copy.write(service._copy_rows(ids[at : at + 50_000], vectors[at : at + 50_000]))
-        cur.execute(
-            "INSERT INTO embedding_vector (embedding_id, record_id, vector) "
-            "SELECT %s, record_id, vector FROM embedding_vector_in",
-            (emb_id,),
-        )
+    # As the service stores a window (`_store`: binary COPY rows into its staging table, one
+    # upsert), one transaction per 50,000 rows.
+    for at in range(0, n, 50_000):
+        with session_scope() as session:
+            service._store(session, emb_id, ids[at : at + 50_000], vectors[at : at + 50_000])
     t_copy = time.perf_counter() - start
     notices: list[str] = []
     with session_scope() as session:
