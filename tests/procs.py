@@ -1,7 +1,9 @@
-"""Process helpers for tests that kill real workers: children, descendants, liveness."""
+"""Process helpers for tests that run real processes: children, descendants, liveness, and the
+environment of a benchmark script run on its own embedded servers."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -27,3 +29,16 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def own_servers_env(tmp: Path) -> dict[str, str]:
+    """This process' environment for a script that starts its own embedded servers under `tmp`
+    (its TMPDIR: a short path, as Postgres' socket lives there): no database or Redis URL and
+    no NLPHUB_ setting of the test session."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL") and not k.startswith("NLPHUB_")
+    }
+    env["TMPDIR"] = str(tmp)
+    return env

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import alive, descendants
+from tests.procs import alive, descendants, own_servers_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.integration]
 
@@ -31,12 +31,7 @@ def _figure(output: str, name: str) -> int:
 def test_quick_soak_loses_and_duplicates_nothing() -> None:
     # Its own embedded servers and temp folder (short path: Postgres' socket lives there).
     tmp = Path(tempfile.mkdtemp(prefix="soak-t-"))
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "REDIS_URL") and not k.startswith("NLPHUB_")
-    }
-    env["TMPDIR"] = str(tmp)
+    env = own_servers_env(tmp)
     try:
         output = _run(env)
         assert list(tmp.glob("nlphub-soak-*")) == []  # the script removed its temp folder

@@ -4,7 +4,6 @@ dependencies, and a part that crashes makes the script exit 1. About 10 s."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.procs import own_servers_env
+
 pytestmark = [pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,12 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _run(*args: str) -> tuple[int, str]:
     # Its own embedded Postgres and temp folder (short path: Postgres' socket lives there).
     tmp = Path(tempfile.mkdtemp(prefix="bench-t-"))
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "REDIS_URL") and not k.startswith("NLPHUB_")
-    }
-    env["TMPDIR"] = str(tmp)
+    env = own_servers_env(tmp)
     try:
         done = subprocess.run(
             [sys.executable, str(ROOT / "benchmarks" / "embeddings.py"), *args],
