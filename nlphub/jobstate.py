@@ -17,7 +17,6 @@ from typing import Any, Literal
 
 import psycopg
 import psycopg.errors
-import sqlalchemy.exc
 from psycopg import pq
 from psycopg.rows import dict_row
 from sqlalchemy import Connection
@@ -25,6 +24,7 @@ from sqlmodel import Session
 
 from nlphub.audit import audit_params, canonical
 from nlphub.redact import redact
+from schemas.db import driver_connection
 from schemas.states import JobState, job_predecessors
 
 #: Extra SET clauses per target state.
@@ -124,9 +124,8 @@ def _one_row(conn: Connection | Session, sql: str, params: dict[str, Any]) -> di
     more CPU than the database round trip). Errors still arrive as SQLAlchemy's exceptions,
     and a lost connection is invalidated in the pool, as `Connection.execute` would do."""
     sa_conn = _connection(conn)
-    dbapi: Any = sa_conn.connection.dbapi_connection
     statement = _prepared(sql)
-    try:
+    with driver_connection(sa_conn, statement.sql.decode(), params) as dbapi:
         if not dbapi.autocommit:
             # In a transaction (a Session's): psycopg opens it with its first statement.
             with dbapi.cursor(row_factory=dict_row) as cur:
@@ -134,17 +133,6 @@ def _one_row(conn: Connection | Session, sql: str, params: dict[str, Any]) -> di
                 row = cur.fetchone()
             return {k: None if v is None else _as_text(v) for k, v in row.items()}
         result = _execute(dbapi, statement, [_text(params[name]) for name in statement.names])
-    except psycopg.Error as exc:
-        lost = bool(dbapi.closed or dbapi.broken) or sa_conn.dialect.is_disconnect(
-            exc,  # type: ignore[arg-type]
-            dbapi,
-            None,
-        )
-        if lost:
-            sa_conn.invalidate(exc)
-        raise sqlalchemy.exc.DBAPIError.instance(
-            statement.sql.decode(), params, exc, psycopg.Error, connection_invalidated=lost
-        ) from exc
     return {
         result.fname(i).decode(): (None if (v := result.get_value(0, i)) is None else v.decode())
         for i in range(result.nfields)

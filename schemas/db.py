@@ -7,13 +7,15 @@ import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlmodel import Session
 
 from workers.settings import get_settings
@@ -98,6 +100,29 @@ def autocommit_engine() -> Engine:
     if options is None:
         options = _AUTOCOMMIT[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
     return options
+
+
+@contextmanager
+def driver_connection(conn: Connection, statement: str, params: Any = None) -> Iterator[Any]:
+    """The psycopg connection beneath `conn`, for what SQLAlchemy's API can't send (libpq
+    prepared statements, a pipeline). A psycopg error raised inside comes out as SQLAlchemy's
+    `DBAPIError` for `statement`, and a lost connection is invalidated in the pool, as
+    `Connection.execute` would do: callers and `tasks.base.is_temporary` see one kind of
+    error whichever way a statement went."""
+    dbapi: Any = conn.connection.dbapi_connection
+    try:
+        yield dbapi
+    except psycopg.Error as exc:
+        lost = bool(dbapi.closed or dbapi.broken) or conn.dialect.is_disconnect(
+            exc,  # type: ignore[arg-type]
+            dbapi,
+            None,
+        )
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            statement, params, exc, psycopg.Error, connection_invalidated=lost
+        ) from exc
 
 
 def dispose_engines(*, close: bool = True) -> None:
