@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlmodel import Session, col, select
 
 from embeddings.platforms import EmbeddingError, Encoder, make_encoder
@@ -31,7 +31,7 @@ from embeddings.reduce import Reducer
 from embeddings.tokens import token_vectors
 from nlphub import audit
 from nlphub.errors import NotFound, Refused
-from schemas.db import session_scope
+from schemas.db import autocommit_engine, driver_connection, get_engine, session_scope
 from schemas.models import Dataset, Embedding, utcnow
 from workers.settings import Settings
 
@@ -39,10 +39,14 @@ log = logging.getLogger(__name__)
 
 PLATFORMS = ("bow", "huggingface", "spark", "openai", "azure", "cohere")
 ATTRIBUTE_BATCH, TOKEN_BATCH = 128, 32
-#: HNSW candidates per search. Measured at 1M x 64 (benchmarks/embeddings.py pgvector):
-#: 100 gave recall@10 0.92-0.96 depending on the build, 200 0.95-0.98 (p95 ~4.7 ms), 400
-#: 0.98 (similar() p95 6.4 ms on 2 cores).
+#: HNSW candidates per search, and the graph's build parameters (m: pgvector's default).
+#: Measured at 1M x 64 clustered vectors on 2 vCPUs (benchmarks/embeddings.py pgvector):
+#: - ef_construction 64 (pgvector's default; built in 277 s): similar() recall@10 0.923 at
+#:   ef_search 100, 0.954 at 200, 0.964 at 400 (p50 3.9-4.3 ms, p95 7.4-8.2 ms);
+#: - ef_construction 128 (408 s): 0.990 at 100, 0.9995 at 200 and 400 (p50 2.6-2.9 ms,
+#:   p95 3.8-4.1 ms): a better-connected graph, found sooner.
 EF_SEARCH = 400
+HNSW_M, HNSW_EF_CONSTRUCTION = 16, 128
 ENCODE_WINDOW_BATCHES = 16  # batches of ATTRIBUTE_BATCH per encode() call
 _SECRET_REF = re.compile(r"^[A-Z][A-Z0-9_]{1,127}$")
 MAX_IMPORT_ERRORS = 50
@@ -406,6 +410,7 @@ def _index(session: Session, emb: Embedding, rows: int | None = None) -> None:
         text(
             f"CREATE INDEX IF NOT EXISTS {name} ON embedding_vector USING hnsw "
             f"((vector::vector({int(emb.output_dims or 0)})) vector_cosine_ops) "
+            f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION}) "
             f"WHERE embedding_id = '{emb.id}'"
         )
     )
@@ -678,8 +683,94 @@ def embed_query(
         encoder.close()
 
 
+#: The embedding a search uses: the dataset's newest finished attribute-level one, or the
+#: one asked for (psycopg parameters `ds`, `eid`).
+_SEARCHED = (
+    "SELECT e.id, e.output_dims, d.id AS dataset_id FROM dataset d "
+    "JOIN embedding e ON e.dataset_id = d.id "
+    "WHERE d.name = %(ds)s AND e.state = 'finished' AND e.granularity = 'attribute' "
+    "AND (CAST(%(eid)s AS uuid) IS NULL OR e.id = CAST(%(eid)s AS uuid)) "
+    "ORDER BY e.finished_at DESC LIMIT 1"
+)
+#: That embedding, and a record's vector in it (`x`; NULL when the record has none).
+_FIND = (
+    f"WITH target AS MATERIALIZED ({_SEARCHED}) "
+    "SELECT target.id, target.output_dims, (SELECT v.vector::text FROM record r "
+    "JOIN embedding_vector v ON v.record_id = r.id AND v.embedding_id = target.id "
+    "WHERE r.dataset_id = target.dataset_id AND r.external_id = %(x)s) AS vector FROM target"
+)
+#: For one statement only (its implicit transaction): the HNSW candidates, and a generic plan
+#: (a search's text names its embedding, so that plan keeps the partial index).
+_SEARCH_SETTINGS = (
+    "SELECT set_config('hnsw.ef_search', %(ef)s, true), "
+    "set_config('plan_cache_mode', 'force_generic_plan', true)"
+)
+#: (database, dataset, embedding asked for) -> (the embedding searched, its dimensions), per
+#: process, so that a record's search is one statement (`_by_record` checks it is still the
+#: one to search). At most `_TARGETS_MAX` entries.
+_TARGETS: dict[tuple[str, str, uuid.UUID | None], tuple[uuid.UUID, int]] = {}
+_TARGETS_MAX = 1024
+
+
+def _knn(emb_id: uuid.UUID, dims: int, query: str, limit: int, check: str = "") -> str:
+    """A kNN over the embedding's partial HNSW index, to the vector `query` (SQL), of the
+    rows that also pass `check`. Its text names the embedding and the dimensions: the index
+    is partial, on `vector::vector(dims)`."""
+    vector = f"(v.vector::vector({int(dims)}))"
+    return (
+        f"SELECT r.external_id, 1 - ({vector} <=> {query}) AS score "
+        f"FROM embedding_vector v JOIN record r ON r.id = v.record_id "
+        f"WHERE v.embedding_id = '{uuid.UUID(str(emb_id))}' {check}"
+        f"ORDER BY {vector} <=> {query} LIMIT {int(limit)}"
+    )
+
+
+def _by_record(emb_id: uuid.UUID, dims: int, limit: int) -> str:
+    """The nearest vectors to record `x`'s, in one statement: no rows when `emb_id` is not
+    the embedding to search any more (a newer one finished) or `x` has no vector in it."""
+    emb = uuid.UUID(str(emb_id))
+    return (
+        f"WITH target AS MATERIALIZED ({_SEARCHED}), "
+        f"q AS MATERIALIZED (SELECT v.vector::vector({int(dims)}) AS qv FROM record r "
+        f"JOIN embedding_vector v ON v.record_id = r.id AND v.embedding_id = '{emb}' "
+        f"WHERE r.dataset_id = (SELECT dataset_id FROM target) AND r.external_id = %(x)s) "
+    ) + _knn(
+        emb,
+        dims,
+        "(SELECT qv FROM q)",
+        limit,
+        check=f"AND (SELECT id FROM target) = '{emb}' AND (SELECT qv FROM q) IS NOT NULL ",
+    )
+
+
+def _search(conn: Connection, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Run `sql` with `_SEARCH_SETTINGS` in one round trip: a pipeline on an autocommit
+    connection, whose two statements share the implicit transaction until its sync. The
+    statement is prepared on the connection (psycopg keeps it), so later searches are not
+    planned again (~0.5 ms at 1M vectors)."""
+    with driver_connection(conn, sql, params) as dbapi:
+        with dbapi.pipeline():
+            dbapi.execute(_SEARCH_SETTINGS, {"ef": str(EF_SEARCH)})
+            cursor = dbapi.execute(sql, params, prepare=True)
+        return list(cursor.fetchall())
+
+
+def _find(
+    conn: Connection, dataset: str, embedding_id: uuid.UUID | None, record: str | None
+) -> tuple[uuid.UUID, int, str | None]:
+    """(embedding to search, its dimensions, `record`'s vector in it or None); NotFound
+    names what is missing."""
+    params = {"ds": dataset, "eid": embedding_id, "x": record}
+    with driver_connection(conn, _FIND, params) as dbapi:
+        row = dbapi.execute(_FIND, params).fetchone()
+    if row is None:
+        with Session(conn) as session:
+            _latest(session, dataset, embedding_id)  # raises the error that names what is missing
+        raise NotFound(f"dataset {dataset!r} has no finished attribute-level embedding")
+    return row[0], int(row[1] or 0), row[2]
+
+
 def similar(
-    session: Session,
     settings: Settings,
     *,
     dataset: str,
@@ -690,49 +781,43 @@ def similar(
 ) -> list[dict[str, Any]]:
     """Nearest records by cosine similarity (HNSW index) to a record or a query text.
 
-    Two statements for a record: one finds the embedding and the record's vector (and sets
-    ``hnsw.ef_search`` for this transaction), one is the kNN search. The embedding's model
-    and reducer are loaded only to embed a query text."""
+    A record's search is one statement, one round trip, once this process has searched the
+    dataset: the embedding to search and its dimensions are remembered, and the statement
+    itself checks that they are still right (when not, they are looked up again). A query
+    text is embedded with the embedding's model and reducer, loaded only for that."""
     if (record is None) == (query is None):
         raise Refused("give a record id or a query text")
-    found = session.execute(
-        text(
-            "SELECT e.id, e.output_dims, set_config('hnsw.ef_search', :ef, true) AS ef, "
-            "(SELECT v.vector::text FROM record r JOIN embedding_vector v "
-            " ON v.record_id = r.id AND v.embedding_id = e.id "
-            " WHERE r.dataset_id = d.id AND r.external_id = :x) AS v "
-            "FROM dataset d JOIN embedding e ON e.dataset_id = d.id "
-            "WHERE d.name = :ds AND e.state = 'finished' AND e.granularity = 'attribute' "
-            "AND (CAST(:eid AS uuid) IS NULL OR e.id = :eid) "
-            "ORDER BY e.finished_at DESC LIMIT 1"
-        ),
-        {"ef": str(EF_SEARCH), "x": record, "ds": dataset, "eid": embedding_id},
-    ).first()
-    if found is None:
-        _latest(session, dataset, embedding_id)  # raises the error that names what is missing
-        raise NotFound(f"dataset {dataset!r} has no finished attribute-level embedding")
-    emb_id, dims = found.id, int(found.output_dims or 0)
-    if record is not None:
-        if found.v is None:
-            raise NotFound(f"record {record!r} has no vector in embedding {emb_id}")
-        q = found.v
-    else:
+    engine = autocommit_engine()
+    key = (str(engine.url), dataset, embedding_id)
+    with engine.connect() as conn:
+        if record is not None:
+            params = {"ds": dataset, "eid": embedding_id, "x": record}
+            known = _TARGETS.get(key)
+            if known is not None:
+                rows = _search(conn, _by_record(*known, k + 1), params)
+                if rows:
+                    return _hits(rows, record, k)
+            emb_id, dims, vector = _find(conn, dataset, embedding_id, record)
+            if vector is None:
+                raise NotFound(f"record {record!r} has no vector in embedding {emb_id}")
+            if len(_TARGETS) >= _TARGETS_MAX:
+                _TARGETS.clear()
+            _TARGETS[key] = (emb_id, dims)
+            return _hits(_search(conn, _by_record(emb_id, dims, k + 1), params), record, k)
+        emb_id, dims, _ = _find(conn, dataset, embedding_id, None)
+    with Session(get_engine()) as session:
         emb = session.get(Embedding, emb_id)
-        assert emb is not None
-        q = _vec(embed_query(emb, settings, [query or ""])[0])
-    rows = session.execute(
-        text(
-            f"SELECT r.external_id, 1 - ((v.vector::vector({dims})) <=> "
-            f"CAST(:q AS vector({dims}))) AS score "
-            f"FROM embedding_vector v JOIN record r ON r.id = v.record_id "
-            f"WHERE v.embedding_id = :e "
-            f"ORDER BY (v.vector::vector({dims})) <=> CAST(:q AS vector({dims})) LIMIT :k"
-        ),
-        {"q": q, "e": emb_id, "k": k + (1 if record is not None else 0)},
-    ).all()
-    hits = [
-        {"id": r.external_id, "score": round(float(r.score), 6)}
-        for r in rows
-        if r.external_id != record
-    ]
-    return hits[:k]
+    if emb is None:  # deleted since
+        raise NotFound(f"dataset {dataset!r} has no finished attribute-level embedding")
+    vector = _vec(embed_query(emb, settings, [query or ""])[0])
+    sql = _knn(emb_id, dims, f"CAST(%(q)s AS vector({int(dims)}))", k)
+    with engine.connect() as conn:
+        return _hits(_search(conn, sql, {"q": vector}), None, k)
+
+
+def _hits(rows: Sequence[tuple[Any, ...]], record: str | None, k: int) -> list[dict[str, Any]]:
+    return [
+        {"id": external_id, "score": round(float(score), 6)}
+        for external_id, score in rows
+        if external_id != record
+    ][:k]

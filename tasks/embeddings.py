@@ -55,13 +55,11 @@ def embed_records(job: JobContext, payload: EmbedRecordsPayload) -> dict[str, An
 @nlphub_task("nlphub.similar")
 def similar(job: JobContext, payload: SimilarPayload) -> dict[str, Any]:
     """Nearest records by cosine similarity. Side effects: none. Safe to run twice."""
-    with session_scope() as session:
-        hits = service.similar(
-            session,
-            get_settings(),
-            dataset=payload.dataset,
-            k=payload.k,
-            record=payload.record,
-            query=payload.text,
-        )
+    hits = service.similar(
+        get_settings(),
+        dataset=payload.dataset,
+        k=payload.k,
+        record=payload.record,
+        query=payload.text,
+    )
     return {"hits": hits}

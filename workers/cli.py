@@ -999,11 +999,9 @@ def similar(
 ) -> None:
     """Nearest records by cosine similarity (to a record, or to a query text)."""
     from embeddings.service import similar as find
-    from schemas.db import session_scope
 
     _ready_db()
-    with session_scope() as session:
-        hits = find(session, _settings(), dataset=dataset, k=k, record=record, query=text)
+    hits = find(_settings(), dataset=dataset, k=k, record=record, query=text)
     table = Table("record", "similarity")
     for hit in hits:
         table.add_row(hit["id"], f"{hit['score']:.4f}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -119,29 +121,40 @@ def test_bow_attribute_embeddings_pca_and_search(env, worker, wait_job, tmp_path
     assert job.result["reduced"] is True and job.result["dims"] == 16
     emb_id = job.result["embedding"]
     assert _count(emb_id) == 144
+    hits = similar(get_settings(), dataset="news", record="food-0-0", k=5)
+    assert [h["id"].split("-")[0] for h in hits[:3]] == ["food"] * 3
+    by_text = similar(get_settings(), dataset="news", query="football goal", k=3)
+    assert all(h["id"].startswith("sport") for h in by_text)
+    assert similar(
+        get_settings(), dataset="news", record="food-0-0", k=5, embedding_id=emb_id
+    ) == similar(get_settings(), dataset="news", record="food-0-0", k=5)
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"dataset": "nope", "record": "x"}, "dataset 'nope'"),
+        ({"dataset": "news", "record": "nope"}, "record 'nope' has no vector"),
+        (
+            {"dataset": "news", "record": "food-0-0", "embedding_id": uuid.uuid4()},
+            "no finished",
+        ),
+        ({"dataset": "news"}, "give a record id or a query text"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(Exception, match=message):
+            similar(get_settings(), **kwargs)
+    # The same search as other apps run it (the task) and as ops run it (the CLI).
+    task = wait_job(
+        nlphub.enqueue("nlphub.similar", {"dataset": "news", "record": "food-0-0", "k": 5})
+    )
+    assert task.state == JobState.SUCCEEDED, task.error
+    assert _scores(task.result["hits"]) == _scores(hits)
+    cli = subprocess.run(
+        [str(Path(sys.executable).with_name("nlphub")), "similar", "news", "--text", "pasta"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert "food-2-" in cli.stdout, cli.stdout  # "fresh pasta with garlic and olive oil"
     with Session(get_engine()) as session:
-        hits = similar(session, get_settings(), dataset="news", record="food-0-0", k=5)
-        assert [h["id"].split("-")[0] for h in hits[:3]] == ["food"] * 3
-        by_text = similar(session, get_settings(), dataset="news", query="football goal", k=3)
-        assert all(h["id"].startswith("sport") for h in by_text)
-        assert session.execute(text("SHOW hnsw.ef_search")).scalar_one() == str(EF_SEARCH)
-        assert similar(
-            session, get_settings(), dataset="news", record="food-0-0", k=5, embedding_id=emb_id
-        ) == similar(session, get_settings(), dataset="news", record="food-0-0", k=5)
-        session.rollback()
-        bad: list[tuple[dict[str, Any], str]] = [
-            ({"dataset": "nope", "record": "x"}, "dataset 'nope'"),
-            ({"dataset": "news", "record": "nope"}, "record 'nope' has no vector"),
-            (
-                {"dataset": "news", "record": "food-0-0", "embedding_id": uuid.uuid4()},
-                "no finished",
-            ),
-            ({"dataset": "news"}, "give a record id or a query text"),
-        ]
-        for kwargs, message in bad:
-            with pytest.raises(Exception, match=message):
-                similar(session, get_settings(), **kwargs)
-            session.rollback()
         indexes = (
             session.execute(
                 text(
@@ -153,6 +166,7 @@ def test_bow_attribute_embeddings_pca_and_search(env, worker, wait_job, tmp_path
             .all()
         )
         assert len(indexes) == 1 and "hnsw" in indexes[0] and "vector_cosine_ops" in indexes[0]
+        assert "m='16', ef_construction='128'" in indexes[0], indexes[0]
 
 
 def test_encode_windows_do_not_change_the_vectors(env, tmp_path, monkeypatch) -> None:
@@ -198,6 +212,109 @@ def test_encode_windows_do_not_change_the_vectors(env, tmp_path, monkeypatch) ->
             np.testing.assert_allclose(results[window][rid], vec, rtol=1e-5, atol=1e-6)
 
 
+def _computed(dims: int, dataset: str = "news") -> uuid.UUID:
+    """A finished bow embedding of `dataset`, computed here (no worker)."""
+    from embeddings.service import EmbeddingSpec, compute, create_embedding
+
+    with session_scope() as session:
+        emb = create_embedding(
+            session, EmbeddingSpec(dataset, "text", "bow", "tfidf", dims=dims), actor="t"
+        )
+        emb_id = emb.id
+    compute(emb_id, get_settings(), actor="t", progress=lambda *_: None)
+    return emb_id
+
+
+def _scores(hits: list[dict[str, Any]]) -> list[float]:
+    return [h["score"] for h in hits]
+
+
+def test_similar_remembers_the_embedding_and_notices_a_newer_one(
+    env, tmp_path, monkeypatch
+) -> None:
+    """Once a dataset was searched, a record's search is one statement on the remembered
+    embedding; that statement notices a newer finished embedding, or the remembered one
+    deleted, and the search looks the embedding up again. (Scores are compared: the records
+    come in 12 copies, whose order among equal scores is the index's.)"""
+    import embeddings.service as service
+    from embeddings.service import delete_embedding
+    from schemas.db import autocommit_engine
+
+    _load(tmp_path, _records(12))
+    first = _computed(16)
+    key = (str(autocommit_engine().url), "news", None)
+    assert key not in service._TARGETS
+    hits = similar(get_settings(), dataset="news", record="food-0-0", k=15)
+    assert len(hits) == 15 and service._TARGETS[key] == (first, 16)
+    looked_up: list[str | None] = []
+    find = service._find
+
+    def counted(conn: Any, dataset: str, embedding_id: Any, record: str | None) -> Any:
+        looked_up.append(record)
+        return find(conn, dataset, embedding_id, record)
+
+    monkeypatch.setattr(service, "_find", counted)
+    assert _scores(similar(get_settings(), dataset="news", record="food-0-0", k=15)) == _scores(
+        hits
+    )
+    assert looked_up == []  # the remembered embedding, one statement
+    with pytest.raises(Exception, match="record 'nope' has no vector"):
+        similar(get_settings(), dataset="news", record="nope", k=15)
+    second = _computed(8)
+    newer = similar(get_settings(), dataset="news", record="food-0-0", k=15)
+    assert looked_up == ["nope", "food-0-0"]
+    assert service._TARGETS[key] == (second, 8)
+    assert _scores(newer) == _scores(
+        similar(get_settings(), dataset="news", record="food-0-0", k=15, embedding_id=second)
+    )
+    assert _scores(newer) != _scores(hits)  # 8 dimensions, not 16
+    with session_scope() as session:
+        delete_embedding(session, second, actor="t")
+    assert _scores(similar(get_settings(), dataset="news", record="food-0-0", k=15)) == _scores(
+        hits
+    )
+    assert service._TARGETS[key] == (first, 16)
+
+
+def test_search_settings_hold_for_its_statement_only(env) -> None:
+    """`_search` sends hnsw.ef_search and a generic plan with its statement, in one round
+    trip; neither outlives that statement on the pooled connection."""
+    import embeddings.service as service
+    from schemas.db import autocommit_engine
+
+    with autocommit_engine().connect() as conn:
+        settings = "SELECT current_setting('hnsw.ef_search'), current_setting('plan_cache_mode')"
+        assert service._search(conn, settings, {}) == [(str(EF_SEARCH), "force_generic_plan")]
+        after = conn.exec_driver_sql(
+            "SELECT current_setting('hnsw.ef_search', true), current_setting('plan_cache_mode')"
+        ).one()
+        assert after[0] != str(EF_SEARCH) and after[1] == "auto"
+
+
+def test_search_errors_are_sqlalchemys_and_a_lost_connection_is_temporary(env) -> None:
+    """`_search` goes to psycopg (a pipeline); its errors still arrive as SQLAlchemy's: an
+    ordinary one leaves the connection usable, a lost connection is invalidated and counts
+    as temporary (the task is retried)."""
+    import psycopg
+    import sqlalchemy.exc
+
+    import embeddings.service as service
+    from schemas.db import autocommit_engine
+    from tasks.base import is_temporary
+
+    with autocommit_engine().connect() as conn:
+        with pytest.raises(sqlalchemy.exc.DBAPIError) as bad:
+            service._search(conn, "SELECT 1/0", {})
+        assert not bad.value.connection_invalidated and not is_temporary(bad.value)
+        assert service._search(conn, "SELECT 1", {}) == [(1,)]  # the connection goes on
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        with psycopg.connect(env["database_url"], autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(sqlalchemy.exc.DBAPIError) as lost:
+            service._search(conn, "SELECT 1", {})
+        assert lost.value.connection_invalidated and is_temporary(lost.value)
+
+
 def test_pca_is_skipped_with_fewer_records_than_components(env, worker, wait_job, tmp_path) -> None:
     _load(tmp_path, _records())  # 12 records < 64 components
     job = _compute(wait_job, platform="bow", model="count")
@@ -213,8 +330,7 @@ def test_huggingface_offline_matches_bare_sentence_transformers(
     job = _compute(wait_job, platform="huggingface", model="all-MiniLM-L6-v2", dims=8)
     assert job.state == JobState.SUCCEEDED, job.error
     assert job.result["dims"] == 8
-    with Session(get_engine()) as session:
-        hits = similar(session, get_settings(), dataset="news", query="cooking dinner", k=3)
+    hits = similar(get_settings(), dataset="news", query="cooking dinner", k=3)
     assert sum(h["id"].startswith("food") for h in hits) >= 2, hits
 
 
@@ -251,7 +367,7 @@ def test_huggingface_onnx_backend_end_to_end(
     with Session(get_engine()) as session:
         emb = session.get(Embedding, uuid.UUID(job.result["embedding"]))
         assert emb is not None and emb.model == "all-MiniLM-L6-v2?backend=onnx"
-        hits = similar(session, get_settings(), dataset="news", query="cooking dinner", k=3)
+    hits = similar(get_settings(), dataset="news", query="cooking dinner", k=3)
     assert encoded == [12, 1]  # the query went through the ONNX encoder too
     assert sum(h["id"].startswith("food") for h in hits) >= 2, hits
 
@@ -476,8 +592,7 @@ def test_spark_platform_end_to_end(env, worker, wait_job, tmp_path, spark_sessio
     job = _compute(wait_job, platform="spark", model="tfidf", dims=16)
     assert job.state == JobState.SUCCEEDED, job.error
     assert job.result["dims"] == 16 and _count(job.result["embedding"]) == 144
-    with Session(get_engine()) as session:
-        hits = similar(session, get_settings(), dataset="news", query="football goal", k=3)
+    hits = similar(get_settings(), dataset="news", query="football goal", k=3)
     assert all(h["id"].startswith("sport") for h in hits), hits
 
 
