@@ -974,7 +974,7 @@ def part_pgvector(bench: Bench) -> None:
     say(
         f"  load: records {t_records:.1f}s, COPY vectors {t_copy:.1f}s ({n / t_copy:.0f} rows/s); "
         f"HNSW build (service's _index, m={service.HNSW_M}, "
-        f"ef_construction={service.HNSW_EF_CONSTRUCTION}) {t_index:.1f}s with "
+        f"ef_construction={service.hnsw_ef_construction(n)}) {t_index:.1f}s with "
         f"maintenance_work_mem={mwm}, max_parallel_maintenance_workers={workers}; "
         f"pgvector {version[0] if version else '?'}, index {(size[0] if size else 0) / MiB:.0f} MiB"
     )

@@ -39,14 +39,25 @@ log = logging.getLogger(__name__)
 
 PLATFORMS = ("bow", "huggingface", "spark", "openai", "azure", "cohere")
 ATTRIBUTE_BATCH, TOKEN_BATCH = 128, 32
-#: HNSW candidates per search, and the graph's build parameters (m: pgvector's default).
-#: Measured at 1M x 64 clustered vectors on 2 vCPUs (benchmarks/embeddings.py pgvector):
-#: - ef_construction 64 (pgvector's default; built in 277 s): similar() recall@10 0.923 at
-#:   ef_search 100, 0.954 at 200, 0.964 at 400 (p50 3.9-4.3 ms, p95 7.4-8.2 ms);
-#: - ef_construction 128 (408 s): 0.990 at 100, 0.9995 at 200 and 400 (p50 2.6-2.9 ms,
-#:   p95 3.8-4.1 ms): a better-connected graph, found sooner.
-EF_SEARCH = 400
-HNSW_M, HNSW_EF_CONSTRUCTION = 16, 128
+#: HNSW candidates per search (at least the rows asked for: pgvector returns at most that
+#: many), and the graph's build parameters: m, pgvector's default; ef_construction by size.
+#: Measured with 64-dimension clustered vectors on 2 vCPUs (benchmarks/embeddings.py pgvector):
+#: - 200k vectors, ef_construction 64 (built in 43 s; 128: 76 s): similar() recall@10 1.0 at
+#:   ef_search 200 and 400 (held-out vectors: 0.995 at 100, 1.0 at 200);
+#: - 1M vectors, ef_construction 64 (277 s): recall@10 0.923 at ef_search 100, 0.954 at 200,
+#:   0.964 at 400; ef_construction 128 (347-408 s): 0.990 at 100, 0.9995 at 200 and 400,
+#:   and each search is faster (p50 2.1-3.2 ms at 200, 2.6-5.0 ms at 400): a better-connected
+#:   graph is searched in fewer steps.
+EF_SEARCH = 200
+HNSW_M = 16
+HNSW_LARGE = 200_000  # vectors; a bigger index gets the slower, better-connected build
+
+
+def hnsw_ef_construction(rows: int) -> int:
+    """pgvector's ef_construction for an index of `rows` vectors (see EF_SEARCH)."""
+    return 64 if rows <= HNSW_LARGE else 128
+
+
 ENCODE_WINDOW_BATCHES = 16  # batches of ATTRIBUTE_BATCH per encode() call
 _SECRET_REF = re.compile(r"^[A-Z][A-Z0-9_]{1,127}$")
 MAX_IMPORT_ERRORS = 50
@@ -410,7 +421,7 @@ def _index(session: Session, emb: Embedding, rows: int | None = None) -> None:
         text(
             f"CREATE INDEX IF NOT EXISTS {name} ON embedding_vector USING hnsw "
             f"((vector::vector({int(emb.output_dims or 0)})) vector_cosine_ops) "
-            f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION}) "
+            f"WITH (m = {HNSW_M}, ef_construction = {hnsw_ef_construction(rows)}) "
             f"WHERE embedding_id = '{emb.id}'"
         )
     )
@@ -710,6 +721,7 @@ _SEARCH_SETTINGS = (
 #: one to search). At most `_TARGETS_MAX` entries.
 _TARGETS: dict[tuple[str, str, uuid.UUID | None], tuple[uuid.UUID, int]] = {}
 _TARGETS_MAX = 1024
+_EF_SEARCH_MAX = 1000  # pgvector's limit
 
 
 def _knn(emb_id: uuid.UUID, dims: int, query: str, limit: int, check: str = "") -> str:
@@ -743,14 +755,17 @@ def _by_record(emb_id: uuid.UUID, dims: int, limit: int) -> str:
     )
 
 
-def _search(conn: Connection, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """Run `sql` with `_SEARCH_SETTINGS` in one round trip: a pipeline on an autocommit
-    connection, whose two statements share the implicit transaction until its sync. The
-    statement is prepared on the connection (psycopg keeps it), so later searches are not
-    planned again (~0.5 ms at 1M vectors)."""
+def _search(
+    conn: Connection, sql: str, params: dict[str, Any], rows: int = 0
+) -> list[tuple[Any, ...]]:
+    """Run `sql` (a search for `rows` rows) with `_SEARCH_SETTINGS` in one round trip: a
+    pipeline on an autocommit connection, whose two statements share the implicit transaction
+    until its sync. The statement is prepared on the connection (psycopg keeps it), so later
+    searches are not planned again (~0.5 ms at 1M vectors)."""
+    ef = min(_EF_SEARCH_MAX, max(EF_SEARCH, rows))
     with driver_connection(conn, sql, params) as dbapi:
         with dbapi.pipeline():
-            dbapi.execute(_SEARCH_SETTINGS, {"ef": str(EF_SEARCH)})
+            dbapi.execute(_SEARCH_SETTINGS, {"ef": str(ef)})
             cursor = dbapi.execute(sql, params, prepare=True)
         return list(cursor.fetchall())
 
@@ -794,7 +809,7 @@ def similar(
             params = {"ds": dataset, "eid": embedding_id, "x": record}
             known = _TARGETS.get(key)
             if known is not None:
-                rows = _search(conn, _by_record(*known, k + 1), params)
+                rows = _search(conn, _by_record(*known, k + 1), params, k + 1)
                 if rows:
                     return _hits(rows, record, k)
             emb_id, dims, vector = _find(conn, dataset, embedding_id, record)
@@ -803,7 +818,8 @@ def similar(
             if len(_TARGETS) >= _TARGETS_MAX:
                 _TARGETS.clear()
             _TARGETS[key] = (emb_id, dims)
-            return _hits(_search(conn, _by_record(emb_id, dims, k + 1), params), record, k)
+            rows = _search(conn, _by_record(emb_id, dims, k + 1), params, k + 1)
+            return _hits(rows, record, k)
         emb_id, dims, _ = _find(conn, dataset, embedding_id, None)
     with Session(get_engine()) as session:
         emb = session.get(Embedding, emb_id)
@@ -812,7 +828,7 @@ def similar(
     vector = _vec(embed_query(emb, settings, [query or ""])[0])
     sql = _knn(emb_id, dims, f"CAST(%(q)s AS vector({int(dims)}))", k)
     with engine.connect() as conn:
-        return _hits(_search(conn, sql, {"q": vector}), None, k)
+        return _hits(_search(conn, sql, {"q": vector}, k), None, k)
 
 
 def _hits(rows: Sequence[tuple[Any, ...]], record: str | None, k: int) -> list[dict[str, Any]]:

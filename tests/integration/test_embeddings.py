@@ -166,7 +166,7 @@ def test_bow_attribute_embeddings_pca_and_search(env, worker, wait_job, tmp_path
             .all()
         )
         assert len(indexes) == 1 and "hnsw" in indexes[0] and "vector_cosine_ops" in indexes[0]
-        assert "m='16', ef_construction='128'" in indexes[0], indexes[0]
+        assert "m='16', ef_construction='64'" in indexes[0], indexes[0]
 
 
 def test_encode_windows_do_not_change_the_vectors(env, tmp_path, monkeypatch) -> None:
@@ -274,6 +274,26 @@ def test_similar_remembers_the_embedding_and_notices_a_newer_one(
         hits
     )
     assert service._TARGETS[key] == (first, 16)
+
+
+def test_similar_returns_more_rows_than_ef_search(env, tmp_path, monkeypatch) -> None:
+    """pgvector returns at most hnsw.ef_search rows: a search for more raises it for that
+    statement (up to pgvector's 1000)."""
+    import embeddings.service as service
+
+    _load(tmp_path, _records(12))  # 144 records
+    _computed(16)
+    monkeypatch.setattr(service, "EF_SEARCH", 40)
+    # With 144 rows the planner would sort them all; searched through the index, as at scale.
+    monkeypatch.setattr(
+        service,
+        "_SEARCH_SETTINGS",
+        service._SEARCH_SETTINGS + ", set_config('enable_seqscan', 'off', true)",
+    )
+    by_record = similar(get_settings(), dataset="news", record="food-0-0", k=150)
+    assert len(by_record) == 143 and "food-0-0" not in {h["id"] for h in by_record}
+    assert len(similar(get_settings(), dataset="news", query="pasta", k=150)) == 144
+    assert len(similar(get_settings(), dataset="news", record="food-0-0", k=20)) == 20
 
 
 def test_search_settings_hold_for_its_statement_only(env) -> None:
