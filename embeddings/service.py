@@ -46,23 +46,22 @@ ATTRIBUTE_BATCH, TOKEN_BATCH = 128, 32
 #:   ef_search 200 and 400 (held-out vectors: 0.995 at 100, 1.0 at 200);
 #: - 1M vectors, ef_construction 64 (277 s): recall@10 0.923 at ef_search 100, 0.954 at 200,
 #:   0.964 at 400; ef_construction 128 (347-408 s): 0.990 at 100, 0.9995 at 200 and 400,
-#:   and each search is faster (p50 2.1-3.2 ms at 200, 2.6-5.0 ms at 400): a better-connected
-#:   graph is searched in fewer steps.
+#:   and each search is faster (on the same machine, p50 2.1-4.3 ms at ef_search 200 and
+#:   2.6-5.2 ms at 400, against 3.9-5.4 ms at 400 before): a better-connected graph is
+#:   searched in fewer steps.
 EF_SEARCH = 200
 HNSW_M = 16
 HNSW_LARGE = 200_000  # vectors; a bigger index gets the slower, better-connected build
-
-
-def hnsw_ef_construction(rows: int) -> int:
-    """pgvector's ef_construction for an index of `rows` vectors (see EF_SEARCH)."""
-    return 64 if rows <= HNSW_LARGE else 128
-
-
 ENCODE_WINDOW_BATCHES = 16  # batches of ATTRIBUTE_BATCH per encode() call
 _SECRET_REF = re.compile(r"^[A-Z][A-Z0-9_]{1,127}$")
 MAX_IMPORT_ERRORS = 50
 
 Progress = Callable[[float, float | None, str | None], None]
+
+
+def hnsw_ef_construction(rows: int) -> int:
+    """pgvector's ef_construction for an index of `rows` vectors (see EF_SEARCH)."""
+    return 64 if rows <= HNSW_LARGE else 128
 
 
 # -- records --------------------------------------------------------------------------------------
