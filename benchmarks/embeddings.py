@@ -1048,7 +1048,7 @@ def part_pgvector(bench: Bench) -> None:
 
     # The kNN statement similar() sends for a query text, with held-out query vectors, per
     # ef_search (service.EF_SEARCH set to each in turn).
-    sql = service._knn(emb_id, dims, f"CAST(%(q)s AS vector({dims}))", k)
+    sql = service._by_vector(emb_id, dims, k)
     queries = [service._vec(q) for q in held_out]
     truths = [exact(q) for q in _unit(held_out)]
     with psycopg.connect(db_url, autocommit=True) as conn:

@@ -736,6 +736,11 @@ def _knn(emb_id: uuid.UUID, dims: int, query: str, limit: int, check: str = "") 
     )
 
 
+def _by_vector(emb_id: uuid.UUID, dims: int, limit: int) -> str:
+    """The nearest vectors to the vector `q` (its text form)."""
+    return _knn(emb_id, dims, f"CAST(%(q)s AS vector({int(dims)}))", limit)
+
+
 def _by_record(emb_id: uuid.UUID, dims: int, limit: int) -> str:
     """The nearest vectors to record `x`'s, in one statement: no rows when `emb_id` is not
     the embedding to search any more (a newer one finished) or `x` has no vector in it."""
@@ -797,7 +802,8 @@ def similar(
 
     A record's search is one statement, one round trip, once this process has searched the
     dataset: the embedding to search and its dimensions are remembered, and the statement
-    itself checks that they are still right (when not, they are looked up again). A query
+    itself checks that they are still right (when not, they are looked up again, with the
+    record's vector, which the search then uses). A query
     text is embedded with the embedding's model and reducer, loaded only for that."""
     if (record is None) == (query is None):
         raise Refused("give a record id or a query text")
@@ -805,9 +811,9 @@ def similar(
     key = (str(engine.url), dataset, embedding_id)
     with engine.connect() as conn:
         if record is not None:
-            params = {"ds": dataset, "eid": embedding_id, "x": record}
             known = _TARGETS.get(key)
             if known is not None:
+                params = {"ds": dataset, "eid": embedding_id, "x": record}
                 rows = _search(conn, _by_record(*known, k + 1), params, k + 1)
                 if rows:
                     return _hits(rows, record, k)
@@ -817,7 +823,7 @@ def similar(
             if len(_TARGETS) >= _TARGETS_MAX:
                 _TARGETS.clear()
             _TARGETS[key] = (emb_id, dims)
-            rows = _search(conn, _by_record(emb_id, dims, k + 1), params, k + 1)
+            rows = _search(conn, _by_vector(emb_id, dims, k + 1), {"q": vector}, k + 1)
             return _hits(rows, record, k)
         emb_id, dims, _ = _find(conn, dataset, embedding_id, None)
     with Session(get_engine()) as session:
@@ -825,9 +831,8 @@ def similar(
     if emb is None:  # deleted since
         raise NotFound(f"dataset {dataset!r} has no finished attribute-level embedding")
     vector = _vec(embed_query(emb, settings, [query or ""])[0])
-    sql = _knn(emb_id, dims, f"CAST(%(q)s AS vector({int(dims)}))", k)
     with engine.connect() as conn:
-        return _hits(_search(conn, sql, {"q": vector}, k), None, k)
+        return _hits(_search(conn, _by_vector(emb_id, dims, k), {"q": vector}, k), None, k)
 
 
 def _hits(rows: Sequence[tuple[Any, ...]], record: str | None, k: int) -> list[dict[str, Any]]:

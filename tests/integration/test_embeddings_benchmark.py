@@ -54,7 +54,7 @@ def test_the_pgvector_part_runs_on_the_installed_dependencies() -> None:
 
 
 def test_a_part_that_crashes_makes_the_script_exit_1() -> None:
-    # 5 vectors cannot give the 10 + 20 distinct query records the part samples
+    # 5 vectors cannot give the --pg-warm + 10 distinct query records the part samples
     rc, output = _run("pgvector", "--n-pg", "5", "--queries", "10")
     assert rc == 1, output
     assert "pgvector: FAILED: ValueError" in output, output

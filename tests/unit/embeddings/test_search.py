@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from embeddings.service import HNSW_LARGE, _by_record, _knn, hnsw_ef_construction
+from embeddings.service import HNSW_LARGE, _by_record, _by_vector, _knn, hnsw_ef_construction
 
 
 @pytest.mark.parametrize(
@@ -20,7 +20,7 @@ def test_search_statements_name_the_embedding_and_dimensions() -> None:
     """The index is partial (one embedding) on `vector::vector(dims)`: a statement the planner
     can match to it has both in its text, and a literal LIMIT (a generic plan estimates it)."""
     emb = uuid.uuid4()
-    knn = _knn(emb, 64, "CAST(%(q)s AS vector(64))", 10)
+    knn = _by_vector(emb, 64, 10)
     assert f"v.embedding_id = '{emb}'" in knn and knn.endswith(" LIMIT 10")
     assert knn.count("(v.vector::vector(64))") == 2
     by_record = _by_record(emb, 16, 11)
