@@ -173,7 +173,7 @@ class AuditEvent(SQLModel, table=True):
     at: datetime = _ts()
     actor: str = Field(max_length=255)
     action: str = Field(max_length=128, index=True)
-    target: str | None = Field(default=None, max_length=512, index=True)
+    target: str | None = Field(default=None, max_length=512)
     job_id: uuid.UUID | None = Field(default=None, index=True)
     details: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
     prev_hash: str = Field(max_length=64)

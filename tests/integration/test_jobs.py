@@ -333,31 +333,73 @@ def test_a_start_may_commit_without_waiting_for_the_disk(env, flush: bool) -> No
     assert setting == ("on" if flush else "off")
 
 
+def _indexes(env: dict[str, Any]) -> set[str]:
+    with psycopg.connect(env["database_url"]) as conn:
+        rows = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename IN ('job', 'audit_event')"
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _chain_body(env: dict[str, Any]) -> str:
+    with psycopg.connect(env["database_url"]) as conn:
+        row = conn.execute(
+            "SELECT prosrc FROM pg_proc WHERE oid = 'audit_event_chain()'::regprocedure"
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _migrate(env: dict[str, Any], revision: str) -> None:
+    from alembic import command
+
+    from schemas.db import alembic_config, dispose_engines
+
+    dispose_engines()
+    url = env["database_url"].replace("postgresql://", "postgresql+psycopg://", 1)
+    if revision == "head":
+        command.upgrade(alembic_config(url), revision)
+    else:
+        command.downgrade(alembic_config(url), revision)
+
+
 def test_migration_0005_drops_the_unused_job_indexes_and_downgrades(env) -> None:
     """0005 drops the audit hash's UNIQUE constraint and ix_job_task (never queried); its
     downgrade puts both back, and upgrading again leaves the chain verifiable."""
-    from alembic import command
-
-    from schemas.db import alembic_config, dispose_engines, head_revision
-
-    def indexes() -> set[str]:
-        with psycopg.connect(env["database_url"]) as conn:
-            rows = conn.execute(
-                "SELECT indexname FROM pg_indexes WHERE tablename IN ('job', 'audit_event')"
-            ).fetchall()
-        return {r[0] for r in rows}
-
     nlphub.enqueue("nlphub.ping", requested_by="t")  # no worker: the job stays queued
-    assert head_revision() == "0005"
-    assert not indexes() & {"audit_event_hash_key", "ix_job_task"}
-    dispose_engines()
-    cfg = alembic_config(env["database_url"].replace("postgresql://", "postgresql+psycopg://", 1))
-    command.downgrade(cfg, "0004")
-    assert {"audit_event_hash_key", "ix_job_task"} <= indexes()
-    command.upgrade(cfg, "head")
-    assert not indexes() & {"audit_event_hash_key", "ix_job_task"}
+    assert not _indexes(env) & {"audit_event_hash_key", "ix_job_task"}
+    _migrate(env, "0004")
+    assert {"audit_event_hash_key", "ix_job_task"} <= _indexes(env)
+    _migrate(env, "head")
+    assert not _indexes(env) & {"audit_event_hash_key", "ix_job_task"}
     with Session(get_engine()) as session:
         assert verify_chain(session).ok
+
+
+def test_migration_0006_resolves_the_chain_sequence_and_drops_the_target_index(env) -> None:
+    """0006 names the audit sequence in the chain trigger instead of looking it up per row
+    and drops ix_audit_event_target; events written before, between a downgrade and an
+    upgrade, and after still form one verifiable chain."""
+    from schemas.db import head_revision
+
+    assert head_revision() == "0006"
+    lookup = "pg_get_serial_sequence"
+    nlphub.enqueue("nlphub.ping", requested_by="t")  # no worker: the job stays queued
+    assert lookup not in _chain_body(env)
+    assert "audit_event_seq_seq'::regclass)" in _chain_body(env)
+    assert "ix_audit_event_target" not in _indexes(env)
+    _migrate(env, "0005")
+    assert lookup in _chain_body(env)
+    assert "ix_audit_event_target" in _indexes(env)
+    nlphub.enqueue("nlphub.ping", requested_by="t")
+    _migrate(env, "head")
+    assert lookup not in _chain_body(env)
+    assert "ix_audit_event_target" not in _indexes(env)
+    nlphub.enqueue("nlphub.ping", requested_by="t")
+    with Session(get_engine()) as session:
+        report = verify_chain(session)
+    assert report.ok
+    assert report.checked == 3
 
 
 def test_job_statements_are_prepared_once_and_again_after_deallocate(env) -> None:
