@@ -40,7 +40,7 @@ from sqlalchemy import Connection, text
 from nlphub import audit
 from nlphub.errors import GaveUp, NlphubError, TemporaryError
 from nlphub.jobstate import insert_job, transition
-from schemas.db import autocommit_engine, dispose_engines, get_engine, require_migrated
+from schemas.db import dispose_engines, get_engine, held_connection, require_migrated
 from schemas.payloads import Payload, PayloadError, spec_for, validate_payload
 from schemas.states import JobState
 from workers.celery_app import app
@@ -152,7 +152,7 @@ class NlphubTask(Task):
     def run(self, *args: Any, **kwargs: Any) -> Any:
         job_id = uuid.UUID(self.request.id) if self.request.id else uuid.uuid4()
         try:
-            with autocommit_engine().connect() as conn:
+            with held_connection() as conn:
                 if args:
                     problem = PayloadError(self.name, ["pass the payload as keyword arguments"])
                     return self._fail_without_run(conn, job_id, kwargs, problem)

@@ -267,6 +267,89 @@ def test_pooled_connection_killed_by_the_server_is_replaced_at_checkout(env) -> 
     assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
+def _backend_pid(conn: Any) -> int:
+    return int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+
+def _gone(env: dict[str, Any], pid: int) -> bool:
+    with psycopg.connect(env["database_url"], autocommit=True) as admin:
+        return not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+
+
+def test_the_main_thread_keeps_its_job_connection_until_it_is_unusable(env) -> None:
+    """A worker's pool process runs its jobs in its main thread: it keeps one autocommit
+    connection for their statements instead of a pool checkout and checkin per job. One the
+    server terminated is noticed before use and replaced; dispose_engines closes it."""
+    from schemas.db import dispose_engines, held_connection
+
+    pool = get_engine().pool
+    with held_connection() as conn:
+        first = _backend_pid(conn)
+    assert pool.checkedout() == 1  # type: ignore[attr-defined]  # kept, not checked in
+    with held_connection() as conn:
+        assert _backend_pid(conn) == first
+    with psycopg.connect(env["database_url"], autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+    wait_for(lambda: _gone(env, first), 10, what="the backend to exit")
+    with held_connection() as conn:
+        second = _backend_pid(conn)
+    assert second != first
+    assert pool.checkedout() == 1  # type: ignore[attr-defined]
+    dispose_engines()
+    wait_for(lambda: _gone(env, second), 10, what="dispose_engines to close it")
+
+
+def test_other_threads_check_a_connection_out_for_each_use(env) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from schemas.db import held_connection
+
+    def use() -> int:
+        with held_connection() as conn:
+            return _backend_pid(conn)
+
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(use).result()
+    assert get_engine().pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def test_a_kept_connection_is_replaced_after_the_recycle_time(env, monkeypatch) -> None:
+    import schemas.db
+    from schemas.db import held_connection
+
+    with held_connection() as conn:
+        first = conn
+    monkeypatch.setattr(schemas.db, "POOL_RECYCLE", -1)
+    with held_connection() as conn:
+        assert conn is not first
+    assert first.closed
+    assert get_engine().pool.checkedout() == 1  # type: ignore[attr-defined]
+
+
+def test_a_forked_child_leaves_its_parents_kept_connection_alone(env) -> None:
+    """A child forked with the parent's kept connection (a pool process) makes its own
+    instead of using the parent's session, and leaves that session alone."""
+    import os
+
+    from schemas.db import dispose_engines, held_connection
+
+    with held_connection() as conn:
+        parent = _backend_pid(conn)
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        code = 1
+        try:
+            with held_connection() as conn:  # noticed without dispose_engines(close=False)
+                code = 0 if _backend_pid(conn) != parent else 2
+            dispose_engines(close=False)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with held_connection() as conn:
+        assert _backend_pid(conn) == parent  # still alive, still the same session
+
+
 def test_job_statements_lost_mid_use_are_temporary_and_leave_a_fresh_connection(env) -> None:
     """The per-job statements go straight to psycopg; their errors still arrive as
     SQLAlchemy's, a lost connection is invalidated (so `is_temporary` retries the job and the
