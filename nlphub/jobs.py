@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 from nlphub import audit
 from nlphub.jobstate import insert_job
 from nlphub.redact import redact
-from schemas.db import autocommit_engine
+from schemas.db import autocommit_engine, held_connection
 from schemas.models import Job, utcnow
 from schemas.payloads import spec_for, validate_payload
 from schemas.states import JobState
@@ -114,7 +114,7 @@ def enqueue(
         )
 
     if session is None:
-        with autocommit_engine().connect() as own:
+        with held_connection() as own:
             add(own)
         _publish(job_id, task, spec.queue, body, countdown)
     else:

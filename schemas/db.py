@@ -114,6 +114,7 @@ class _Held:
     engine: Engine
     pid: int
     since: float
+    in_use: bool = False
 
 
 #: The main thread's kept autocommit connection (see `held_connection`).
@@ -128,29 +129,34 @@ def held_connection() -> Iterator[Connection]:
     """An autocommit connection (as `autocommit_engine().connect()`) that the process' main
     thread keeps between uses instead of returning it to the pool.
 
-    For the statements every job makes in a worker's pool process, which runs its tasks in
-    its main thread one at a time: a pool checkout and checkin with their isolation-level
-    switches cost that process ~0.2 ms of CPU per job, more than one of its statements. The
-    kept connection gets the same checks as a checkout: alive (judged without a round trip,
-    else pinged), not invalidated, replaced after POOL_RECYCLE seconds, and dropped with its
-    engine (`dispose_engines`). Other threads get a pooled connection for each use, so a
-    thread pool cannot hold on to more connections than the pool has."""
+    For the statements every job makes: in a worker's pool process, which runs its tasks in
+    its main thread one at a time, and in an enqueueing process' main thread. A pool checkout
+    and checkin with their isolation-level switches cost ~0.2 ms of CPU per job, more than
+    one of the job's statements. The kept connection gets the same checks as a checkout:
+    alive (judged without a round trip, else pinged), not invalidated, replaced after
+    POOL_RECYCLE seconds, and dropped with its engine (`dispose_engines`). Other threads, and
+    a use inside a use (a task body that enqueues a job), get a pooled connection for each
+    use, so a thread pool cannot hold on to more connections than the pool has and a nested
+    use never replaces the connection under the outer one."""
     global _HELD
-    if threading.current_thread() is not threading.main_thread():
+    held = _HELD
+    if threading.current_thread() is not threading.main_thread() or (held and held.in_use):
+        # another thread, or a use inside a use (a task body enqueueing a job): from the pool
         with autocommit_engine().connect() as conn:
             yield conn
         return
     engine = autocommit_engine()
-    held = _HELD
     if held is not None and not _usable(held, engine):
         _HELD = None
         _let_go(held, close=True)
         held = None
     if held is None:
         held = _HELD = _Held(engine.connect(), engine, os.getpid(), time.monotonic())
+    held.in_use = True
     try:
         yield held.conn
     finally:
+        held.in_use = False
         if held.conn.in_transaction() and not held.conn.invalidated:
             held.conn.rollback()  # SQLAlchemy's autobegun bookkeeping (autocommit: no-op)
 

@@ -313,6 +313,24 @@ def test_other_threads_check_a_connection_out_for_each_use(env) -> None:
     assert get_engine().pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
+def test_a_use_inside_a_use_gets_a_pooled_connection(env, monkeypatch) -> None:
+    """A task body that enqueues a job runs inside the job's own use of the kept connection:
+    the enqueue gets a pooled one, and cannot replace (close) the outer one, even when the
+    recycle time has passed."""
+    import schemas.db
+    from schemas.db import held_connection
+
+    with held_connection() as outer:
+        monkeypatch.setattr(schemas.db, "POOL_RECYCLE", -1)
+        with held_connection() as inner:
+            assert inner is not outer
+            assert _backend_pid(inner) != _backend_pid(outer)
+        nlphub.enqueue("nlphub.ping", requested_by="t")
+        assert not outer.closed
+        assert _backend_pid(outer) > 0
+    assert get_engine().pool.checkedout() == 1  # type: ignore[attr-defined]  # the outer
+
+
 def test_a_kept_connection_is_replaced_after_the_recycle_time(env, monkeypatch) -> None:
     import schemas.db
     from schemas.db import held_connection
