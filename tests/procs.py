@@ -4,7 +4,13 @@ environment of a benchmark script run on its own embedded servers."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def children(pid: int) -> list[int]:
@@ -42,3 +48,24 @@ def own_servers_env(tmp: Path) -> dict[str, str]:
     }
     env["TMPDIR"] = str(tmp)
     return env
+
+
+def run_benchmark(script: str, *args: str, leftovers: str) -> tuple[int, str]:
+    """Run `benchmarks/<script>` with `args` on its own embedded servers, in a temp folder of
+    its own (a short path: Postgres' socket lives there); check that it removed the folders
+    matching `leftovers` it made there. Its exit status and output (stdout and stderr)."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-t-"))
+    try:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / script), *args],
+            cwd=ROOT,
+            env=own_servers_env(tmp),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=240,
+            check=False,
+        )
+        assert list(tmp.glob(leftovers)) == []  # the script removed its temp folder
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return done.returncode, done.stdout.decode(errors="replace")

@@ -5,39 +5,16 @@ dependencies, and a part that crashes makes the script exit 1. About 10 s."""
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from tests.procs import own_servers_env
+from tests.procs import run_benchmark
 
 pytestmark = [pytest.mark.integration]
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _run(*args: str) -> tuple[int, str]:
-    # Its own embedded Postgres and temp folder (short path: Postgres' socket lives there).
-    tmp = Path(tempfile.mkdtemp(prefix="bench-t-"))
-    env = own_servers_env(tmp)
-    try:
-        done = subprocess.run(
-            [sys.executable, str(ROOT / "benchmarks" / "embeddings.py"), *args],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            timeout=240,
-            check=False,
-        )
-        assert list(tmp.glob("nlphub-bench-emb-*")) == []  # the script removed its temp folder
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return done.returncode, done.stdout.decode(errors="replace")
+    return run_benchmark("embeddings.py", *args, leftovers="nlphub-bench-emb-*")
 
 
 def test_the_pgvector_part_runs_on_the_installed_dependencies() -> None:

@@ -5,39 +5,19 @@ row says `succeeded`, and the figures issue 3 reports are printed. About 15 s.""
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from tests.procs import own_servers_env
+from tests.procs import run_benchmark
 
 pytestmark = [pytest.mark.integration]
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def test_the_benchmark_runs_both_sides_and_prints_the_ratio() -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-j-"))
-    try:
-        script = str(ROOT / "benchmarks" / "job_overhead.py")
-        done = subprocess.run(
-            [sys.executable, script, "-n", "25", "--repeat", "2"],
-            cwd=ROOT,
-            env=own_servers_env(tmp),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            timeout=240,
-            check=False,
-        )
-        assert list(tmp.glob("nlphub-bench-*")) == []  # the script removed its temp folder
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    output = done.stdout.decode(errors="replace")
-    assert done.returncode == 0, output
+    rc, output = run_benchmark(
+        "job_overhead.py", "-n", "25", "--repeat", "2", leftovers="nlphub-bench-*"
+    )
+    assert rc == 0, output
     assert re.search(r"bare celery no-op :\s+[\d.]+ tasks/s\s+\(25 in", output), output
     assert re.search(r"nlphub audited job:\s+[\d.]+ jobs/s\s+\(25 in", output), output
     assert len(re.findall(r"round \d: bare .* ratio [\d.]+", output)) == 2, output
