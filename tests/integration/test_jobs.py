@@ -252,15 +252,7 @@ def test_pooled_connection_killed_by_the_server_is_replaced_at_checkout(env) -> 
         assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() == first_pid
     with psycopg.connect(env["database_url"], autocommit=True) as admin:
         assert admin.execute("SELECT pg_terminate_backend(%s)", (first_pid,)).fetchone() == (True,)
-        wait_for(
-            lambda: (
-                not admin.execute(
-                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (first_pid,)
-                ).fetchone()
-            ),
-            10,
-            what="the backend to exit",
-        )
+    wait_for(lambda: _gone(env, first_pid), 10, what="the backend to exit")
     with engine.connect() as conn:
         second_pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
     assert second_pid != first_pid
