@@ -39,11 +39,6 @@ COPY tasks ./tasks
 COPY schemas ./schemas
 COPY scheduler ./scheduler
 COPY nlphub ./nlphub
-COPY hub ./hub
-COPY uploads ./uploads
-COPY preannotation ./preannotation
-COPY rules ./rules
-COPY embeddings ./embeddings
 RUN pip install --no-cache-dir . \
     && nlphub --help > /dev/null
 

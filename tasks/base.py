@@ -40,11 +40,11 @@ from sqlalchemy import Connection, text
 from nlphub import audit
 from nlphub.errors import GaveUp, NlphubError, TemporaryError
 from nlphub.jobstate import insert_job, transition
+from nlphub.messaging.app import app
 from schemas.db import dispose_engines, get_engine, held_connection, require_migrated
 from schemas.payloads import Payload, PayloadError, spec_for, validate_payload
+from schemas.settings import get_settings
 from schemas.states import JobState
-from workers.celery_app import app
-from workers.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class NlphubTask(Task):
     typing = False
     max_retries = MAX_RETRIES
     #: A delivery of a job that already finished returns its recorded result without running
-    #: it again: the result backend need not guard the stored success (workers.results).
+    #: it again: the result backend need not guard the stored success (nlphub.messaging.results).
     runs_once_per_job = True
     body: Callable[[JobContext, Any], dict[str, Any] | None]
 

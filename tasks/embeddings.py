@@ -1,14 +1,14 @@
-"""Embedding tasks. Thin: the logic is in embeddings/service.py."""
+"""Embedding tasks. Thin: the logic is in nlphub/embeddings/service.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from embeddings import service
+from nlphub.embeddings import service
 from schemas.db import session_scope
 from schemas.payloads import ComputeEmbeddingsPayload, EmbedRecordsPayload, SimilarPayload
+from schemas.settings import get_settings
 from tasks.base import JobContext, nlphub_task
-from workers.settings import get_settings
 
 
 @nlphub_task("nlphub.compute_embeddings")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub import install, service, updates
-from hub.sync import sync_hubs
+from nlphub.hub import install, service, updates
+from nlphub.hub.sync import sync_hubs
 from schemas.db import session_scope
 from schemas.payloads import (
     CheckUpdatesPayload,
@@ -14,8 +14,8 @@ from schemas.payloads import (
     ResourcePayload,
     UpdateDecisionPayload,
 )
+from schemas.settings import get_settings
 from tasks.base import JobContext, nlphub_task
-from workers.settings import get_settings
 
 
 @nlphub_task("nlphub.hub_sync")

@@ -8,8 +8,8 @@ from nlphub.jobs import reconcile_outbox as reconcile
 from nlphub.resources import cleanup_leftovers
 from schemas.db import session_scope
 from schemas.payloads import CleanupPayload, PingPayload, ReconcileOutboxPayload
+from schemas.settings import get_settings
 from tasks.base import JobContext, nlphub_task
-from workers.settings import get_settings
 
 
 @nlphub_task("nlphub.reconcile_outbox")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from preannotation.service import run_redeploys
+from nlphub.preannotation.service import run_redeploys
 from schemas.db import session_scope
 from schemas.payloads import RedeployPayload
+from schemas.settings import get_settings
 from tasks.base import JobContext, nlphub_task
-from workers.settings import get_settings
 
 
 @nlphub_task("nlphub.redeploy_preannotation")

@@ -7,8 +7,8 @@ from typing import Any
 from nlphub import resources
 from schemas.db import session_scope
 from schemas.payloads import DeletePayload, InventoryPayload
+from schemas.settings import get_settings
 from tasks.base import JobContext, nlphub_task
-from workers.settings import get_settings
 
 
 @nlphub_task("nlphub.inventory")

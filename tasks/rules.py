@@ -1,4 +1,4 @@
-"""Rules tasks. Thin: the logic is in rules/service.py."""
+"""Rules tasks. Thin: the logic is in nlphub/rules/service.py."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rules import service
+from nlphub.rules import service
 from schemas.db import session_scope
 from schemas.payloads import (
     RuleNamePayload,

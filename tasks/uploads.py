@@ -1,4 +1,4 @@
-"""Upload validation task. Thin: the logic is in uploads/service.py."""
+"""Upload validation task. Thin: the logic is in nlphub/uploads/service.py."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from nlphub import audit
+from nlphub.uploads.service import UploadRejected, UploadRequest, accept_upload
 from schemas.db import session_scope
 from schemas.payloads import UploadPayload
+from schemas.settings import get_settings
 from tasks.base import JobContext, nlphub_task
-from uploads.service import UploadRejected, UploadRequest, accept_upload
-from workers.settings import get_settings
 
 
 @nlphub_task("nlphub.validate_upload")

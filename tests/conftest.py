@@ -75,8 +75,8 @@ def env(
     import redis as redis_lib
 
     from schemas.db import dispose_engines
+    from schemas.settings import get_settings
     from workers.app import configure
-    from workers.settings import get_settings
 
     name = f"t_{uuid.uuid4().hex[:12]}"
     db_url = servers["pg"].create_database(name, template=servers["template"])
@@ -110,7 +110,7 @@ def spark_session() -> Iterator[Any]:
 def onnx_models_cache() -> Iterator[Path]:
     """A models cache (``cache_dir``) holding the ONNX export of all-MiniLM-L6-v2
     (``backend=onnx``): exported once per test run, as that takes a while."""
-    from embeddings import make_encoder
+    from nlphub.embeddings import make_encoder
 
     base = Path(tempfile.mkdtemp(prefix="nlphub-test-onnx-"))
     mp = pytest.MonkeyPatch()

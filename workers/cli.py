@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from workers.settings import Settings, SettingsError, get_settings
+from schemas.settings import Settings, SettingsError, get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -338,7 +338,7 @@ def tasks(schema: bool = typer.Option(False, help="Print every payload's JSON sc
 
 
 def _human(n: int | None) -> str:
-    from hub.fetch import human_size
+    from nlphub.hub.fetch import human_size
 
     return "?" if n is None else human_size(n)
 
@@ -359,8 +359,8 @@ def search(
     """Search the hub catalog (synced into Postgres)."""
     from sqlmodel import Session
 
-    from hub.service import Installed
-    from hub.service import search as do_search
+    from nlphub.hub.service import Installed
+    from nlphub.hub.service import search as do_search
     from schemas.db import get_engine
 
     _ready_db()
@@ -413,7 +413,7 @@ def search(
 
 
 def _sync_now() -> None:
-    from hub.sync import sync_hubs
+    from nlphub.hub.sync import sync_hubs
 
     out = sync_hubs("cli")
     for problem in out["errors"]:
@@ -439,7 +439,7 @@ def hub_serve(
     """Serve a mirror folder over HTTP (GET, HEAD, Range) for air-gapped sites."""
     from pathlib import Path
 
-    from hub.server import serve_forever
+    from nlphub.hub.server import serve_forever
 
     _setup_logging()
     path = Path(folder)
@@ -455,7 +455,7 @@ def hub_demo(folder: str = typer.Argument(..., help="Where to write the demo mir
     """Write the small demo mirror (generated data, clearly not real models)."""
     from pathlib import Path
 
-    from hub.mirror import build_demo_mirror
+    from nlphub.hub.mirror import build_demo_mirror
 
     console.print(f"demo mirror written to {build_demo_mirror(Path(folder))}")
 
@@ -465,7 +465,7 @@ def _download(
 ) -> None:
     from sqlmodel import Session
 
-    from hub.service import request_download
+    from nlphub.hub.service import request_download
     from schemas.db import get_engine
 
     _ready_db()
@@ -702,7 +702,7 @@ def servers_set(
     rules: str = typer.Option("", help="Comma-separated rule names."),
 ) -> None:
     """Add or change a pre-annotation server (refuses > 5 models or mixed embeddings)."""
-    from preannotation.service import set_server
+    from nlphub.preannotation.service import set_server
     from schemas.db import session_scope
 
     _ready_db()
@@ -779,7 +779,7 @@ def _rule_change(change: Any) -> None:
 @clear_errors
 def rules_list() -> None:
     """Every rule, with type, entity and version."""
-    from rules.service import list_rules
+    from nlphub.rules.service import list_rules
     from schemas.db import session_scope
 
     _ready_db()
@@ -815,8 +815,8 @@ def rules_add(
     """Create a rule, or edit the one with this name (its version goes up)."""
     from pathlib import Path
 
-    from rules.model import RuleError, parse_dictionary_csv
-    from rules.service import save_rule
+    from nlphub.rules.model import RuleError, parse_dictionary_csv
+    from nlphub.rules.service import save_rule
     from schemas.db import session_scope
 
     _ready_db()
@@ -840,7 +840,7 @@ def rules_add(
 @clear_errors
 def rules_delete(name: str) -> None:
     """Delete a rule."""
-    from rules.service import delete_rule
+    from nlphub.rules.service import delete_rule
     from schemas.db import session_scope
 
     _ready_db()
@@ -856,8 +856,8 @@ def rules_import(
     """Import a JSON file or a ZIP of JSON files: all rules or none."""
     from pathlib import Path
 
-    from rules.model import RuleError
-    from rules.service import import_rules
+    from nlphub.rules.model import RuleError
+    from nlphub.rules.service import import_rules
     from schemas.db import session_scope
 
     _ready_db()
@@ -883,7 +883,7 @@ def rules_export(
     """Export rules as a ZIP with one JSON per rule (it imports back unchanged)."""
     from pathlib import Path
 
-    from rules.service import export
+    from nlphub.rules.service import export
     from schemas.db import session_scope
 
     _ready_db()
@@ -906,7 +906,7 @@ def records_import(
     """Import records from JSONL, CSV or Parquet (all or nothing; bad rows by line number)."""
     from pathlib import Path
 
-    from embeddings.service import import_records
+    from nlphub.embeddings.service import import_records
     from schemas.db import session_scope
 
     _ready_db()
@@ -980,7 +980,7 @@ def embeddings_list() -> None:
 @clear_errors
 def embeddings_delete(embedding_id: str) -> None:
     """Delete an embedding (a running computation stops at its next batch)."""
-    from embeddings.service import delete_embedding
+    from nlphub.embeddings.service import delete_embedding
     from schemas.db import session_scope
 
     _ready_db()
@@ -998,7 +998,7 @@ def similar(
     k: int = typer.Option(10, "-k", min=1, max=1000),
 ) -> None:
     """Nearest records by cosine similarity (to a record, or to a query text)."""
-    from embeddings.service import similar as find
+    from nlphub.embeddings.service import similar as find
 
     _ready_db()
     hits = find(_settings(), dataset=dataset, k=k, record=record, query=text)
@@ -1015,7 +1015,7 @@ def models_add(name: str) -> None:
     Hugging Face hub when this machine can reach it)."""
     import shutil
 
-    from embeddings.platforms import bundled_model_path, models_cache_path
+    from nlphub.embeddings.platforms import bundled_model_path, models_cache_path
 
     target = models_cache_path(_settings().home / "models", name)
     if target.exists():
@@ -1051,8 +1051,8 @@ def models_remove(name: str) -> None:
     """Remove a model from the shared cache, with its ONNX exports (``backend=onnx``)."""
     import shutil
 
-    from embeddings.onnx import onnx_model_folder
-    from embeddings.platforms import models_cache_path
+    from nlphub.embeddings.onnx import onnx_model_folder
+    from nlphub.embeddings.platforms import models_cache_path
 
     root = _settings().home / "models"
     target = models_cache_path(root, name)

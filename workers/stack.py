@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from schemas.settings import RUNTIME_FILE, Settings
 from workers.embedded import EmbeddedPostgres, EmbeddedRedis
-from workers.settings import RUNTIME_FILE, Settings
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +152,8 @@ class Stack:
 
     def start_demo_mirror(self) -> dict[str, str]:
         """Build and serve the demo mirror (generated data) and point every process at it."""
-        from hub.mirror import LICENSED_FOLDER, build_demo_mirror
-        from hub.server import MirrorServer
+        from nlphub.hub.mirror import LICENSED_FOLDER, build_demo_mirror
+        from nlphub.hub.server import MirrorServer
 
         folder = self.settings.home / "demo-mirror"
         if not (folder / "metadata.json").exists():
@@ -220,10 +220,10 @@ class Stack:
 
     def request_defaults(self, env: dict[str, str]) -> None:
         """Read the hubs and queue the default embeddings once; without a hub, say so."""
-        from hub.defaults import ensure_defaults
-        from hub.sync import sync_hubs
+        from nlphub.hub.defaults import ensure_defaults
+        from nlphub.hub.sync import sync_hubs
+        from schemas.settings import get_settings
         from workers.app import configure
-        from workers.settings import get_settings
 
         os.environ.update(
             {k: v for k, v in env.items() if k.startswith(("NLPHUB_", "DATABASE", "REDIS"))}

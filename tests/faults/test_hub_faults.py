@@ -1,6 +1,6 @@
 """The hub misbehaving during downloads and update checks (issue 7).
 
-A real mirror on 127.0.0.1 (`hub.server.MirrorServer`, with its fault knobs), a real worker
+A real mirror on 127.0.0.1 (`nlphub.hub.server.MirrorServer`, with its fault knobs), a real worker
 (thread pool, in this process) and real Postgres + Redis. The hub is down (connection refused),
 slow (read timeouts), answering 500/503, sending garbage (archive bytes, metadata.json) or
 cutting transfers short. Each case checks what a user sees (job state, a message naming the hub
@@ -26,15 +26,15 @@ import pytest
 from sqlmodel import Session, col, select
 
 import nlphub
-from hub.mirror import build_mirror
-from hub.server import MirrorServer
-from hub.sync import sync_hubs
+from nlphub.hub.mirror import build_mirror
+from nlphub.hub.server import MirrorServer
+from nlphub.hub.sync import sync_hubs
 from nlphub.resources import install_dir
 from schemas.db import get_engine
 from schemas.models import AuditEvent, HubEntryRow, Resource
+from schemas.settings import get_settings
 from schemas.states import JobState, ResourceState
 from tests.integration.test_hub import _request, _resource, res
-from workers.settings import get_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -37,13 +37,13 @@ import nlphub
 from nlphub.audit import verify_chain
 from nlphub.jobs import reconcile_outbox
 from schemas.db import dispose_engines, get_engine, session_scope, upgrade
+from schemas.settings import get_settings
 from schemas.states import JobState
 from tests.conftest import wait_for
 from tests.integration.conftest import celery_cmd
 from tests.procs import alive
 from workers.app import configure
 from workers.embedded import EmbeddedPostgres, EmbeddedRedis
-from workers.settings import get_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -53,24 +53,24 @@ from sqlalchemy import event, text
 from sqlmodel import Session, select
 
 import nlphub
-from embeddings.service import import_records
-from hub.mirror import build_mirror, write_resource_dir
-from hub.server import MirrorServer
-from hub.service import request_download
-from hub.sync import sync_hubs
-from hub.updates import check_updates
 from nlphub.audit import verify_chain
+from nlphub.embeddings.service import import_records
+from nlphub.hub.mirror import build_mirror, write_resource_dir
+from nlphub.hub.server import MirrorServer
+from nlphub.hub.service import request_download
+from nlphub.hub.sync import sync_hubs
+from nlphub.hub.updates import check_updates
 from nlphub.jobs import reconcile_outbox
 from nlphub.resources import install_dir, tree_checksum
+from nlphub.uploads.service import UploadRequest, accept_upload
 from schemas.db import get_engine, session_scope
 from schemas.models import Resource, ResourceKind, ResourceSource, UpdateNotice
+from schemas.settings import get_settings
 from schemas.states import JOB_TERMINAL, JobState, ResourceState
 from tests.conftest import wait_for
 from tests.integration.conftest import celery_cmd
 from tests.integration.test_hub import LIBS, res
 from tests.procs import alive, children
-from uploads.service import UploadRequest, accept_upload
-from workers.settings import get_settings
 
 pytestmark = [pytest.mark.slow]
 
@@ -141,7 +141,7 @@ def _archive_size(server: MirrorServer, name: str, version: str = "5.4.0") -> in
 #: The worker notices a killed pool process by its sentinel pipe, but when it wakes up before
 #: the kernel has made the child a zombie it finds nothing to reap, and then only notices at
 #: the pool's maintenance timer: Celery's 5 s made 60 % of the kills here 3 s late on average
-#: (two thirds of this module's time). workers/celery_app.py sets it to 0.5 s
+#: (two thirds of this module's time). nlphub/messaging/app.py sets it to 0.5 s
 #: (POOL_MAINTAIN_INTERVAL); `noticed_after` reports the delay per trial.
 
 

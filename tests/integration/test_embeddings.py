@@ -19,10 +19,10 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 import nlphub
-from embeddings.service import EF_SEARCH, ImportRejected, import_records, similar
+from nlphub.embeddings.service import EF_SEARCH, ImportRejected, import_records, similar
 from schemas.db import get_engine, session_scope
+from schemas.settings import get_settings
 from schemas.states import JobState
-from workers.settings import get_settings
 
 pytestmark = pytest.mark.integration
 
@@ -172,8 +172,8 @@ def test_bow_attribute_embeddings_pca_and_search(env, worker, wait_job, tmp_path
 def test_encode_windows_do_not_change_the_vectors(env, tmp_path, monkeypatch) -> None:
     """The model sees several batches per call; PCA fit, storage and progress stay per batch,
     so the vectors are the same as with one call per batch (fit spanning windows included)."""
-    import embeddings.service as service
-    from embeddings.service import EmbeddingSpec, compute, create_embedding
+    import nlphub.embeddings.service as service
+    from nlphub.embeddings.service import EmbeddingSpec, compute, create_embedding
 
     _load(tmp_path, _records(12))  # 144 records
     monkeypatch.setattr(service, "ATTRIBUTE_BATCH", 8)
@@ -214,7 +214,7 @@ def test_encode_windows_do_not_change_the_vectors(env, tmp_path, monkeypatch) ->
 
 def _computed(dims: int, dataset: str = "news") -> uuid.UUID:
     """A finished bow embedding of `dataset`, computed here (no worker)."""
-    from embeddings.service import EmbeddingSpec, compute, create_embedding
+    from nlphub.embeddings.service import EmbeddingSpec, compute, create_embedding
 
     with session_scope() as session:
         emb = create_embedding(
@@ -236,8 +236,8 @@ def test_similar_remembers_the_embedding_and_notices_a_newer_one(
     embedding; that statement notices a newer finished embedding, or the remembered one
     deleted, and the search looks the embedding up again. (Scores are compared: the records
     come in 12 copies, whose order among equal scores is the index's.)"""
-    import embeddings.service as service
-    from embeddings.service import delete_embedding
+    import nlphub.embeddings.service as service
+    from nlphub.embeddings.service import delete_embedding
     from schemas.db import autocommit_engine
 
     _load(tmp_path, _records(12))
@@ -279,7 +279,7 @@ def test_similar_remembers_the_embedding_and_notices_a_newer_one(
 def test_similar_returns_more_rows_than_ef_search(env, tmp_path, monkeypatch) -> None:
     """pgvector returns at most hnsw.ef_search rows: a search for more raises it for that
     statement (up to pgvector's 1000)."""
-    import embeddings.service as service
+    import nlphub.embeddings.service as service
 
     _load(tmp_path, _records(12))  # 144 records
     _computed(16)
@@ -299,7 +299,7 @@ def test_similar_returns_more_rows_than_ef_search(env, tmp_path, monkeypatch) ->
 def test_search_settings_hold_for_its_statement_only(env) -> None:
     """`_search` sends hnsw.ef_search and a generic plan with its statement, in one round
     trip; neither outlives that statement on the pooled connection."""
-    import embeddings.service as service
+    import nlphub.embeddings.service as service
     from schemas.db import autocommit_engine
 
     with autocommit_engine().connect() as conn:
@@ -318,7 +318,7 @@ def test_search_errors_are_sqlalchemys_and_a_lost_connection_is_temporary(env) -
     import psycopg
     import sqlalchemy.exc
 
-    import embeddings.service as service
+    import nlphub.embeddings.service as service
     from schemas.db import autocommit_engine
     from tasks.base import is_temporary
 
@@ -360,7 +360,7 @@ def test_huggingface_onnx_backend_end_to_end(
     """``backend=onnx`` in the model string: the job encodes with the cached ONNX export (no
     export in the job: the session's one is in the models cache), the stored model string
     keeps the backend, and a query text is embedded the same way."""
-    import embeddings.onnx as onnx_backend
+    import nlphub.embeddings.onnx as onnx_backend
     from schemas.models import Embedding
 
     models = env["home"] / "models"
@@ -575,7 +575,7 @@ def _embedding_state(emb_id: str) -> Any:
 
 @pytest.mark.slow
 def test_deleting_an_embedding_mid_run_stops_it(env, worker, wait_job, job_state, tmp_path) -> None:
-    from embeddings.service import delete_embedding
+    from nlphub.embeddings.service import delete_embedding
     from tests.conftest import wait_for
 
     _load(tmp_path, _many(3000))
@@ -621,7 +621,7 @@ def test_hnsw_build_memory_is_sized_to_the_vectors(env) -> None:
     all of it up first), never raised above the server's setting; only for that transaction."""
     from types import SimpleNamespace
 
-    from embeddings.service import _index
+    from nlphub.embeddings.service import _index
 
     def build_memory(rows: int) -> int:
         emb = SimpleNamespace(id=uuid.uuid4(), output_dims=64)
@@ -654,8 +654,8 @@ def test_texts_read_by_json_type(env, tmp_path) -> None:
     JSON null as ""; any other JSON type refused, naming the records (first ten)."""
     from types import SimpleNamespace
 
-    from embeddings.platforms import EmbeddingError
-    from embeddings.service import _texts, get_dataset
+    from nlphub.embeddings.platforms import EmbeddingError
+    from nlphub.embeddings.service import _texts, get_dataset
 
     rows: list[dict[str, Any]] = [
         {"id": "b", "text": "zwei Wörter", "n": 1},

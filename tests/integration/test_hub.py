@@ -15,15 +15,15 @@ from sqlalchemy import text
 from sqlmodel import Session, select
 
 import nlphub
-from hub.mirror import MirrorResource, build_mirror
-from hub.server import MirrorServer
-from hub.service import Installed, request_download, search
 from nlphub.errors import NotFound, Refused
+from nlphub.hub.mirror import MirrorResource, build_mirror
+from nlphub.hub.server import MirrorServer
+from nlphub.hub.service import Installed, request_download, search
 from schemas.db import autocommit_engine, get_engine
 from schemas.models import Resource
+from schemas.settings import get_settings
 from schemas.states import JobState, ResourceState
 from tests.conftest import wait_for
-from workers.settings import get_settings
 
 pytestmark = pytest.mark.integration
 
@@ -422,8 +422,8 @@ def test_disk_filling_up_fails_cleanly_and_leaves_others_alone(
     assert first.state == JobState.SUCCEEDED, first.error
     bert = _resource("bert_base_cased")
     # the 2x rule would refuse this one up front; let it start, so the disk fills mid-download
-    monkeypatch.setattr("hub.install.check_free_space", lambda *a, **k: None)
-    monkeypatch.setattr("hub.fetch.check_free_space", lambda *a, **k: None)
+    monkeypatch.setattr("nlphub.hub.install.check_free_space", lambda *a, **k: None)
+    monkeypatch.setattr("nlphub.hub.fetch.check_free_space", lambda *a, **k: None)
     job = wait_job(nlphub.enqueue("nlphub.download", {"name": "slow_emb"}))
     assert job.state == JobState.FAILED
     assert "the disk filled up during the download" in job.error
@@ -438,8 +438,8 @@ def test_disk_filling_up_fails_cleanly_and_leaves_others_alone(
 def test_redelivery_after_the_install_removes_a_left_archive(mirror) -> None:
     """A worker killed between the install's commit and the archive's deletion leaves the
     archive in downloads/; the redelivered job finds the resource installed and removes it."""
-    from hub.fetch import partial_path
-    from hub.install import _archive_path, download_and_install
+    from nlphub.hub.fetch import partial_path
+    from nlphub.hub.install import _archive_path, download_and_install
 
     job_id = _request("glove_100d")
     settings = get_settings()
@@ -470,8 +470,8 @@ def test_two_catalog_syncs_at_once_do_not_collide(env) -> None:
     """Two update checks reading the hub at the same moment each replace the catalog; the
     second waits for the first (it would otherwise insert the same archives and fail on the
     unique key, as a soak run once showed) and then replaces its rows."""
-    from hub.metadata import parse_metadata
-    from hub.service import sync_catalog
+    from nlphub.hub.metadata import parse_metadata
+    from nlphub.hub.service import sync_catalog
     from schemas.models import HubEntryRow
 
     folder = "http://127.0.0.1:1/models/metadata.json"

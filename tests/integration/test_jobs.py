@@ -136,7 +136,7 @@ def test_a_finished_job_delivered_again_is_not_run_twice(worker, wait_job, audit
 def test_only_nlphub_tasks_store_results_without_reading_them_first(env) -> None:
     """Celery reads a stored result before each write, to keep a success from being
     overwritten by a duplicate delivery; nlphub tasks guard that with the job row instead
-    and skip the read for STARTED and SUCCESS (workers.results)."""
+    and skip the read for STARTED and SUCCESS (nlphub.messaging.results)."""
     from celery.app.task import Context
 
     from workers.app import app
@@ -193,7 +193,7 @@ def test_tampering_is_reported_at_the_first_broken_link(env) -> None:
 
 def test_unmigrated_database_is_refused_with_a_clear_message(servers, monkeypatch) -> None:
     from schemas.db import DatabaseNotMigrated, dispose_engines, require_migrated
-    from workers.settings import get_settings
+    from schemas.settings import get_settings
 
     name = f"empty_{uuid.uuid4().hex[:8]}"
     url = servers["pg"].create_database(name)

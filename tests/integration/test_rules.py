@@ -11,9 +11,9 @@ import pytest
 from sqlmodel import Session, select
 
 import nlphub
-from preannotation.service import REDEPLOY_MESSAGE, set_server
-from rules.model import RuleError
-from rules.service import delete_rule, export, import_rules, list_rules, save_rule, spec_of
+from nlphub.preannotation.service import REDEPLOY_MESSAGE, set_server
+from nlphub.rules.model import RuleError
+from nlphub.rules.service import delete_rule, export, import_rules, list_rules, save_rule, spec_of
 from schemas.db import get_engine, session_scope
 from schemas.models import Redeploy, Rule
 from schemas.states import JobState

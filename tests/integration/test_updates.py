@@ -15,16 +15,16 @@ from sqlalchemy import text
 from sqlmodel import Session, select
 
 import nlphub
-from hub.mirror import build_mirror
 from nlphub.errors import Refused
-from preannotation.service import request_redeploys, run_redeploys, set_server
+from nlphub.hub.mirror import build_mirror
+from nlphub.preannotation.service import request_redeploys, run_redeploys, set_server
 from schemas.db import get_engine, session_scope
 from schemas.models import Redeploy, Resource, ResourceKind, UpdateNotice
+from schemas.settings import get_settings
 from schemas.states import JobState, ResourceState
 from tests.conftest import wait_for
 from tests.integration.conftest import celery_cmd
 from tests.integration.test_hub import res
-from workers.settings import get_settings
 
 pytestmark = pytest.mark.integration
 

@@ -11,18 +11,18 @@ import pytest
 from sqlmodel import Session, select
 
 import nlphub
+from nlphub.uploads.service import UploadRejected, UploadRequest, accept_upload
 from schemas.db import get_engine
 from schemas.models import Resource, ResourceSource
+from schemas.settings import get_settings
 from schemas.states import JobState, ResourceState
-from tests.unit.uploads.conftest import (
+from tests.unit.nlphub.uploads.conftest import (
     MEDICAL_NER,
     SparkBuilder,
     write_metadata,
     write_storage,
     zip_dir,
 )
-from uploads.service import UploadRejected, UploadRequest, accept_upload
-from workers.settings import get_settings
 
 pytestmark = pytest.mark.integration
 
@@ -232,9 +232,9 @@ def test_upload_task_rejects_with_every_problem_in_job_and_audit(
 
 # -- the whole unit corpus, through the service, with the database and the disk checked -------
 
-from tests.unit.uploads.test_archive import TREE_CASES, ZIP_CASES  # noqa: E402
-from tests.unit.uploads.test_sparknlp import RESOURCE_CASES  # noqa: E402
-from uploads.archive import DEFAULT_LIMITS  # noqa: E402
+from nlphub.uploads.archive import DEFAULT_LIMITS  # noqa: E402
+from tests.unit.nlphub.uploads.test_archive import TREE_CASES, ZIP_CASES  # noqa: E402
+from tests.unit.nlphub.uploads.test_sparknlp import RESOURCE_CASES  # noqa: E402
 
 ZIPS = [c for c in ZIP_CASES if c.limits == DEFAULT_LIMITS]
 TREES = [c for c in TREE_CASES if c.limits == DEFAULT_LIMITS]

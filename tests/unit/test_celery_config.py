@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from schemas.payloads import TASKS
+from schemas.settings import load_settings
 from workers.app import LONG_QUEUES, Queue, build_config
-from workers.settings import load_settings
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_the_prefork_pool_looks_for_dead_processes_every_half_second() -> None:
 
     from celery.concurrency import asynpool
 
-    import workers.celery_app as celery_app
+    import workers.app as celery_app
 
     pool = SimpleNamespace(maintain_pool=object())
     timers = asynpool.AsynPool.timers.fget(pool)

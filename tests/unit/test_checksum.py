@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from nlphub.resources import install_dir, tree_checksum, tree_checksum_of
-from uploads.archive import safe_extract
+from nlphub.uploads.archive import safe_extract
 
 
 def _tree(root: Path) -> Path:

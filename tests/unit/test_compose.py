@@ -477,8 +477,10 @@ def test_checker_reports_broken_compose(
 
 
 def test_checker_reports_missing_package_in_dockerfile() -> None:
-    text = DOCKERFILE.read_text().replace("COPY uploads ./uploads\n", "")
-    assert dockerfile_problems(text, _packages()) == ["Dockerfile does not COPY package 'uploads'"]
+    text = DOCKERFILE.read_text().replace("COPY scheduler ./scheduler\n", "")
+    assert dockerfile_problems(text, _packages()) == [
+        "Dockerfile does not COPY package 'scheduler'"
+    ]
 
 
 def test_checker_reports_root_dockerfile() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from embeddings.platforms import lru_get
+from nlphub.embeddings.platforms import lru_get
 from nlphub.system import freeze_heap
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.settings import SettingsError, load_settings
+from schemas.settings import SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -101,8 +101,8 @@ def test_task_time_limit_is_always_below_visibility_timeout(
 
 
 def test_retry_backoff_follows_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from schemas.settings import get_settings
     from tasks.base import backoff
-    from workers.settings import get_settings
 
     get_settings.cache_clear()
     try:

@@ -1,0 +1,695 @@
+"""The download engine: one hub archive to one verified file on disk (design.md sections 1, 4).
+
+``fetch`` streams a URL (``http(s)://`` through httpx, ``file://`` by copying) into
+``<dest>.partial`` next to ``dest``, hashing as it goes (MD5 and SHA-256, constant memory), and
+only when the whole file is there and its size and MD5 are right does it ``fsync`` the file and
+``os.replace`` it onto ``dest``. So:
+
+* a file at ``dest`` is always complete and verified: a run killed at any moment (a Celery
+  worker SIGKILLed, the machine losing power) leaves at most the ``.partial``;
+* a re-run with the same ``dest`` resumes from the ``.partial``: it re-hashes the bytes already
+  there and asks for the rest with ``Range: bytes=<n>-``; a server that ignores the range
+  (``200``) or answers with another range makes it start over from byte 0;
+* a re-run after a completed download whose ``dest`` is still there and matches
+  ``expected_md5`` returns at once without downloading (redelivered tasks are cheap);
+* two processes never write the same ``.partial``: the writer holds an ``flock`` on it, which
+  the kernel drops when the process dies, so no stale lock survives a crash.
+
+Failures are ``DownloadError``s. ``TemporaryDownloadError`` (network errors, cut transfers,
+5xx, 408/429) keeps the ``.partial`` so the caller's retry resumes; every other
+``DownloadError`` is permanent (``HubHTTPError`` for 4xx, ``ChecksumMismatch``, ``SizeMismatch``,
+``NotEnoughSpace``) and removes the ``.partial`` where its bytes are useless.
+
+No database, no Celery: the caller decides retries and records results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import queue
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import unquote, urlparse
+from urllib.request import url2pathname
+
+import httpx
+
+__all__ = [
+    "ChecksumMismatch",
+    "DownloadError",
+    "FetchResult",
+    "HubHTTPError",
+    "NotEnoughSpace",
+    "Progress",
+    "SizeMismatch",
+    "TemporaryDownloadError",
+    "check_free_space",
+    "fetch",
+    "head_size",
+    "human_size",
+    "partial_path",
+]
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int | None], None]
+"""``progress(done_bytes, total_bytes)``; ``total_bytes`` is ``None`` while unknown."""
+
+PARTIAL_SUFFIX = ".partial"
+PROGRESS_INTERVAL = 0.1
+"""Seconds between two progress calls (the final call is always made)."""
+
+_TEMPORARY_CLIENT_ERRORS = frozenset({408, 425, 429})
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
+_UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)", re.IGNORECASE)
+_READ_CHUNK = 1 << 20
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+class DownloadError(Exception):
+    """A download failed. Permanent unless it is a ``TemporaryDownloadError``."""
+
+
+class TemporaryDownloadError(DownloadError):
+    """A network error, a cut transfer or a 5xx: retry later; the ``.partial`` is kept."""
+
+
+class ChecksumMismatch(DownloadError):
+    """The downloaded file's MD5 is not the hub's. Permanent; the ``.partial`` is removed."""
+
+    def __init__(self, url: str, expected: str, actual: str) -> None:
+        self.url = url
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"checksum mismatch for {url}: hub says MD5 {expected}, downloaded file has {actual}"
+        )
+
+
+class SizeMismatch(DownloadError):
+    """The file is longer than, or not the size the hub stated. Permanent."""
+
+
+class NotEnoughSpace(DownloadError):
+    """Too little free disk space for a download (see ``check_free_space``)."""
+
+    def __init__(self, message: str, *, needed: int, available: int, path: Path) -> None:
+        self.needed = needed
+        self.available = available
+        self.path = path
+        super().__init__(message)
+
+
+class HubHTTPError(DownloadError):
+    """The hub answered 4xx (e.g. the archive is not there). Permanent."""
+
+    def __init__(self, url: str, status: int, reason: str = "") -> None:
+        self.url = url
+        self.status = status
+        self.reason = reason
+        text = f"HTTP {status} {reason}".rstrip()
+        super().__init__(f"hub answered {text} for {url}")
+
+
+# -- sizes and disk space ----------------------------------------------------------------------
+
+_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def human_size(size: float) -> str:
+    """``512 B``, ``1.5 KiB``, ``2.0 GiB``: binary units, one decimal."""
+    if size < 1024:
+        return f"{int(size)} B"
+    value = float(size)
+    for unit in _UNITS:
+        value /= 1024
+        if value < 1024 or unit == _UNITS[-1]:
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _free_bytes(path: Path) -> int:
+    """Free bytes on the file system holding ``path`` (or its nearest existing parent)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+def _times(factor: float) -> str:
+    if factor == 2:
+        return "twice"
+    if factor == 1:
+        return "once"
+    return f"{factor:g} times"
+
+
+def check_free_space(
+    path: Path, size: int, *, what: str, factor: float = 2.0, already_have: int = 0
+) -> None:
+    """Require ``factor * size`` bytes of free space at ``path`` (the 2x rule).
+
+    Room for the archive and for what it unpacks to. Bytes ``already_have`` on disk (a
+    ``.partial`` being resumed) are already used, so they count towards the need.
+
+    Raises:
+        NotEnoughSpace: e.g. ``"not enough free disk space for x.zip: needs 2.0 GiB (twice its
+            size, 1.0 GiB), 500.0 MiB available at /data"``.
+    """
+    needed = max(0, int(factor * size) - max(0, already_have))
+    available = _free_bytes(path)
+    if needed <= available:
+        return
+    detail = f"{_times(factor)} its size, {human_size(size)}"
+    if already_have > 0:
+        detail += f", less {human_size(already_have)} already downloaded"
+    raise NotEnoughSpace(
+        f"not enough free disk space for {what}: needs {human_size(needed)} ({detail}), "
+        f"{human_size(available)} available at {path}",
+        needed=needed,
+        available=available,
+        path=path,
+    )
+
+
+# -- results and helpers -----------------------------------------------------------------------
+
+
+@dataclass
+class FetchResult:
+    """A complete, verified file at ``path``."""
+
+    path: Path
+    size: int
+    md5: str
+    """Upper-case hex, as the hub writes it."""
+    sha256: str | None
+    """Lower-case hex; ``None`` when the caller did not ask for it (``fetch(sha256=False)``)."""
+    resumed_from: int
+    """Bytes that were already on disk (a resumed ``.partial``, or all of an existing ``dest``)."""
+
+
+def partial_path(dest: Path) -> Path:
+    """Where ``fetch`` keeps the incomplete download for ``dest``."""
+    return dest.with_name(dest.name + PARTIAL_SUFFIX)
+
+
+class _Hashes:
+    """MD5 + SHA-256 of a stream, computed on a helper thread (hashlib releases the GIL on
+    large buffers), so hashing overlaps receiving and writing. Reading `md5` / `sha256` waits
+    for every queued chunk; later updates are hashed inline."""
+
+    def __init__(self, sha256: bool = True) -> None:
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._sha256 = hashlib.sha256() if sha256 else None
+        self.size = 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
+        self._thread: threading.Thread | None = None
+        self._done = False
+
+    def _run(self) -> None:
+        # Ends at the sentinel, or after a minute without data (an abandoned download).
+        while True:
+            try:
+                data = self._queue.get(timeout=60)
+            except queue.Empty:
+                return
+            if data is None:
+                return
+            self._md5.update(data)
+            if self._sha256 is not None:
+                self._sha256.update(data)
+
+    def update(self, data: bytes) -> None:
+        self.size += len(data)
+        if self._done:
+            self._md5.update(data)
+            if self._sha256 is not None:
+                self._sha256.update(data)
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="fetch-hash", daemon=True)
+            self._thread.start()
+        self._queue.put(bytes(data))
+
+    def _finish(self) -> None:
+        if not self._done:
+            self._done = True
+            if self._thread is not None:
+                self._queue.put(None)
+                self._thread.join()
+
+    @property
+    def md5(self) -> Any:
+        self._finish()
+        return self._md5
+
+    @property
+    def sha256(self) -> str | None:
+        self._finish()
+        return None if self._sha256 is None else self._sha256.hexdigest()
+
+
+class _Throttle:
+    """Calls ``progress`` at most every ``PROGRESS_INTERVAL`` seconds, and always at the end."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self._progress = progress
+        self._last = -float("inf")
+
+    def __call__(self, done: int, total: int | None, *, final: bool = False) -> None:
+        if self._progress is None:
+            return
+        now = time.monotonic()
+        if final or now - self._last >= PROGRESS_INTERVAL:
+            self._last = now
+            self._progress(done, total)
+
+
+def _file_path(url: str) -> Path:
+    parsed = urlparse(url)
+    if parsed.netloc not in ("", "localhost"):
+        raise DownloadError(f"cannot read {url}: file:// URLs must be local")
+    return Path(url2pathname(unquote(parsed.path)))
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename durable; not every file system allows opening a directory.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _hash_file(handle: IO[bytes], hashes: _Hashes, limit: int | None = None) -> None:
+    """Feed the first ``limit`` bytes of ``handle`` (all when ``None``) into ``hashes``."""
+    handle.seek(0)
+    left = limit
+    while left is None or left > 0:
+        data = handle.read(_READ_CHUNK if left is None else min(_READ_CHUNK, left))
+        if not data:
+            break
+        hashes.update(data)
+        if left is not None:
+            left -= len(data)
+
+
+def _existing_dest(
+    dest: Path, expected_md5: str, expected_size: int | None, sha256: bool = True
+) -> FetchResult | None:
+    """The result for a ``dest`` left by an earlier complete run, if it still verifies.
+
+    A ``dest`` that does not verify is removed: it is not the hub's file.
+    """
+    try:
+        size = dest.stat().st_size
+    except FileNotFoundError:
+        return None
+    hashes = _Hashes(sha256)
+    if expected_size is None or size == expected_size:
+        with dest.open("rb") as handle:
+            _hash_file(handle, hashes)
+    if hashes.size != size or hashes.md5.hexdigest().upper() != expected_md5:
+        logger.warning("%s does not match the hub's MD5 %s; removing it", dest, expected_md5)
+        dest.unlink(missing_ok=True)
+        return None
+    return FetchResult(dest, hashes.size, expected_md5, hashes.sha256, hashes.size)
+
+
+class _Partial:
+    """The ``.partial`` file, locked against a second writer while it is open."""
+
+    def __init__(self, path: Path, sha256: bool = True) -> None:
+        self.path = path
+        self.sha256 = sha256
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise TemporaryDownloadError(
+                f"{path} is being written by another process; try again later"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self.handle: IO[bytes] = os.fdopen(fd, "r+b")
+
+    def close(self) -> None:
+        self.handle.close()  # also drops the lock
+
+    def discard(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self.close()
+
+    def restart(self) -> _Hashes:
+        """Empty the file: the download starts over from byte 0."""
+        self.handle.seek(0)
+        self.handle.truncate(0)
+        return _Hashes(self.sha256)
+
+
+# -- fetch -------------------------------------------------------------------------------------
+
+
+def fetch(
+    url: str,
+    dest: Path,
+    *,
+    expected_md5: str | None,
+    expected_size: int | None = None,
+    client: httpx.Client | None = None,
+    progress: Progress | None = None,
+    chunk_size: int = 1 << 20,
+    timeout: float = 60.0,
+    sha256: bool = True,
+) -> FetchResult:
+    """Download ``url`` to ``dest``, resuming an earlier ``.partial``, and verify it.
+
+    Args:
+        url: ``http://``, ``https://`` or ``file://``.
+        dest: the final path; its directory is created if needed.
+        expected_md5: the hub's MD5 (any case); ``None`` or empty skips the check.
+        expected_size: the size the hub states, if any; the file must have it.
+        client: an httpx client to use (its own timeouts then apply); a new one otherwise.
+        progress: called with ``(done_bytes, total_bytes)`` at most ~10 times a second and
+            once at the end with ``done == total``.
+        chunk_size: bytes per read of a ``file://`` source or of a ``.partial`` being
+            re-hashed (HTTP bodies are written as they arrive, at most 64 KiB at a time), so
+            memory use stays a few chunks whatever the size.
+        timeout: seconds to connect or to wait for the next bytes (new client only).
+        sha256: also compute the file's SHA-256 (MD5 is always computed). Off, the download
+            costs one hash less (`nlphub.hub.install` then records the SHA-256 of the unpacked
+            tree).
+
+    Returns:
+        The verified file, now at ``dest``.
+
+    Raises:
+        TemporaryDownloadError: network error, cut transfer, 5xx, 408/429, or another
+            process writing the same ``.partial``: retry; the ``.partial`` is kept.
+        HubHTTPError: any other 4xx (``.partial`` removed).
+        ChecksumMismatch, SizeMismatch: the file is not the hub's (``.partial`` removed).
+        DownloadError: any other permanent failure (e.g. a missing ``file://`` source).
+    """
+    md5 = (expected_md5 or "").strip().upper() or None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if md5 is not None:
+        existing = _existing_dest(dest, md5, expected_size, sha256)
+        if existing is not None:
+            logger.info("%s is already at %s and verified", url, dest)
+            _Throttle(progress)(existing.size, existing.size, final=True)
+            return existing
+    partial = _Partial(partial_path(dest), sha256)
+    try:
+        if url.startswith("file://"):
+            hashes, resumed = _copy_file(url, partial, expected_size, progress, chunk_size)
+        else:
+            hashes, resumed = _download(
+                url, partial, expected_size, client, progress, chunk_size, timeout
+            )
+        actual = hashes.md5.hexdigest().upper()
+        if md5 is not None and actual != md5:
+            partial.discard()
+            raise ChecksumMismatch(url, md5, actual)
+        # No fsync of the archive: it is a temporary file, verified (size, MD5) again before it
+        # is reused after a crash and checked entry by entry (CRC) when unpacked.
+        partial.handle.flush()
+        os.replace(partial.path, dest)
+        partial.close()
+        _fsync_dir(dest.parent)
+    except BaseException:
+        if not partial.handle.closed:
+            partial.close()
+        raise
+    if resumed:
+        logger.info("downloaded %s to %s (resumed from byte %d)", url, dest, resumed)
+    else:
+        logger.info("downloaded %s to %s", url, dest)
+    return FetchResult(dest, hashes.size, actual, hashes.sha256, resumed)
+
+
+def _check_total(url: str, partial: _Partial, total: int | None, expected: int | None) -> None:
+    if total is not None and expected is not None and total != expected:
+        partial.discard()
+        raise SizeMismatch(f"{url} is {total} bytes but the hub says {expected}")
+
+
+def _finish_size(
+    url: str, partial: _Partial, done: int, total: int | None, expected: int | None
+) -> None:
+    """A short file is a cut transfer (temporary); a long one is not the hub's file."""
+    want = total if total is not None else expected
+    if want is None:
+        return
+    if done < want:
+        raise TemporaryDownloadError(f"transfer of {url} ended after {done} of {want} bytes")
+    if done > want:
+        partial.discard()
+        raise SizeMismatch(f"{url} sent {done} bytes but should be {want}")
+
+
+def _copy_file(
+    url: str,
+    partial: _Partial,
+    expected_size: int | None,
+    progress: Progress | None,
+    chunk_size: int,
+) -> tuple[_Hashes, int]:
+    source = _file_path(url)
+    try:
+        src = source.open("rb")
+    except FileNotFoundError:
+        partial.discard()
+        raise HubHTTPError(url, 404, "Not Found (no such file)") from None
+    except OSError as exc:
+        raise TemporaryDownloadError(f"cannot read {url}: {exc}") from exc
+    throttle = _Throttle(progress)
+    with src:
+        total = os.fstat(src.fileno()).st_size
+        _check_total(url, partial, total, expected_size)
+        hashes = _Hashes(partial.sha256)
+        offset = os.fstat(partial.handle.fileno()).st_size
+        if offset > total:
+            hashes = partial.restart()
+            offset = 0
+        if offset:
+            _hash_file(partial.handle, hashes, offset)
+        partial.handle.seek(offset)
+        src.seek(offset)
+        throttle(offset, total)
+        try:
+            while data := src.read(chunk_size):
+                partial.handle.write(data)
+                hashes.update(data)
+                throttle(hashes.size, total)
+        except OSError as exc:
+            raise TemporaryDownloadError(f"copying {url} failed: {exc}") from exc
+    _finish_size(url, partial, hashes.size, total, expected_size)
+    throttle(hashes.size, hashes.size, final=True)
+    return hashes, offset
+
+
+def _status_error(url: str, response: httpx.Response, partial: _Partial) -> DownloadError:
+    status = response.status_code
+    reason = response.reason_phrase
+    if status >= 500 or status in _TEMPORARY_CLIENT_ERRORS:
+        return TemporaryDownloadError(f"hub answered HTTP {status} {reason} for {url}".strip())
+    if 400 <= status < 500:
+        partial.discard()
+        return HubHTTPError(url, status, reason)
+    return TemporaryDownloadError(f"unexpected HTTP {status} {reason} for {url}".strip())
+
+
+def _total_of(response: httpx.Response, offset: int) -> int | None:
+    """The full size of the file from Content-Range or Content-Length, if it is known."""
+    if response.headers.get("content-encoding", "identity").lower() != "identity":
+        return None  # the length is of the encoded body, not of the file
+    if response.status_code == 206:
+        match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
+        if match and match.group(3) != "*":
+            return int(match.group(3))
+        length = response.headers.get("content-length")
+        return offset + int(length) if length and length.isdigit() else None
+    length = response.headers.get("content-length")
+    return int(length) if length and length.isdigit() else None
+
+
+@contextlib.contextmanager
+def _client(client: httpx.Client | None, timeout: float) -> Iterator[httpx.Client]:
+    if client is not None:
+        yield client
+        return
+    with httpx.Client(timeout=timeout, follow_redirects=True) as own:
+        yield own
+
+
+def _download(
+    url: str,
+    partial: _Partial,
+    expected_size: int | None,
+    client: httpx.Client | None,
+    progress: Progress | None,
+    chunk_size: int,
+    timeout: float,
+) -> tuple[_Hashes, int]:
+    hashes = _Hashes(partial.sha256)
+    offset = os.fstat(partial.handle.fileno()).st_size
+    if expected_size is not None and offset > expected_size:
+        hashes = partial.restart()
+        offset = 0
+    if offset:
+        _hash_file(partial.handle, hashes, offset)
+    throttle = _Throttle(progress)
+    if expected_size is not None and offset == expected_size and offset > 0:
+        # Everything is already there (killed before the rename): just verify.
+        throttle(offset, offset, final=True)
+        return hashes, offset
+    with _client(client, timeout) as http:
+        # At most two requests: a range the server cannot serve makes us start over once.
+        for _attempt in range(2):
+            headers = {"Accept-Encoding": "identity"}
+            if offset:
+                headers["Range"] = f"bytes={offset}-"
+            try:
+                with http.stream("GET", url, headers=headers, follow_redirects=True) as response:
+                    start = _start_of(url, response, partial, offset)
+                    if start is not None:
+                        if start < offset:  # a 200: the whole file comes again
+                            logger.info("%s ignored the Range request; starting over", url)
+                            hashes = partial.restart()
+                            offset = 0
+                        _receive(
+                            url,
+                            response,
+                            partial,
+                            hashes,
+                            offset,
+                            expected_size,
+                            throttle,
+                            chunk_size,
+                        )
+                        return hashes, offset
+            except httpx.TransportError as exc:
+                raise TemporaryDownloadError(
+                    f"download of {url} failed after {hashes.size} bytes: {exc}"
+                ) from exc
+            except httpx.RequestError as exc:  # e.g. too many redirects, undecodable body
+                raise DownloadError(f"download of {url} failed: {exc}") from exc
+            if response.status_code == 416 and _complete_416(response, offset):
+                _check_total(url, partial, offset, expected_size)
+                throttle(offset, offset, final=True)
+                return hashes, offset  # the .partial was already complete
+            logger.info(
+                "%s cannot resume from byte %d (HTTP %d, Content-Range %r); starting over",
+                url,
+                offset,
+                response.status_code,
+                response.headers.get("content-range"),
+            )
+            hashes = partial.restart()
+            offset = 0
+    raise TemporaryDownloadError(f"{url}: the server would not send the file from byte 0")
+
+
+def _complete_416(response: httpx.Response, offset: int) -> bool:
+    """Whether a 416 says the file is exactly ``offset`` bytes (the .partial is complete)."""
+    match = _UNSATISFIED_RANGE.fullmatch(response.headers.get("content-range", "").strip())
+    return match is not None and int(match.group(1)) == offset
+
+
+def _start_of(url: str, response: httpx.Response, partial: _Partial, offset: int) -> int | None:
+    """Where the body starts in the file: 0 for a 200, ``offset`` for the right 206.
+
+    ``None`` when the server did not send what we asked for (a 416, a 206 with another range):
+    the caller starts over. Raises for an error status.
+    """
+    status = response.status_code
+    if status == 200:
+        return 0
+    if status == 206:
+        match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
+        return offset if match is not None and int(match.group(1)) == offset else None
+    if status == 416 and offset:
+        return None
+    raise _status_error(url, response, partial)
+
+
+def _receive(
+    url: str,
+    response: httpx.Response,
+    partial: _Partial,
+    hashes: _Hashes,
+    offset: int,
+    expected_size: int | None,
+    throttle: _Throttle,
+    chunk_size: int,
+) -> None:
+    """Write the body into the .partial from ``offset`` on, hashing it."""
+    total = _total_of(response, offset)
+    _check_total(url, partial, total, expected_size)
+    limit = total if total is not None else expected_size
+    handle = partial.handle
+    handle.seek(offset)
+    throttle(offset, total)
+    # Whatever arrives (at most 64 KiB a read) is written at once, so a cut loses nothing.
+    for data in response.iter_bytes():
+        handle.write(data)
+        hashes.update(data)
+        if limit is not None and hashes.size > limit:
+            partial.discard()
+            raise SizeMismatch(f"{url} sent more than the {limit} bytes it should be")
+        throttle(hashes.size, total)
+    _finish_size(url, partial, hashes.size, total, expected_size)
+    throttle(hashes.size, hashes.size, final=True)
+
+
+# -- size --------------------------------------------------------------------------------------
+
+
+def head_size(url: str, client: httpx.Client | None = None, *, timeout: float = 30.0) -> int | None:
+    """The size of the file at ``url`` (HEAD ``Content-Length``; ``file://`` by ``stat``).
+
+    Returns ``None`` when the server does not say (no length, an encoded body, or HEAD not
+    allowed).
+
+    Raises:
+        TemporaryDownloadError: network error, 5xx, 408/429.
+        HubHTTPError: another 4xx, or a ``file://`` path that does not exist (404).
+    """
+    if url.startswith("file://"):
+        try:
+            return _file_path(url).stat().st_size
+        except FileNotFoundError:
+            raise HubHTTPError(url, 404, "Not Found (no such file)") from None
+        except OSError as exc:
+            raise TemporaryDownloadError(f"cannot stat {url}: {exc}") from exc
+    kwargs: dict[str, Any] = {"headers": {"Accept-Encoding": "identity"}, "follow_redirects": True}
+    try:
+        with _client(client, timeout) as http:
+            response = http.head(url, **kwargs)
+    except httpx.TransportError as exc:
+        raise TemporaryDownloadError(f"HEAD {url} failed: {exc}") from exc
+    if response.status_code in (405, 501):
+        return None
+    if response.status_code != 200:
+        status, reason = response.status_code, response.reason_phrase
+        if status >= 500 or status in _TEMPORARY_CLIENT_ERRORS or status < 400:
+            raise TemporaryDownloadError(f"hub answered HTTP {status} {reason} for {url}")
+        raise HubHTTPError(url, status, reason)
+    return _total_of(response, 0)

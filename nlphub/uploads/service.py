@@ -1,0 +1,251 @@
+"""Accepting or rejecting a custom model / embeddings / pipeline upload.
+
+`accept_upload` works in a staging folder next to the install folder: archive safety checks,
+Spark NLP format validation and compatibility are all run, every problem is collected, and only
+a fully valid upload is renamed into place and recorded (`source = upload`). A rejected upload
+leaves nothing behind: no files, no resource row — only the job and its audit events.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from nlphub import audit
+from nlphub.errors import NlphubError
+from nlphub.hub.service import Installed, missing_dependencies
+from nlphub.resources import install_dir, tree_checksum
+from nlphub.uploads.archive import (
+    ProblemError,
+    check_tree,
+    remove_extraction,
+    resource_root,
+    safe_extract,
+)
+from nlphub.uploads.sparknlp import ResourceInfo, check_compatibility, validate_resource
+from schemas.models import Resource, ResourceKind, ResourceSource
+from schemas.settings import Settings
+from schemas.states import ResourceState
+
+log = logging.getLogger(__name__)
+
+EDITION_OF_LIBRARY = {
+    "spark-nlp": "Open Source",
+    "healthcare-nlp": "Healthcare NLP",
+    "finance-nlp": "Finance NLP",
+    "legal-nlp": "Legal NLP",
+    "visual-nlp": "Visual NLP",
+}
+
+
+class UploadRejected(NlphubError):
+    """Every problem found in an upload, one per line in `problems`."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"- {p}" for p in problems)
+        super().__init__(f"upload {source} rejected ({len(problems)} problems):\n{lines}")
+
+
+@dataclass
+class UploadRequest:
+    path: Path
+    kind: str
+    name: str
+    language: str = "en"
+    version: str | None = None
+    labels: list[str] | None = None
+    edition: str | None = None
+    requested_by: str = "system"
+    job_id: uuid.UUID | None = None
+
+
+@dataclass
+class UploadResult:
+    resource_id: uuid.UUID
+    label: str
+    state: str
+    path: str
+    missing: list[str] = field(default_factory=list)
+    notice: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "resource_id": str(self.resource_id),
+            "resource": self.label,
+            "state": self.state,
+            "path": self.path,
+            "missing_dependencies": self.missing,
+            "notice": self.notice,
+        }
+
+
+def _unpack(req: UploadRequest, staging: Path) -> Path:
+    """Bring the upload into `staging` (safely) and return the resource's root inside it."""
+    source = req.path
+    if not source.exists():
+        raise UploadRejected(
+            str(source),
+            [f"{source} does not exist (the path must be on storage the workers share)"],
+        )
+    if source.is_symlink():
+        raise UploadRejected(str(source), [f"{source} is a symbolic link"])
+    if source.is_dir():
+        check_tree(source)
+        shutil.copytree(source, staging, symlinks=True)
+        check_tree(staging)  # the tree may have changed while it was copied
+    elif source.is_file():
+        safe_extract(source, staging)
+    else:
+        raise UploadRejected(str(source), [f"{source} is neither a zip file nor a folder"])
+    return resource_root(staging)
+
+
+def _validate(req: UploadRequest, root: Path, settings: Settings) -> ResourceInfo:
+    info = validate_resource(root, kind=req.kind, labels=req.labels)  # type: ignore[arg-type]
+    installed = Installed.from_settings(settings)
+    problems = check_compatibility(info, installed.versions, installed.spark)
+    if problems:
+        raise UploadRejected(str(req.path), problems)
+    return info
+
+
+def _installed_by(res: Resource, job_id: uuid.UUID | None) -> bool:
+    return (
+        job_id is not None
+        and res.job_id == job_id
+        and res.state in (ResourceState.INSTALLED, ResourceState.MISSING_DEPENDENCIES)
+    )
+
+
+def _same_files(path: Path, checksum: str) -> bool:
+    return path.is_dir() and not path.is_symlink() and tree_checksum(path)[0] == checksum
+
+
+def _result_of(session: Session, res: Resource) -> UploadResult:
+    missing = missing_dependencies(session, res)
+    notice = res.error if res.state == ResourceState.MISSING_DEPENDENCIES else None
+    return UploadResult(res.id, res.label, res.state.value, res.install_path or "", missing, notice)
+
+
+def accept_upload(session: Session, settings: Settings, req: UploadRequest) -> UploadResult:
+    """Validate and install an upload, or raise `UploadRejected` listing every problem."""
+    kind = ResourceKind(req.kind)
+    version = req.version or "upload"
+    target = install_dir(settings.resources_dir, kind, req.name, req.language, version)
+    # The temp area: on the same volume as the install folders (the final rename is atomic).
+    staging = settings.home / "tmp" / f"upload-{req.job_id or uuid.uuid4()}"
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    remove_extraction(staging)
+    try:
+        existing = session.exec(
+            select(Resource).where(
+                Resource.name == req.name,
+                Resource.language == req.language,
+                Resource.version == version,
+                col(Resource.state) != ResourceState.DELETED.value,
+            )
+        ).first()
+        if existing is not None and _installed_by(existing, req.job_id):
+            # This very job, delivered again after its worker died between the commit and
+            # the job's success: the upload is done; report it, do not reject it.
+            return _result_of(session, existing)
+        if existing is not None:
+            raise UploadRejected(
+                str(req.path),
+                [
+                    f"{existing.label} already exists ({existing.state.value}); delete it first or "
+                    "upload with another --version"
+                ],
+            )
+        orphan = target.exists() or target.is_symlink()
+        try:
+            root = _unpack(req, staging)
+            info = _validate(req, root, settings)
+        except ProblemError as exc:
+            raise UploadRejected(str(req.path), list(exc.problems)) from None
+        checksum, size = tree_checksum(root)
+        if orphan and not _same_files(target, checksum):
+            raise UploadRejected(
+                str(req.path),
+                [
+                    f"{target} already exists but no resource owns it (run `nlphub inventory` and "
+                    "remove the orphan folder)"
+                ],
+            )
+        if orphan:
+            # These very files, renamed into place by an earlier delivery of this upload whose
+            # worker died before its commit: put them back in place from staging.
+            shutil.rmtree(target)
+        deps = [ref for ref in info.storage_refs if ref != req.name]
+        deleted = session.exec(
+            select(Resource).where(
+                Resource.name == req.name,
+                Resource.language == req.language,
+                Resource.version == version,
+            )
+        ).first()
+        if deleted is not None:  # a deleted upload of the same identity: reuse its row
+            session.delete(deleted)
+            session.flush()
+        res = Resource(
+            name=req.name,
+            language=req.language,
+            version=version,
+            kind=kind,
+            edition=req.edition or EDITION_OF_LIBRARY.get(info.library, "Open Source"),
+            source=ResourceSource.UPLOAD,
+            spark_version=info.spark_version,
+            lib_version=info.lib_version,
+            labels=list(req.labels or []),
+            dependencies=deps,
+            state=ResourceState.VERIFYING,
+            checksum=checksum,
+            bytes_on_disk=size,
+            size_bytes=size,
+            install_path=str(target),
+            source_url=str(req.path),
+            job_id=req.job_id,
+        )
+        session.add(res)
+        session.flush()
+        missing = missing_dependencies(session, res)
+        res.move_to(ResourceState.MISSING_DEPENDENCIES if missing else ResourceState.INSTALLED)
+        notice = None
+        if missing:
+            notice = (
+                f"{req.name} needs {', '.join(missing)}, not installed: download with "
+                + "; ".join(f"`nlphub download {m} --language {req.language}`" for m in missing)
+                + f" or all at once with `nlphub deps {req.name}`"
+            )
+            res.error = notice
+        audit.record(
+            session,
+            actor=req.requested_by,
+            action="resource.uploaded",
+            target=res.label,
+            job_id=req.job_id,
+            details={
+                "class": info.class_name,
+                "kind": kind.value,
+                "bytes": size,
+                "checksum": checksum,
+                "dependencies": deps,
+                "missing": missing,
+            },
+        )
+        # The rename is the last step before commit: a crash before it leaves only staging
+        # (removed below or by the next attempt); the caller commits right after.
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(root, target)
+        session.flush()
+        return UploadResult(res.id, res.label, res.state.value, str(target), missing, notice)
+    finally:
+        remove_extraction(staging)

@@ -1,0 +1,638 @@
+"""Unit tests for nlphub.hub.metadata: metadata.json lines, archive names and resource choice."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from nlphub.hub.metadata import (
+    HubEntry,
+    embedding_type_of,
+    explain_no_match,
+    parse_metadata,
+    select_newest,
+)
+from nlphub.hub.versions import Version, is_compatible
+
+PROPERTY = settings(database=None, max_examples=200, deadline=None)
+SOURCE = "https://hub/x/metadata.json"
+
+ALBERT_LINE = (
+    '{"name": "albert_base_uncased", "language": "en", "libVersion": {"parts": [2, 5, 0]}, '
+    '"sparkVersion": {"parts": [2, 4]}, "readyToUse": true, "time": "2020-04-28T11:29:23.475Z", '
+    '"isZipped": true, "category": "ml", "checksum": "", "annotator": "AlbertEmbeddings"}'
+)
+BERT_LINE = (
+    '{"name": "bert_base_uncased", "language": "en", "libVersion": {"parts": [6, 1, 5]}, '
+    '"sparkVersion": {"parts": [3]}, "readyToUse": true, "time": "2025-03-27T20:09:07.222Z", '
+    '"isZipped": true, "checksum": "", "annotator": "BertEmbeddings", "engine": "onnx"}'
+)
+
+BASE_TIME = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def v(text: str) -> Version:
+    return Version.parse(text)
+
+
+def line(**fields: Any) -> str:
+    data: dict[str, Any] = {
+        "name": "ner_dl",
+        "language": "en",
+        "libVersion": {"parts": [5, 0, 0]},
+        "sparkVersion": {"parts": [3, 0]},
+        "readyToUse": True,
+        "time": "2024-01-01T00:00:00.000Z",
+        "isZipped": True,
+        "category": "ml",
+        "checksum": "",
+        "annotator": "NerDLModel",
+    }
+    for key, value in fields.items():
+        if value is _DROP:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    return json.dumps(data)
+
+
+_DROP = object()
+
+
+def entry(
+    *,
+    name: str = "ner_dl",
+    language: str = "en",
+    lib: str | Version | None = "5.0.0",
+    spark: str | Version | None = "3.0",
+    minutes: int = 0,
+    ready: bool = True,
+    **extra: Any,
+) -> HubEntry:
+    return HubEntry.model_validate(
+        {
+            "name": name,
+            "language": language,
+            "lib_version": lib if lib is None or isinstance(lib, Version) else v(lib),
+            "spark_version": spark if spark is None or isinstance(spark, Version) else v(spark),
+            "ready_to_use": ready,
+            "time": BASE_TIME + timedelta(minutes=minutes),
+            **extra,
+        }
+    )
+
+
+# --- HubEntry -----------------------------------------------------------------------------
+
+
+def test_parses_the_real_hub_lines() -> None:
+    entries, warnings = parse_metadata(f"{ALBERT_LINE}\n{BERT_LINE}\n", source=SOURCE)
+    assert warnings == []
+    albert, bert = entries
+    assert albert.name == "albert_base_uncased"
+    assert albert.language == "en"
+    assert albert.lib_version == Version((2, 5, 0))
+    assert albert.spark_version == Version((2, 4))
+    assert albert.ready_to_use is True
+    assert albert.time == datetime(2020, 4, 28, 11, 29, 23, 475000, tzinfo=UTC)
+    assert albert.time.tzinfo is not None
+    assert albert.is_zipped is True
+    assert albert.category == "ml"
+    assert albert.checksum is None
+    assert albert.annotator == "AlbertEmbeddings"
+    assert albert.engine is None
+    assert albert.size is None
+    assert albert.edition == "Open Source"
+    assert bert.category is None
+    assert bert.engine == "onnx"
+    assert bert.spark_version == Version((3,))
+
+
+def test_archive_name_of_the_real_lines() -> None:
+    entries, _ = parse_metadata(f"{ALBERT_LINE}\n{BERT_LINE}", source=SOURCE)
+    assert [e.archive_name for e in entries] == [
+        "albert_base_uncased_en_2.5.0_2.4_1588073363475.zip",
+        "bert_base_uncased_en_6.1.5_3_1743106147222.zip",
+    ]
+
+
+def test_archive_name_design_example() -> None:
+    found = HubEntry.model_validate(
+        {
+            "name": "deidentify_dl",
+            "language": "en",
+            "libVersion": {"parts": [2, 0, 2]},
+            "sparkVersion": {"parts": [2, 4]},
+            "time": "2019-06-04T17:24:54.458Z",
+            "isZipped": True,
+        }
+    )
+    assert found.time_ms == 1559669094458
+    assert found.archive_name == "deidentify_dl_en_2.0.2_2.4_1559669094458.zip"
+
+
+def test_archive_name_without_zip_or_versions() -> None:
+    unzipped = entry(is_zipped=False)
+    assert unzipped.archive_name == f"ner_dl_en_5.0.0_3.0_{unzipped.time_ms}"
+    bare = entry(lib=None, spark=None, language="")
+    assert bare.archive_name == f"ner_dl____{bare.time_ms}.zip"
+
+
+def test_archive_name_uses_utc_epoch_of_an_offset_time() -> None:
+    found = HubEntry.model_validate(
+        {"name": "a", "language": "de", "time": "2019-06-04T19:24:54.458+02:00"}
+    )
+    assert found.time_ms == 1559669094458
+
+
+@PROPERTY
+@given(st.integers(min_value=0, max_value=4_102_444_800_000))
+def test_archive_name_ends_with_the_epoch_millis(millis: int) -> None:
+    time = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=millis)
+    iso = time.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    found = HubEntry.model_validate({"name": "m", "language": "xx", "time": iso})
+    assert found.time_ms == millis
+    assert found.archive_name == f"m_xx___{millis}.zip"
+
+
+def test_naive_time_is_read_as_utc() -> None:
+    found = HubEntry.model_validate({"name": "a", "language": "en", "time": "2020-01-01T00:00:00"})
+    assert found.time == datetime(2020, 1, 1, tzinfo=UTC)
+
+
+def test_defaults_when_optional_fields_are_missing() -> None:
+    found = HubEntry.model_validate({"name": "a", "language": "en", "time": "2020-01-01T00:00Z"})
+    assert found.ready_to_use is True
+    assert found.is_zipped is True
+    assert found.lib_version is None
+    assert found.spark_version is None
+    assert found.category is None
+    assert found.checksum is None
+    assert found.edition == "Open Source"
+
+
+def test_checksum_is_stored_upper_case() -> None:
+    found = HubEntry.model_validate(
+        {
+            "name": "a",
+            "language": "en",
+            "time": "2020-01-01T00:00Z",
+            "checksum": "d41d8cd98f00b204e9800998ecf8427e",
+        }
+    )
+    assert found.checksum == "D41D8CD98F00B204E9800998ECF8427E"
+
+
+@pytest.mark.parametrize("checksum", ["abc", "Z" * 32, "D41D8CD98F00B204E9800998ECF8427E0", 42])
+def test_bad_checksum_is_rejected(checksum: object) -> None:
+    with pytest.raises(ValidationError):
+        HubEntry.model_validate(
+            {"name": "a", "language": "en", "time": "2020-01-01T00:00Z", "checksum": checksum}
+        )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"size": -1},
+        {"size": True},
+        {"size": "big"},
+        {"category": "zz"},
+        {"name": ""},
+        {"name": "   "},
+        {"libVersion": {"parts": [1, "a"]}},
+        {"sparkVersion": "not a version"},
+        {"time": "yesterday"},
+        {"edition": ""},
+    ],
+)
+def test_bad_fields_are_rejected(fields: dict[str, Any]) -> None:
+    data: dict[str, Any] = {"name": "a", "language": "en", "time": "2020-01-01T00:00Z"}
+    data.update(fields)
+    with pytest.raises(ValidationError):
+        HubEntry.model_validate(data)
+
+
+def test_size_and_blank_fields() -> None:
+    found = HubEntry.model_validate(
+        {
+            "name": "a",
+            "language": "en",
+            "time": "2020-01-01T00:00Z",
+            "size": 1234,
+            "category": " PL ",
+            "annotator": "",
+            "engine": " ",
+        }
+    )
+    assert found.size == 1234
+    assert found.category == "pl"
+    assert found.annotator is None
+    assert found.engine is None
+
+
+def test_versions_accept_strings_and_lists() -> None:
+    found = HubEntry.model_validate(
+        {
+            "name": "a",
+            "language": "en",
+            "time": "2020-01-01T00:00Z",
+            "libVersion": "5.4.0-rc1",
+            "sparkVersion": [3, 4],
+        }
+    )
+    assert found.lib_version == Version((5, 4, 0))
+    assert found.spark_version == Version((3, 4))
+
+
+def test_entries_are_frozen() -> None:
+    found = entry()
+    with pytest.raises(ValidationError):
+        found.name = "other"
+
+
+def test_dump_round_trips_through_the_hub_shape() -> None:
+    (albert,), _ = parse_metadata(ALBERT_LINE, source=SOURCE)
+    dumped = albert.model_dump(mode="json", by_alias=True)
+    assert dumped["libVersion"] == {"parts": [2, 5, 0]}
+    assert dumped["sparkVersion"] == {"parts": [2, 4]}
+    assert HubEntry.model_validate(dumped) == albert
+    assert HubEntry.model_validate_json(albert.model_dump_json(by_alias=True)) == albert
+
+
+# --- kind and embedding type --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("annotator", "expected"),
+    [
+        ("WordEmbeddingsModel", "word"),
+        ("BertEmbeddings", "word"),
+        ("AlbertEmbeddings", "word"),
+        ("ElmoEmbeddings", "word"),
+        ("XlnetEmbeddings", "word"),
+        ("RoBertaEmbeddings", "word"),
+        ("XlmRoBertaEmbeddings", "word"),
+        ("DeBertaEmbeddings", "word"),
+        ("Word2VecModel", "word"),
+        ("com.johnsnowlabs.nlp.embeddings.BertEmbeddings", "word"),
+        ("BertSentenceEmbeddings", "sentence"),
+        ("RoBertaSentenceEmbeddings", "sentence"),
+        ("XlmRoBertaSentenceEmbeddings", "sentence"),
+        ("SentenceEmbeddings", "sentence"),
+        ("UniversalSentenceEncoder", "sentence"),
+        ("E5Embeddings", "sentence"),
+        ("InstructorEmbeddings", "sentence"),
+        ("MPNetEmbeddings", "sentence"),
+        ("BGEEmbeddings", "sentence"),
+        ("Doc2VecModel", "document"),
+        ("DocumentEmbeddings", "document"),
+        ("ChunkEmbeddings", "document"),
+        ("EmbeddingsFinisher", "document"),
+        ("NerDLModel", None),
+        ("ClassifierDLModel", None),
+        ("PerceptronModel", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_embedding_type_from_annotator(annotator: str | None, expected: str | None) -> None:
+    assert embedding_type_of(annotator) == expected
+    assert entry(annotator=annotator).embedding_type == expected
+
+
+@pytest.mark.parametrize(
+    ("category", "annotator", "kind"),
+    [
+        ("pl", None, "pipeline"),
+        ("pl", "BertEmbeddings", "pipeline"),
+        ("ml", "BertEmbeddings", "embeddings"),
+        (None, "UniversalSentenceEncoder", "embeddings"),
+        ("ml", "Doc2VecModel", "embeddings"),
+        ("ml", "NerDLModel", "model"),
+        ("nd", None, "model"),
+        (None, None, "model"),
+    ],
+)
+def test_kind(category: str | None, annotator: str | None, kind: str) -> None:
+    assert entry(category=category, annotator=annotator).kind == kind
+
+
+# --- parse_metadata -----------------------------------------------------------------------
+
+
+def test_blank_lines_are_skipped_without_warnings() -> None:
+    text = f"\n{ALBERT_LINE}\n\n   \n{BERT_LINE}\r\n\n"
+    entries, warnings = parse_metadata(text, source=SOURCE)
+    assert [e.name for e in entries] == ["albert_base_uncased", "bert_base_uncased"]
+    assert warnings == []
+
+
+def test_empty_text_gives_nothing() -> None:
+    assert parse_metadata("", source=SOURCE) == ([], [])
+
+
+def test_malformed_lines_are_skipped_with_numbered_warnings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    text = "\n".join(
+        [
+            line(name="good_1"),  # 1
+            "",  # 2
+            line(name=_DROP),  # 3
+            "{not json",  # 4
+            line(language=_DROP),  # 5
+            line(libVersion={"parts": ["x"]}),  # 6
+            line(time="not a time"),  # 7
+            "[1, 2]",  # 8
+            line(name="good_2"),  # 9
+            line(sparkVersion={"parts": [-1]}),  # 10
+            line(checksum="nothex"),  # 11
+            line(name=None),  # 12
+        ]
+    )
+    with caplog.at_level(logging.WARNING, logger="nlphub.hub.metadata"):
+        entries, warnings = parse_metadata(text, source=SOURCE)
+    assert [e.name for e in entries] == ["good_1", "good_2"]
+    assert [w.split(":", 2)[1] for w in warnings] == [
+        "//hub/x/metadata.json line 3",
+        "//hub/x/metadata.json line 4",
+        "//hub/x/metadata.json line 5",
+        "//hub/x/metadata.json line 6",
+        "//hub/x/metadata.json line 7",
+        "//hub/x/metadata.json line 8",
+        "//hub/x/metadata.json line 10",
+        "//hub/x/metadata.json line 11",
+        "//hub/x/metadata.json line 12",
+    ]
+    assert warnings[0] == f"{SOURCE} line 3: missing field 'name'"
+    assert warnings[1].startswith(f"{SOURCE} line 4: invalid JSON")
+    assert warnings[2] == f"{SOURCE} line 5: missing field 'language'"
+    assert "libVersion" in warnings[3]
+    assert "time" in warnings[4]
+    assert "expected a JSON object" in warnings[5]
+    assert "sparkVersion" in warnings[6]
+    assert "checksum" in warnings[7]
+    assert warnings[8] == f"{SOURCE} line 12: missing field 'name'"
+    logged = [r.getMessage() for r in caplog.records if r.name == "nlphub.hub.metadata"]
+    assert logged == warnings
+    assert all(
+        r.levelno == logging.WARNING for r in caplog.records if r.name == "nlphub.hub.metadata"
+    )
+
+
+def test_missing_time_is_a_malformed_line() -> None:
+    entries, warnings = parse_metadata(line(time=_DROP), source="s")
+    assert entries == []
+    assert warnings == ["s line 1: missing field 'time'"]
+
+
+def test_edition_is_the_callers() -> None:
+    text = f"{ALBERT_LINE}\n{line(edition='Open Source')}"
+    entries, _ = parse_metadata(text, source=SOURCE, edition="Healthcare")
+    assert [e.edition for e in entries] == ["Healthcare", "Healthcare"]
+
+
+def test_unknown_keys_are_ignored() -> None:
+    entries, warnings = parse_metadata(line(somethingNew=[1, 2]), source=SOURCE)
+    assert warnings == []
+    assert len(entries) == 1
+
+
+@PROPERTY
+@given(
+    st.lists(st.sampled_from(["good", "bad", "blank"]), max_size=20),
+)
+def test_parse_keeps_good_lines_and_warns_for_each_bad_one(kinds: list[str]) -> None:
+    texts = {"good": line(), "bad": "{oops", "blank": "  "}
+    entries, warnings = parse_metadata("\n".join(texts[k] for k in kinds), source="src")
+    assert len(entries) == kinds.count("good")
+    expected = [f"src line {i}:" for i, k in enumerate(kinds, start=1) if k == "bad"]
+    assert [w[: w.index(":") + 1] for w in warnings] == expected
+
+
+# --- select_newest ------------------------------------------------------------------------
+
+
+def choose(entries: list[HubEntry], **request: Any) -> HubEntry | None:
+    params: dict[str, Any] = {
+        "name": "ner_dl",
+        "language": "en",
+        "lib_version": v("5.4.0"),
+        "spark_version": v("3.5.1"),
+    }
+    params.update(request)
+    return select_newest(entries, **params)
+
+
+def test_spark_version_outranks_lib_version_and_time() -> None:
+    old_spark = entry(lib="5.4.0", spark="3.0", minutes=100)
+    new_spark = entry(lib="5.0.0", spark="3.4", minutes=0)
+    assert choose([old_spark, new_spark]) is new_spark
+    assert choose([new_spark, old_spark]) is new_spark
+
+
+def test_lib_version_outranks_time() -> None:
+    newer_lib = entry(lib="5.3.0", minutes=0)
+    later = entry(lib="5.1.0", minutes=100)
+    assert choose([newer_lib, later]) is newer_lib
+    assert choose([later, newer_lib]) is newer_lib
+
+
+def test_time_breaks_ties() -> None:
+    first = entry(minutes=0)
+    second = entry(minutes=5)
+    assert choose([second, first]) is second
+
+
+def test_equal_keys_pick_the_last_in_file_order() -> None:
+    a = entry(checksum="A" * 32)
+    b = entry(checksum="B" * 32)
+    assert choose([a, b]) is b
+    assert choose([b, a]) is a
+
+
+def test_incompatible_versions_are_skipped() -> None:
+    usable = entry(lib="5.0.0", spark="3.0")
+    too_new_lib = entry(lib="5.5.0", spark="3.0", minutes=10)
+    too_new_spark = entry(lib="5.0.0", spark="3.6", minutes=10)
+    too_many_parts = entry(lib="5.0.0", spark=Version((3, 0, 0, 0)), minutes=10)
+    assert choose([usable, too_new_lib, too_new_spark, too_many_parts]) is usable
+    assert choose([too_new_lib, too_new_spark]) is None
+
+
+def test_the_design_examples_drive_the_choice() -> None:
+    on_spark_32 = entry(spark="3.2.1")
+    assert choose([on_spark_32], spark_version=v("3.4.0")) is on_spark_32
+    assert choose([entry(spark="3.2")], spark_version=v("3.1")) is None
+    on_12 = entry(lib="1.2")
+    assert choose([on_12], lib_version=v("1.2.3")) is on_12
+    assert choose([entry(lib="1.2.3")], lib_version=v("1.2")) is None
+
+
+def test_entries_without_versions_are_compatible() -> None:
+    unversioned = entry(lib=None, spark=None)
+    assert choose([unversioned]) is unversioned
+    versioned = entry()
+    assert choose([unversioned, versioned]) is versioned
+
+
+def test_unknown_installed_versions_only_match_unversioned_entries() -> None:
+    unversioned = entry(lib=None, spark=None)
+    assert choose([entry(), unversioned], lib_version=None, spark_version=None) is unversioned
+
+
+def test_not_ready_and_other_names_are_skipped() -> None:
+    not_ready = entry(ready=False, minutes=10)
+    other = entry(name="ner_dl_bert", minutes=10)
+    ready = entry()
+    assert choose([not_ready, other, ready]) is ready
+    assert choose([not_ready, other]) is None
+
+
+def test_language_must_match_unless_one_is_empty() -> None:
+    german = entry(language="de", minutes=10)
+    english = entry(language="en")
+    assert choose([german, english]) is english
+    assert choose([german, english], language="de") is german
+    assert choose([german, english], language="") is german  # any language; newest wins
+    unspecified = entry(language="", minutes=20)
+    assert choose([german, unspecified], language="fr") is unspecified
+    assert choose([german], language="xx") is None
+
+
+def test_select_newest_accepts_any_iterable() -> None:
+    newest = entry(minutes=3)
+    assert choose(iter([entry(), newest])) is newest  # type: ignore[arg-type]
+
+
+entries_st = st.lists(
+    st.builds(
+        entry,
+        name=st.sampled_from(["a", "b"]),
+        language=st.sampled_from(["en", "de", ""]),
+        lib=st.sampled_from([None, "4.4", "5.0.0", "5.4.0", "5.4.1", "6.0"]),
+        spark=st.sampled_from(
+            [None, "3", "3.0", "3.4", "3.5.1", "3.5.2", Version((3, 5, 1, 0)), "4.0"]
+        ),
+        minutes=st.integers(min_value=0, max_value=50),
+        ready=st.booleans(),
+    ),
+    max_size=12,
+)
+
+
+@PROPERTY
+@given(entries_st, st.sampled_from(["en", "de", ""]), st.sampled_from(["5.4.0", "6.0.0"]))
+def test_selection_is_an_eligible_entry_and_none_newer_is_eligible(
+    entries: list[HubEntry], language: str, lib: str
+) -> None:
+    installed_lib, installed_spark = v(lib), v("3.5.1")
+
+    def eligible(e: HubEntry) -> bool:
+        return (
+            e.ready_to_use
+            and e.name == "a"
+            and (not language or not e.language or e.language == language)
+            and is_compatible(installed_lib, e.lib_version)
+            and is_compatible(installed_spark, e.spark_version)
+        )
+
+    def rank(e: HubEntry) -> tuple[Any, ...]:
+        def ver(x: Version | None) -> tuple[int, ...]:
+            return (-1,) if x is None else x.parts
+
+        return (ver(e.spark_version), ver(e.lib_version), e.time)
+
+    chosen = select_newest(
+        entries,
+        name="a",
+        language=language,
+        lib_version=installed_lib,
+        spark_version=installed_spark,
+    )
+    candidates = [e for e in entries if eligible(e)]
+    if not candidates:
+        assert chosen is None
+        return
+    assert chosen is not None
+    assert eligible(chosen)
+    assert all(rank(e) <= rank(chosen) for e in candidates)
+
+
+# --- explain_no_match ---------------------------------------------------------------------
+
+
+def explain(entries: list[HubEntry], **request: Any) -> str:
+    params: dict[str, Any] = {
+        "name": "ner_dl",
+        "language": "en",
+        "lib_version": v("5.1.2"),
+        "spark_version": v("3.5.1"),
+    }
+    params.update(request)
+    return explain_no_match(entries, **params)
+
+
+def test_explains_an_unknown_name() -> None:
+    assert (
+        explain([entry(name="other")]) == "no resource named 'ner_dl' for language 'en' in the hub"
+    )
+    assert explain([]) == "no resource named 'ner_dl' for language 'en' in the hub"
+
+
+def test_explains_a_missing_language() -> None:
+    message = explain([entry(language="de"), entry(language="fr")], language="es")
+    assert message.startswith("no resource named 'ner_dl' for language 'es' in the hub")
+    assert "de, fr" in message
+
+
+def test_explains_not_ready() -> None:
+    message = explain([entry(ready=False)])
+    assert "not ready to use" in message
+    assert "'ner_dl'" in message
+
+
+def test_explains_the_blocking_lib_version_of_the_newest() -> None:
+    old = entry(lib="5.3.0", minutes=0)
+    newest = entry(lib="5.4.0", minutes=10)
+    message = explain([old, newest])
+    assert newest.archive_name in message
+    assert "needs Spark NLP >= 5.4.0 (resource built for 5.4.0), installed 5.1.2" in message
+    assert "Spark >=" not in message
+    assert old.archive_name not in message
+
+
+def test_explains_the_blocking_spark_version() -> None:
+    blocked = entry(lib="5.0.0", spark="4.0")
+    message = explain([blocked])
+    assert "needs Spark >= 4.0 (resource built for 4.0), installed 3.5.1" in message
+    assert "Spark NLP" not in message
+
+
+def test_explains_both_blocking_versions() -> None:
+    message = explain([entry(lib="6.0.0", spark="4.0")])
+    assert "needs Spark NLP >= 6.0.0" in message
+    assert "needs Spark >= 4.0" in message
+    assert "installed 5.1.2" in message
+    assert "installed 3.5.1" in message
+
+
+def test_explains_an_unknown_installed_version() -> None:
+    message = explain([entry()], spark_version=None)
+    assert "needs Spark >= 3.0" in message
+    assert "unknown" in message
+
+
+def test_says_when_something_does_match() -> None:
+    usable = entry(lib="5.0.0")
+    message = explain([usable])
+    assert usable.archive_name in message
+    assert "available" in message
