@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, event, or_, text
-from sqlmodel import Session, col, select
+from sqlalchemy import Connection, event
+from sqlmodel import Session
 
-from nlphub import audit
+from nlphub import audit, jobstate
 from nlphub.jobstate import insert_job
 from nlphub.redact import redact
 from schemas.db import autocommit_engine, held_connection
-from schemas.models import Job, utcnow
+from schemas.models import utcnow
 from schemas.payloads import spec_for, validate_payload
-from schemas.states import JobState
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +73,7 @@ def _publish(
     if _send(job_id, task, queue, payload, countdown):
         return True
     with autocommit_engine().connect() as conn:
-        conn.execute(text("UPDATE job SET published_at = NULL WHERE id = :id"), {"id": job_id})
+        jobstate.mark_unpublished(conn, job_id)
     return False
 
 
@@ -131,28 +129,10 @@ def reconcile_outbox(
 ) -> list[uuid.UUID]:
     """Publish again the jobs the broker never got or may have lost. Returns their ids.
 
-    - `queued` and never published, older than `grace_seconds` (publish failed or the
-      enqueuing process died between commit and publish);
-    - `queued`/`retrying` and last published more than `republish_after` seconds ago (the
-      broker lost the message, e.g. Redis restarted without persistence).
-    """
-    now = utcnow()
-    stale = session.exec(
-        select(Job)
-        .where(
-            or_(
-                (col(Job.state) == JobState.QUEUED.value)
-                & col(Job.published_at).is_(None)
-                & (col(Job.created_at) < now - timedelta(seconds=grace_seconds)),
-                col(Job.state).in_([JobState.QUEUED.value, JobState.RETRYING.value])
-                & (col(Job.published_at) < now - timedelta(seconds=republish_after))
-                & (col(Job.updated_at) < now - timedelta(seconds=republish_after)),
-            )
-        )
-        .order_by(col(Job.created_at))
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
+    Which ones: `nlphub.jobstate.unpublished_or_lost`."""
+    stale = jobstate.unpublished_or_lost(
+        session, grace_seconds=grace_seconds, republish_after=republish_after, limit=limit
+    )
     republished: list[uuid.UUID] = []
     for job in stale:
         first = job.published_at is None

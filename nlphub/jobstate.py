@@ -1,30 +1,27 @@
-"""Job state changes as single SQL statements: the row update and its audit event together.
+"""Every statement on the `job` table, in one place.
 
-Each change is one round trip — an UPDATE guarded by the state machine (only from states that
-may legally move to the target) and the audit INSERT in the same statement — so recording
-every transition stays cheap enough to do for every job.
+State changes are single statements: the row update and its audit event together, one round
+trip each — an UPDATE guarded by the state machine (only from states that may legally move to
+the target) and the audit INSERT in the same statement — so recording every transition stays
+cheap enough to do for every job (they run as prepared statements: `schemas.prepared`).
+The outbox's look-ups, progress, and the listings the CLI shows are here too.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import re
 import uuid
-import weakref
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
-import psycopg
-import psycopg.errors
-from psycopg import pq
-from psycopg.rows import dict_row
-from sqlalchemy import Connection
-from sqlmodel import Session
+from sqlalchemy import Connection, text
+from sqlmodel import Session, col, select
 
 from nlphub.audit import audit_params, canonical
 from nlphub.redact import redact
-from schemas.db import driver_connection
+from schemas.models import Job, utcnow
+from schemas.prepared import one_row
 from schemas.states import JobState, job_predecessors
 
 #: Extra SET clauses per target state.
@@ -50,116 +47,6 @@ class Outcome:
     attempts: int | None
     #: With lock="take": whether this session got the job's run lock.
     locked: bool = False
-
-
-_NAMED = re.compile(r"(?<![:\w]):(\w+)")
-
-
-def _connection(conn: Connection | Session) -> Connection:
-    return conn.connection() if isinstance(conn, Session) else conn
-
-
-#: Server-side types of the per-job statements' parameters; any other is text.
-_PARAM_TYPES = {"id": 2950, "k": 20, "allowed": 1009, "published": 16}  # uuid, int8, text[], bool
-_TEXT = 25
-#: Names of the statements prepared on each psycopg connection (gone with the connection).
-_PREPARED: weakref.WeakKeyDictionary[Any, set[bytes]] = weakref.WeakKeyDictionary()
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    name: bytes
-    sql: bytes  # with $1, $2, ... (one per distinct name, in order of first use)
-    names: tuple[str, ...]
-    types: tuple[int, ...]
-    psycopg_sql: str  # with %(name)s, for psycopg inside a transaction
-
-
-@functools.cache
-def _prepared(sql: str) -> _Prepared:
-    assert "%" not in sql, "a literal % would need escaping for psycopg"
-    names: list[str] = []
-
-    def number(match: re.Match[str]) -> str:
-        if match[1] not in names:
-            names.append(match[1])
-        return f"${names.index(match[1]) + 1}"
-
-    numbered = _NAMED.sub(number, sql)
-    digest = hashlib.blake2b(numbered.encode(), digest_size=8).hexdigest()
-    return _Prepared(
-        f"nlphub_{digest}".encode(),
-        numbered.encode(),
-        tuple(names),
-        tuple(_PARAM_TYPES.get(name, _TEXT) for name in names),
-        _NAMED.sub(r"%(\1)s", sql),
-    )
-
-
-def _text(value: Any) -> bytes | None:
-    """A parameter in Postgres' text format."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return b"t" if value else b"f"
-    if isinstance(value, list | tuple):
-        quoted = ('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in value)
-        return ("{" + ",".join(quoted) + "}").encode()
-    return str(value).encode()
-
-
-def _as_text(value: Any) -> str:
-    """A value psycopg returned, as Postgres' text format writes it (bools as t/f)."""
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    return str(value)
-
-
-def _one_row(conn: Connection | Session, sql: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Run `sql` (``:name`` parameters) on the connection beneath `conn`, in its transaction
-    if it has one, and return its one row (column name -> text value, or None).
-
-    These statements run for every job: they go to libpq as statements prepared once per
-    connection, without SQLAlchemy's or psycopg's per-call machinery (which cost the worker
-    more CPU than the database round trip). Errors still arrive as SQLAlchemy's exceptions,
-    and a lost connection is invalidated in the pool, as `Connection.execute` would do."""
-    sa_conn = _connection(conn)
-    statement = _prepared(sql)
-    with driver_connection(sa_conn, statement.sql.decode(), params) as dbapi:
-        if not dbapi.autocommit:
-            # In a transaction (a Session's): psycopg opens it with its first statement.
-            with dbapi.cursor(row_factory=dict_row) as cur:
-                cur.execute(statement.psycopg_sql, params)
-                row = cur.fetchone()
-            return {k: None if v is None else _as_text(v) for k, v in row.items()}
-        result = _execute(dbapi, statement, [_text(params[name]) for name in statement.names])
-    return {
-        result.fname(i).decode(): (None if (v := result.get_value(0, i)) is None else v.decode())
-        for i in range(result.nfields)
-    }
-
-
-def _execute(dbapi: Any, statement: _Prepared, values: list[bytes | None]) -> Any:
-    pgconn = dbapi.pgconn
-    done = _PREPARED.setdefault(dbapi, set())
-    for attempt in range(2):
-        if statement.name not in done:
-            _check(dbapi, pgconn.prepare(statement.name, statement.sql, statement.types))
-            done.add(statement.name)
-        result = pgconn.exec_prepared(statement.name, values)
-        if result.status == pq.ExecStatus.TUPLES_OK and result.ntuples == 1:
-            return result
-        if attempt == 0 and result.error_field(pq.DiagnosticField.SQLSTATE) == b"26000":
-            done.discard(statement.name)  # deallocated behind our back (DISCARD ALL): again
-            continue
-        _check(dbapi, result)
-        raise psycopg.ProgrammingError(f"expected one row, got {result.ntuples}")
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _check(dbapi: Any, result: Any) -> None:
-    if result.status in (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.BAD_RESPONSE):
-        raise psycopg.errors.error_from_result(result, encoding=dbapi.info.encoding)
 
 
 def transition(
@@ -200,7 +87,7 @@ def transition(
         k=lock_key,
     )
     take = lock == "take"
-    row = _one_row(conn, _transition_sql(target, lock, flush), params)
+    row = one_row(conn, _transition_sql(target, lock, flush), params)
     attempts = None if row["attempts"] is None else int(row["attempts"])
     return Outcome(attempts, row["got"] == "t" if take else False)
 
@@ -292,5 +179,64 @@ def insert_job(
         by=requested_by[:255],
         published=published,
     )
-    row = _one_row(conn, _INSERT_JOB, params)
+    row = one_row(conn, _INSERT_JOB, params)
     return int(row["inserted"]) > 0
+
+
+def record_progress(
+    conn: Connection, job_id: uuid.UUID, fraction: float, message: str | None
+) -> None:
+    """Store a started job's progress (a job in any other state is left as it is)."""
+    conn.execute(
+        text(
+            "UPDATE job SET progress = :p, progress_message = :m, updated_at = now() "
+            "WHERE id = :id AND state = 'started'"
+        ),
+        {"p": fraction, "m": message, "id": job_id},
+    )
+
+
+def recorded_outcome(
+    conn: Connection, job_id: uuid.UUID
+) -> tuple[str, dict[str, Any] | None] | None:
+    """The job's state and result as recorded, or None when it has no row."""
+    row = conn.execute(text("SELECT state, result FROM job WHERE id = :id"), {"id": job_id}).first()
+    return None if row is None else (row.state, row.result)
+
+
+def mark_unpublished(conn: Connection, job_id: uuid.UUID) -> None:
+    """Its publish failed: the reconciler sends it after its grace period."""
+    conn.execute(text("UPDATE job SET published_at = NULL WHERE id = :id"), {"id": job_id})
+
+
+def unpublished_or_lost(
+    session: Session, *, grace_seconds: int, republish_after: int, limit: int
+) -> list[Job]:
+    """Jobs the broker never got or may have lost, locked (SKIP LOCKED) for this transaction.
+
+    - `queued` and never published, older than `grace_seconds` (publish failed or the
+      enqueuing process died between commit and publish);
+    - `queued`/`retrying` and last published more than `republish_after` seconds ago (the
+      broker lost the message, e.g. Redis restarted without persistence).
+    """
+    now = utcnow()
+    return list(
+        session.exec(
+            select(Job)
+            .where(
+                (
+                    (col(Job.state) == JobState.QUEUED.value)
+                    & col(Job.published_at).is_(None)
+                    & (col(Job.created_at) < now - timedelta(seconds=grace_seconds))
+                )
+                | (
+                    col(Job.state).in_([JobState.QUEUED.value, JobState.RETRYING.value])
+                    & (col(Job.published_at) < now - timedelta(seconds=republish_after))
+                    & (col(Job.updated_at) < now - timedelta(seconds=republish_after))
+                )
+            )
+            .order_by(col(Job.created_at))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+    )

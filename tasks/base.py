@@ -39,7 +39,7 @@ from sqlalchemy import Connection, text
 
 from nlphub import audit
 from nlphub.errors import GaveUp, NlphubError, TemporaryError
-from nlphub.jobstate import insert_job, transition
+from nlphub.jobstate import insert_job, record_progress, recorded_outcome, transition
 from nlphub.messaging.app import app
 from schemas.db import dispose_engines, get_engine, held_connection, require_migrated
 from schemas.payloads import Payload, PayloadError, spec_for, validate_payload
@@ -115,13 +115,7 @@ class JobContext:
         meta = {"fraction": fraction, "done": done, "total": total, "message": message}
         milestone = int(fraction * 4)  # audit at 25 %, 50 %, 75 %, 100 %
         with get_engine().begin() as conn:
-            conn.execute(
-                text(
-                    "UPDATE job SET progress = :p, progress_message = :m, updated_at = now() "
-                    "WHERE id = :id AND state = 'started'"
-                ),
-                {"p": fraction, "m": message, "id": self.id},
-            )
+            record_progress(conn, self.id, fraction, message)
             if milestone > self._last_milestone:
                 self._last_milestone = milestone
                 audit.record(
@@ -256,12 +250,11 @@ class NlphubTask(Task):
             if outcome.attempts is not None:
                 return outcome.attempts
             conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-            row = conn.execute(
-                text("SELECT state, result FROM job WHERE id = :id"), {"id": job_id}
-            ).first()
-            if row is not None:
-                log.info("%s[%s] already %s; not running it again", self.name, job_id, row.state)
-                return dict(row.result or {"state": row.state})
+            recorded = recorded_outcome(conn, job_id)
+            if recorded is not None:
+                state, result = recorded
+                log.info("%s[%s] already %s; not running it again", self.name, job_id, state)
+                return dict(result or {"state": state})
             # Enqueued without our API (Flower's REST API, beat): the row starts here.
             insert_job(
                 conn,

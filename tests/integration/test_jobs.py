@@ -499,8 +499,9 @@ def test_job_statements_are_prepared_once_and_again_after_deallocate(env) -> Non
     """The per-job statements run as server-side prepared statements through libpq; one
     deallocated behind their back (DISCARD ALL, DEALLOCATE) is prepared again. Parameters
     reach Postgres in its text format, arrays quoted."""
-    from nlphub.jobstate import _one_row, insert_job, transition
+    from nlphub.jobstate import insert_job, transition
     from schemas.db import autocommit_engine
+    from schemas.prepared import one_row as _one_row
 
     job_id = uuid.uuid4()
     with autocommit_engine().connect() as conn:
