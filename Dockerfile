@@ -31,7 +31,7 @@ RUN groupadd --system --gid 10001 nlphub \
 # `.env` from the working directory, so a copied one would leak secrets into the image).
 # `README.m[d]` copies README.md when it exists and is skipped when it does not.
 # Keep this list in step with [tool.setuptools.packages.find] in pyproject.toml
-# (tests/unit/test_compose.py checks it).
+# (tests/unit/test_deployment.py checks it).
 WORKDIR /src
 COPY pyproject.toml README.m[d] ./
 COPY workers ./workers

@@ -21,8 +21,8 @@ peak RSS figures; the nlphub time is split into download (fetch + DB) and verify
 ``--steps`` also times the steps of the install path one by one on the large archive.
 ``--link-mbit N`` paces the server's bodies to N Mbit/s
 (`nlphub.hub.server.Faults.bytes_per_second`) for every run, raw and nlphub alike: the ratio
-over a network link rather than loopback, where this 2-core machine's MD5 (~510 MiB/s, one
-stream) is slower than raw streaming.
+over a network link rather than loopback, where the machine's MD5 (one stream) can be slower
+than raw streaming (see docs/decisions.md, Benchmark method: download over a paced link).
 """
 
 from __future__ import annotations
@@ -41,7 +41,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import in_child, peak_rss_kib, rss_kib  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    NO_REDIS,
+    embedded_servers,
+    in_child,
+    mib,
+    peak_rss_kib,
+    rss_kib,
+    use_mirror,
+)
 
 MiB = 1 << 20
 BIG, SMALL = "bench_emb", "bench_emb_small"
@@ -180,11 +188,7 @@ def _rate(result: dict[str, Any]) -> float:
     return float(result["bytes"]) / MiB / float(result["seconds"])
 
 
-def _mib(kib: int) -> str:
-    return f"{kib / 1024:6.1f} MiB"
-
-
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mb", type=int, default=1024, help="model data of the large one")
     parser.add_argument("--steps", action="store_true", help="also time each install step")
@@ -195,19 +199,17 @@ def main() -> None:
         help="pace the server's bodies to this link speed, raw and nlphub alike (default: none, "
         "loopback speed)",
     )
-    args = parser.parse_args()
-    big_bytes = args.size_mb * MiB
-    small_bytes = max(1, big_bytes // 4)
+    return parser
 
-    base = Path(tempfile.mkdtemp(prefix="nlphub-bench-dl-"))
+
+def _build(folder: Path, big_bytes: int, small_bytes: int) -> dict[str, Any]:
+    """The mirror with the two archives; its entries by name."""
     from nlphub.hub.mirror import MirrorResource, build_mirror
-    from nlphub.hub.server import MirrorServer
-    from workers.embedded import EmbeddedPostgres
 
     when = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
     start = time.perf_counter()
     entries = build_mirror(
-        base / "mirror",
+        folder,
         [
             MirrorResource(
                 name=name,
@@ -221,109 +223,126 @@ def main() -> None:
             for name, payload in ((BIG, big_bytes), (SMALL, small_bytes))
         ],
     )
-    by_name = {e.name: e for e in entries}
     print(
         f"mirror built in {time.perf_counter() - start:.1f}s: "
         + ", ".join(f"{e.archive_name} {(e.size or 0) / MiB:.1f} MiB" for e in entries)
     )
+    return {e.name: e for e in entries}
 
-    server = MirrorServer(base / "mirror")
-    pg = EmbeddedPostgres(base / "pg")
+
+#: Each raw variant's runs, nlphub's runs on the big and the small archive, the install steps.
+Measured = tuple[
+    dict[str, list[dict[str, Any]]], dict[str, Any], dict[str, Any], dict[str, float] | None
+]
+
+
+def _measure(
+    args: argparse.Namespace, server_url: str, base: Path, by_name: dict[str, Any]
+) -> Measured:
+    """The raw runs (before and after nlphub), nlphub on both archives, and the install steps
+    (with ``--steps``), each in a spawned child."""
+    big_url = f"{server_url}/{by_name[BIG].archive_name}"
+    raw_dest = str(base / "raw.bin")
+    # Two raw variants, before and after nlphub: 1 MiB chunks (iter_bytes(MiB)), and the
+    # chunks as httpx receives them (iter_bytes(), what nlphub.hub.fetch does). httpx
+    # re-chunking to 1 MiB costs copies, so the second is usually faster; the best run of
+    # all counts.
+    variants = {"1 MiB chunks": MiB, "as received": None}
+    raw_runs: dict[str, list[dict[str, Any]]] = {label: [] for label in variants}
+
+    def raw_round() -> None:
+        for label, chunk_size in variants.items():
+            raw_runs[label].append(in_child(_child_raw, big_url, raw_dest, chunk_size))
+
+    raw_round()
+    nlp_big = in_child(_child_nlphub, BIG)
+    nlp_small = in_child(_child_nlphub, SMALL)
+    raw_round()
+    steps = None
+    if args.steps:
+        big = by_name[BIG]
+        steps = in_child(_child_steps, big_url, big.size, big.checksum, str(base / "steps"))
+    return raw_runs, nlp_big, nlp_small, steps
+
+
+def _report(
+    archive: str,
+    raw_runs: dict[str, list[dict[str, Any]]],
+    nlp_big: dict[str, Any],
+    nlp_small: dict[str, Any],
+    steps: dict[str, float] | None,
+) -> None:
+    best = {label: max(runs, key=_rate) for label, runs in raw_runs.items()}
+    raw = max(best.values(), key=_rate)
+    r_raw, r_nlp = _rate(raw), _rate(nlp_big)
+    size_mib = raw["bytes"] / MiB
+    print(f"archive           : {size_mib:.1f} MiB ({archive})")
+    for label, runs in raw_runs.items():
+        rates = " and ".join(f"{_rate(r):.1f}" for r in runs)
+        print(f"raw {label:14s}: {_rate(best[label]):8.1f} MiB/s  (runs {rates} MiB/s)")
+    print(f"raw baseline      : {r_raw:8.1f} MiB/s  (best run, {raw['seconds']:.2f}s)")
+    print(
+        f"nlphub install    : {r_nlp:8.1f} MiB/s  ({nlp_big['seconds']:.2f}s: download "
+        f"{nlp_big['download_s']:.2f}s, verify+install {nlp_big['verify_install_s']:.2f}s)"
+    )
+    print(f"ratio nlphub/raw  : {r_nlp / r_raw:.2f}  (target >= 0.85)")
+    r_mib = _rate(best["1 MiB chunks"])
+    print(f"  (vs the 1 MiB-chunk baseline alone: {r_nlp / r_mib:.2f})")
+    print(
+        f"nlphub small      : {_rate(nlp_small):8.1f} MiB/s  "
+        f"({nlp_small['bytes'] / MiB:.1f} MiB in {nlp_small['seconds']:.2f}s)"
+    )
+    print("peak RSS of each child (VmHWM; 'before' = RSS just before the measured call):")
+    for label, res in (
+        (f"nlphub {nlp_big['bytes'] / MiB:7.1f} MiB", nlp_big),
+        (f"nlphub {nlp_small['bytes'] / MiB:7.1f} MiB", nlp_small),
+        (f"raw    {raw['bytes'] / MiB:7.1f} MiB", raw),
+    ):
+        print(f"  {label}: {mib(res['rss'], 6)}  (before: {mib(res['rss_before'], 6)})")
+    growth = (nlp_big["rss"] - nlp_small["rss"]) / 1024
+    print(
+        f"  nlphub growth for {(nlp_big['bytes'] - nlp_small['bytes']) / MiB:.0f} MiB more "
+        f"archive: {growth:+.1f} MiB"
+    )
+    if steps is not None:
+        print(f"install steps on the {size_mib:.1f} MiB archive (separate run):")
+        for step, seconds in steps.items():
+            print(f"  {step:38s}: {seconds:6.2f}s  ({size_mib / seconds:8.1f} MiB/s)")
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    big_bytes = args.size_mb * MiB
+    base = Path(tempfile.mkdtemp(prefix="nlphub-bench-dl-"))
+    from nlphub.hub.server import MirrorServer
+
     try:
-        server.start()
-        db_url = pg.start()
-        os.environ.update(
-            {
-                "DATABASE_URL": db_url,
-                # Nothing is published: download_and_install gets its job_id, and the resource
-                # has no missing dependencies to enqueue. Any redis:// URL satisfies settings.
-                "REDIS_URL": "redis://127.0.0.1:1/0",
-                "NLPHUB_HOME": str(base / "home"),
-                "NLPHUB_HUB_URLS": server.url,
-                "NLPHUB_LICENSED_HUB_URLS": "",
-                "NLPHUB_LIBRARY_VERSIONS": "spark-nlp=5.5.0,spark=3.5.0",
-                "NLPHUB_LOG_LEVEL": "WARNING",
-            }
-        )
-        from schemas.db import dispose_engines, upgrade
-        from schemas.settings import get_settings
-
-        get_settings.cache_clear()
-        upgrade(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
-        from nlphub.hub.sync import sync_hubs
-
-        synced = sync_hubs("bench")
-        if synced["errors"]:
-            raise SystemExit(f"hub sync failed: {synced['errors']}")
-        dispose_engines()
-
-        if args.link_mbit > 0:
-            server.faults.bytes_per_second = args.link_mbit * 1e6 / 8
-            print(f"link              : {args.link_mbit:g} Mbit/s (the server paces every body)")
-        big_url = f"{server.url}/{by_name[BIG].archive_name}"
-        raw_dest = str(base / "raw.bin")
-        # Two raw variants, before and after nlphub: 1 MiB chunks (iter_bytes(MiB)), and the
-        # chunks as httpx receives them (iter_bytes(), what nlphub.hub.fetch does). httpx
-        # re-chunking to 1 MiB costs copies, so the second is usually faster; the best run of
-        # all counts.
-        variants = {"1 MiB chunks": MiB, "as received": None}
-        raw_runs: dict[str, list[dict[str, Any]]] = {label: [] for label in variants}
-
-        def raw_round() -> None:
-            for label, chunk_size in variants.items():
-                raw_runs[label].append(in_child(_child_raw, big_url, raw_dest, chunk_size))
-
-        raw_round()
-        nlp_big = in_child(_child_nlphub, BIG)
-        nlp_small = in_child(_child_nlphub, SMALL)
-        raw_round()
-        best = {label: max(runs, key=_rate) for label, runs in raw_runs.items()}
-        raw = max(best.values(), key=_rate)
-        steps = None
-        if args.steps:
-            big = by_name[BIG]
-            steps = in_child(_child_steps, big_url, big.size, big.checksum, str(base / "steps"))
-
-        r_raw, r_nlp = _rate(raw), _rate(nlp_big)
-        size_mib = raw["bytes"] / MiB
-        print(f"archive           : {size_mib:.1f} MiB ({by_name[BIG].archive_name})")
-        for label, runs in raw_runs.items():
-            rates = " and ".join(f"{_rate(r):.1f}" for r in runs)
-            print(f"raw {label:14s}: {_rate(best[label]):8.1f} MiB/s  (runs {rates} MiB/s)")
-        print(f"raw baseline      : {r_raw:8.1f} MiB/s  (best run, {raw['seconds']:.2f}s)")
-        print(
-            f"nlphub install    : {r_nlp:8.1f} MiB/s  ({nlp_big['seconds']:.2f}s: download "
-            f"{nlp_big['download_s']:.2f}s, verify+install {nlp_big['verify_install_s']:.2f}s)"
-        )
-        print(f"ratio nlphub/raw  : {r_nlp / r_raw:.2f}  (target >= 0.85)")
-        r_mib = _rate(best["1 MiB chunks"])
-        print(f"  (vs the 1 MiB-chunk baseline alone: {r_nlp / r_mib:.2f})")
-        print(
-            f"nlphub small      : {_rate(nlp_small):8.1f} MiB/s  "
-            f"({nlp_small['bytes'] / MiB:.1f} MiB in {nlp_small['seconds']:.2f}s)"
-        )
-        print("peak RSS of each child (VmHWM; 'before' = RSS just before the measured call):")
-        for label, res in (
-            (f"nlphub {nlp_big['bytes'] / MiB:7.1f} MiB", nlp_big),
-            (f"nlphub {nlp_small['bytes'] / MiB:7.1f} MiB", nlp_small),
-            (f"raw    {raw['bytes'] / MiB:7.1f} MiB", raw),
+        by_name = _build(base / "mirror", big_bytes, max(1, big_bytes // 4))
+        with (
+            MirrorServer(base / "mirror") as server,
+            embedded_servers(base, redis=False) as (db_url, _),
         ):
-            print(f"  {label}: {_mib(res['rss'])}  (before: {_mib(res['rss_before'])})")
-        growth = (nlp_big["rss"] - nlp_small["rss"]) / 1024
-        print(
-            f"  nlphub growth for {(nlp_big['bytes'] - nlp_small['bytes']) / MiB:.0f} MiB more "
-            f"archive: {growth:+.1f} MiB"
-        )
-        if steps is not None:
-            print(f"install steps on the {size_mib:.1f} MiB archive (separate run):")
-            for step, seconds in steps.items():
-                print(f"  {step:38s}: {seconds:6.2f}s  ({size_mib / seconds:8.1f} MiB/s)")
-    finally:
-        server.stop()
-        from schemas.db import dispose_engines
+            # Nothing is published: download_and_install gets its job_id, and the resource
+            # has no missing dependencies to enqueue (NO_REDIS).
+            use_mirror(
+                db_url,
+                NO_REDIS,
+                base / "home",
+                server.url,
+                actor="bench",
+                failure="hub sync failed",
+            )
+            from schemas.db import dispose_engines
 
-        dispose_engines()
-        pg.stop()
+            dispose_engines()
+            if args.link_mbit > 0:
+                server.faults.bytes_per_second = args.link_mbit * 1e6 / 8
+                print(
+                    f"link              : {args.link_mbit:g} Mbit/s (the server paces every body)"
+                )
+            raw_runs, nlp_big, nlp_small, steps = _measure(args, server.url, base, by_name)
+            _report(by_name[BIG].archive_name, raw_runs, nlp_big, nlp_small, steps)
+    finally:
         shutil.rmtree(base, ignore_errors=True)
 
 

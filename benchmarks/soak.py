@@ -43,15 +43,11 @@ import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,15 +55,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import child_env  # noqa: E402
-from tests.procs import children, descendants  # noqa: E402  (the same /proc walk)
+from benchmarks._common import (  # noqa: E402
+    celery_argv,
+    child_env,
+    embedded_servers,
+    use_mirror,
+)
+from benchmarks.soak_figures import TERMINAL, Load, collect, report  # noqa: E402
+from benchmarks.soak_procs import Proc, Sampler, start_process, stop_processes  # noqa: E402
+from tests.procs import children  # noqa: E402  (the same /proc walk)
 
 log = logging.getLogger("soak")
 
-LIBS = "spark-nlp=5.5.0,spark=3.5.0"
 QUEUES = ("downloads", "embeddings", "default")
-TERMINAL = ("succeeded", "failed", "revoked")
-FINAL_ACTIONS = ("job.succeeded", "job.failed")
 WORDS = (
     "model hub archive vector record token sentence label entity clinical drug dose patient "
     "football match goal striker league recipe soup bread oven pasta garlic curry laptop "
@@ -75,110 +75,7 @@ WORDS = (
 ).split()
 
 
-# -- /proc ---------------------------------------------------------------------------------------
-
-
-def peak_rss_kib(pid: int) -> int | None:
-    """VmHWM of a live process (its peak resident set so far), KiB; None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-# -- the processes -------------------------------------------------------------------------------
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-    is_worker: bool
-
-
-@dataclass
-class Sampler:
-    """Peak RSS per process role, from /proc, on a thread."""
-
-    procs: list[Proc]
-    interval: float
-    peaks: dict[str, int] = field(default_factory=dict)
-    pool_pids: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
-
-    def _note(self, role: str, pid: int) -> None:
-        value = peak_rss_kib(pid)
-        if value is not None and value > self.peaks.get(role, 0):
-            self.peaks[role] = value
-
-    def sample(self) -> None:
-        self._note("driver (+ mirror server)", os.getpid())
-        for proc in self.procs:
-            self._note(f"{proc.name} main", proc.popen.pid)
-            for pid in descendants(proc.popen.pid):
-                if proc.is_worker:
-                    self.pool_pids[proc.name].add(pid)
-                    self._note(f"{proc.name} pool child (largest)", pid)
-                else:
-                    self._note(f"{proc.name} child", pid)
-
-    def run(self, stop: threading.Event) -> None:
-        self.sample()
-        while not stop.wait(self.interval):
-            self.sample()
-
-
-def start_process(name: str, argv: list[str], env: dict[str, str], logs: Path) -> Proc:
-    logs.mkdir(parents=True, exist_ok=True)
-    path = logs / f"{name}.log"
-    with path.open("wb") as out:
-        popen = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return Proc(name, popen, path, is_worker=name.startswith("worker"))
-
-
-def stop_processes(procs: list[Proc], timeout: float = 30.0) -> None:
-    """SIGTERM each process group (warm shutdown), then SIGKILL what is left."""
-    for proc in procs:
-        if proc.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.popen.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for proc in procs:
-        try:
-            proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not stop in %.0f s; killing it", proc.name, timeout)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.popen.pid, signal.SIGKILL)  # also any orphaned pool child
-        proc.popen.wait()
-
-
-def celery(*args: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "workers.app", *args]
-
-
 # -- the load ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Load:
-    """What the soak submitted, and what it did to the workers."""
-
-    jobs: dict[uuid.UUID, str] = field(default_factory=dict)
-    kills: list[tuple[float, str, int]] = field(default_factory=list)
-    published: list[str] = field(default_factory=list)
-    refused: Counter[str] = field(default_factory=Counter)
 
 
 def mirror_resources(count: int, payload: int) -> list[Any]:
@@ -326,71 +223,6 @@ def killer(
             log.info("killed %s pool child %d%s", name, pid, " (busy)" if name in busy else "")
 
 
-# -- the figures ---------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def collect(ids: list[uuid.UUID]) -> dict[str, Any]:
-    from sqlalchemy import text
-
-    from schemas.db import get_engine
-
-    with get_engine().connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT id, task, state, attempts, error, "
-                "EXTRACT(EPOCH FROM finished_at - created_at) AS latency "
-                "FROM job WHERE id = ANY(:ids)"
-            ),
-            {"ids": ids},
-        ).all()
-        finals = conn.execute(
-            text(
-                "SELECT job_id, count(*) AS n FROM audit_event "
-                "WHERE job_id = ANY(:ids) AND action = ANY(:a) GROUP BY job_id HAVING count(*) > 1"
-            ),
-            {"ids": ids, "a": list(FINAL_ACTIONS)},
-        ).all()
-        installs = conn.execute(
-            text(
-                "SELECT job_id, count(*) AS n FROM audit_event WHERE job_id = ANY(:ids) "
-                "AND action = 'resource.installed' GROUP BY job_id HAVING count(*) > 1"
-            ),
-            {"ids": ids},
-        ).all()
-        embeddings = conn.execute(
-            text(
-                "SELECT job_id, count(*) AS n FROM embedding WHERE job_id = ANY(:ids) "
-                "GROUP BY job_id HAVING count(*) > 1"
-            ),
-            {"ids": ids},
-        ).all()
-        vectors = conn.execute(
-            text(
-                "SELECT e.id, e.state, "
-                "(SELECT count(*) FROM embedding_vector v WHERE v.embedding_id = e.id) AS n, "
-                "(SELECT count(*) FROM record r WHERE r.dataset_id = e.dataset_id) AS records "
-                "FROM embedding e WHERE e.job_id = ANY(:ids) AND e.state = 'finished'"
-            ),
-            {"ids": ids},
-        ).all()
-    return {
-        "rows": rows,
-        "dup_finals": finals,
-        "dup_installs": installs,
-        "dup_embeddings": embeddings,
-        "extra_vectors": [v for v in vectors if v.n > v.records],
-        "missing_vectors": [v for v in vectors if v.n < v.records],
-    }
-
-
 def wait_drained(ids: list[uuid.UUID], timeout: float) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
@@ -400,116 +232,7 @@ def wait_drained(ids: list[uuid.UUID], timeout: float) -> float:
     return time.monotonic() - started
 
 
-def leftovers(home: Path) -> list[str]:
-    return sorted(
-        str(p.relative_to(home))
-        for p in home.rglob("*")
-        if p.name.endswith(".partial")
-        or p.name.startswith((".staging-", ".trash-"))
-        or (p.parent.name == "downloads" and p.is_file())
-    )
-
-
-def report(
-    args: argparse.Namespace,
-    load: Load,
-    figures: dict[str, Any],
-    sampler: Sampler,
-    load_s: float,
-    drain_s: float,
-    home: Path,
-) -> int:
-    rows = figures["rows"]
-    by_state = Counter(r.state for r in rows)
-    submitted = len(load.jobs)
-    completed = by_state.get("succeeded", 0)
-    failed = by_state.get("failed", 0) + by_state.get("revoked", 0)
-    lost_rows = [r for r in rows if r.state not in TERMINAL]
-    missing_rows = submitted - len(rows)
-    lost = len(lost_rows) + missing_rows
-    duplicated = (
-        len(figures["dup_finals"])
-        + len(figures["dup_installs"])
-        + len(figures["dup_embeddings"])
-        + len(figures["extra_vectors"])
-    )
-    incomplete = len(figures["missing_vectors"])
-    redelivered = sum(1 for r in rows if (r.attempts or 0) > 1)
-    tasks = Counter(load.jobs.values())
-
-    print(f"soak: {load_s:.0f} s of load + {drain_s:.0f} s to drain, {args.kill_every:g} s kills")
-    print(f"  submitted      {submitted:6d}  ({', '.join(f'{t} {n}' for t, n in tasks.items())})")
-    print(f"  completed      {completed:6d}")
-    print(f"  failed         {failed:6d}")
-    print(f"  lost           {lost:6d}  (must be 0: not final, or no job row)")
-    print(f"  duplicated     {duplicated:6d}  (must be 0)")
-    if incomplete:
-        print(f"  incomplete     {incomplete:6d}  finished embeddings with missing vectors")
-    print(f"  kills          {len(load.kills):6d}  pool children SIGKILLed")
-    print(f"  redelivered    {redelivered:6d}  jobs that ran more than once (attempts > 1)")
-    if load.published:
-        print(f"  hub updates    {len(load.published):6d}  versions published during the run")
-    if load.refused:
-        print(f"  not submitted  {sum(load.refused.values()):6d}  refused at enqueue")
-    latencies = [float(r.latency) for r in rows if r.latency is not None]
-    print(
-        f"  latency        p50 {percentile(latencies, 50):.2f} s, "
-        f"p95 {percentile(latencies, 95):.2f} s, max {max(latencies, default=float('nan')):.2f} s"
-        " (created -> finished)"
-    )
-    per_task: dict[str, list[float]] = defaultdict(list)
-    for r in rows:
-        if r.latency is not None:
-            per_task[r.task].append(float(r.latency))
-    for task, values in sorted(per_task.items()):
-        print(
-            f"    {task:26s} n={len(values):4d}  p50 {percentile(values, 50):6.2f} s  "
-            f"p95 {percentile(values, 95):6.2f} s"
-        )
-    print("  peak RSS (VmHWM)")
-    for role, kib in sorted(sampler.peaks.items()):
-        print(f"    {role:40s} {kib / 1024:8.1f} MiB")
-    for name, pids in sorted(sampler.pool_pids.items()):
-        print(f"    {name:40s} {len(pids):5d} pool processes seen")
-    if failed:
-        errors = Counter((r.task, (r.error or "")[:160]) for r in rows if r.state != "succeeded")
-        print("  failures")
-        for (task, error), n in errors.most_common(10):
-            print(f"    {n:4d} x {task}: {error}")
-    for r in lost_rows[:10]:
-        print(f"  lost: {r.id} {r.task} state={r.state} attempts={r.attempts}")
-    for label in ("dup_finals", "dup_installs", "dup_embeddings", "extra_vectors"):
-        for item in figures[label][:10]:
-            print(f"  duplicated ({label}): {tuple(item)}")
-    left = leftovers(home)
-    if left:
-        print(f"  leftovers under NLPHUB_HOME: {len(left)} (first: {left[:5]})")
-    return 1 if lost or duplicated or incomplete else 0
-
-
 # -- main ----------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def servers(base: Path) -> Iterator[tuple[str, str]]:
-    """DATABASE_URL / REDIS_URL when both are set, else embedded ones under ``base``."""
-    from workers.embedded import EmbeddedPostgres, EmbeddedRedis
-
-    db_url, redis_url = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
-    pg = redis = None
-    try:
-        if not (db_url and redis_url):
-            pg, redis = EmbeddedPostgres(base / "pg"), EmbeddedRedis(base / "redis")
-            db_url, redis_url = pg.start(), redis.start()
-        yield db_url, redis_url
-    finally:
-        from schemas.db import dispose_engines
-
-        dispose_engines()
-        if redis is not None:
-            redis.stop()
-        if pg is not None:
-            pg.stop()
 
 
 def main() -> int:
@@ -545,7 +268,8 @@ def main() -> int:
     stop = threading.Event()
     threads: list[threading.Thread] = []
     try:
-        with servers(base) as (db_url, redis_url):
+        with embedded_servers(base, from_env=True) as (db_url, redis_url):
+            assert redis_url is not None
             try:
                 return run(args, rng, base, db_url, redis_url, procs, stop, threads)
             finally:  # the workers go before the servers they use
@@ -579,53 +303,9 @@ def run(
     build_mirror(folder, mirror_resources(args.resources, payload))
     with MirrorServer(folder) as mirror:
         mirror.faults.delay_per_chunk = args.hub_delay  # a download takes a while: kills hit it
-        os.environ.update(
-            {
-                "DATABASE_URL": db_url,
-                "REDIS_URL": redis_url,
-                "NLPHUB_HOME": str(home),
-                "NLPHUB_HUB_URLS": mirror.url,
-                "NLPHUB_LICENSED_HUB_URLS": "",
-                "NLPHUB_LIBRARY_VERSIONS": LIBS,
-                "NLPHUB_LOG_LEVEL": "WARNING",
-                "NLPHUB_HEARTBEAT": "10",
-                "NLPHUB_OUTBOX_GRACE": "5",
-                "NLPHUB_OUTBOX_REPUBLISH_AFTER": "60",
-                "NLPHUB_VISIBILITY_TIMEOUT": "600",
-                "NLPHUB_UPDATE_CHECK_CRONTAB": "0 3 * * *",
-                "HF_HUB_OFFLINE": "1",
-            }
-        )
-        from schemas.db import upgrade
-        from schemas.settings import get_settings
-        from workers.app import configure
-
-        get_settings.cache_clear()
-        configure(get_settings())
-        upgrade(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
-        from nlphub.hub.sync import sync_hubs
-
-        synced = sync_hubs("soak")
-        if synced["errors"]:
-            raise SystemExit(f"the mirror could not be read: {synced['errors']}")
+        prepare(db_url, redis_url, home, mirror.url)
         import_dataset(base, args.records, rng)
-
-        env = child_env()
-        logs = base / "logs"
-        for queue in QUEUES:
-            concurrency = "2" if queue == "default" else "1"
-            argv = celery("worker", "-Q", queue, "-c", concurrency, "-P", "prefork")
-            argv += ["-n", f"soak-{queue}@%h", "-l", "WARNING"]
-            procs.append(start_process(f"worker-{queue}", argv, env, logs))
-        beat = celery("beat", "-s", str(base / "celerybeat-schedule"), "-l", "WARNING")
-        procs.append(start_process("beat", beat, env, logs))
-        deadline = time.monotonic() + 180
-        while not all(children(p.popen.pid) for p in procs if p.is_worker):
-            dead = [p.name for p in procs if p.popen.poll() is not None]
-            if dead or time.monotonic() > deadline:
-                raise SystemExit(f"workers did not start ({dead or 'timeout'}); see {logs}")
-            time.sleep(0.2)
-
+        start_workers(base, procs)
         sampler = Sampler(procs, args.sample)
         load = Load()
         threads.append(threading.Thread(target=sampler.run, args=(stop,), name="rss", daemon=True))
@@ -640,39 +320,102 @@ def run(
         )
         for thread in threads:
             thread.start()
-
-        started = time.monotonic()
-        end = started + args.minutes * 60
-        next_publish = started + args.publish_every
-        ids: list[uuid.UUID] = []
-        while time.monotonic() < end:
-            tick = time.monotonic()
-            if tick >= next_publish:
-                publish_update(folder, load, rng, args.resources, payload)
-                next_publish += args.publish_every
-            if backlog(ids) < args.max_backlog:
-                submit_one(load, rng, args.resources, dims=8)
-                ids = list(load.jobs)
-            time.sleep(max(0.0, 1.0 / args.rate - (time.monotonic() - tick)))
-        load_s = time.monotonic() - started
+        load_s, ids = submit_load(args, rng, folder, load)
         stop.set()  # no more kills
         for thread in threads:
             thread.join(timeout=10)
         threads.clear()
-        drained = threading.Event()
-        threads.append(
-            threading.Thread(target=sampler.run, args=(drained,), name="rss-drain", daemon=True)
-        )
-        threads[0].start()
-        drain_s = wait_drained(ids, args.drain)
-        drained.set()
-        threads[0].join(timeout=10)
-        sampler.sample()
+        drain_s = drain(args, ids, sampler, threads)
         dead = [p.name for p in procs if p.popen.poll() is not None]
         if dead:
             print(f"  processes that died (not pool children): {dead}")
         figures = collect(ids)
         return report(args, load, figures, sampler, load_s, drain_s, home)
+
+
+def prepare(db_url: str, redis_url: str, home: Path, hub_url: str) -> None:
+    """Point this process (and the workers it starts) at the servers and the mirror, migrate,
+    read the mirror's catalog, and point the Celery app at the servers."""
+    use_mirror(
+        db_url,
+        redis_url,
+        home,
+        hub_url,
+        actor="soak",
+        failure="the mirror could not be read",
+        NLPHUB_HEARTBEAT="10",
+        NLPHUB_OUTBOX_GRACE="5",
+        NLPHUB_OUTBOX_REPUBLISH_AFTER="60",
+        NLPHUB_VISIBILITY_TIMEOUT="600",
+        NLPHUB_UPDATE_CHECK_CRONTAB="0 3 * * *",
+        HF_HUB_OFFLINE="1",
+    )
+    from schemas.settings import get_settings
+    from workers.app import configure
+
+    configure(get_settings())
+
+
+def start_workers(base: Path, procs: list[Proc]) -> None:
+    """One prefork worker per queue and a beat, as `nlphub up` runs them; returns once every
+    worker has its pool."""
+    env = child_env()
+    logs = base / "logs"
+    for queue in QUEUES:
+        concurrency = "2" if queue == "default" else "1"
+        argv = celery_argv("worker", "-Q", queue, "-c", concurrency, "-P", "prefork")
+        argv += ["-n", f"soak-{queue}@%h", "-l", "WARNING"]
+        procs.append(start_process(f"worker-{queue}", argv, env, logs))
+    beat = celery_argv("beat", "-s", str(base / "celerybeat-schedule"), "-l", "WARNING")
+    procs.append(start_process("beat", beat, env, logs))
+    deadline = time.monotonic() + 180
+    while not all(children(p.popen.pid) for p in procs if p.is_worker):
+        dead = [p.name for p in procs if p.popen.poll() is not None]
+        if dead or time.monotonic() > deadline:
+            raise SystemExit(f"workers did not start ({dead or 'timeout'}); see {logs}")
+        time.sleep(0.2)
+
+
+def submit_load(
+    args: argparse.Namespace, rng: random.Random, folder: Path, load: Load
+) -> tuple[float, list[uuid.UUID]]:
+    """About ``--rate`` jobs a second for ``--minutes`` (at most ``--max-backlog``
+    unfinished), a mirror update every ``--publish-every`` seconds: (seconds, job ids)."""
+    payload = args.payload_kb * 1024
+    started = time.monotonic()
+    end = started + args.minutes * 60
+    next_publish = started + args.publish_every
+    ids: list[uuid.UUID] = []
+    while time.monotonic() < end:
+        tick = time.monotonic()
+        if tick >= next_publish:
+            publish_update(folder, load, rng, args.resources, payload)
+            next_publish += args.publish_every
+        if backlog(ids) < args.max_backlog:
+            submit_one(load, rng, args.resources, dims=8)
+            ids = list(load.jobs)
+        time.sleep(max(0.0, 1.0 / args.rate - (time.monotonic() - tick)))
+    return time.monotonic() - started, ids
+
+
+def drain(
+    args: argparse.Namespace,
+    ids: list[uuid.UUID],
+    sampler: Sampler,
+    threads: list[threading.Thread],
+) -> float:
+    """Wait (at most ``--drain`` seconds) for every job to finish, still sampling RSS; the
+    seconds it took."""
+    drained = threading.Event()
+    threads.append(
+        threading.Thread(target=sampler.run, args=(drained,), name="rss-drain", daemon=True)
+    )
+    threads[0].start()
+    drain_s = wait_drained(ids, args.drain)
+    drained.set()
+    threads[0].join(timeout=10)
+    sampler.sample()
+    return drain_s
 
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, text
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from nlphub.redact import redact
+from schemas.models import AuditEvent
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,14 @@ class ChainReport:
     @property
     def ok(self) -> bool:
         return self.broken_at is None
+
+
+def latest_events(session: Session, *, limit: int, action: str | None = None) -> list[AuditEvent]:
+    """The `limit` latest events (of one action, if given), the newest first."""
+    query = select(AuditEvent).order_by(col(AuditEvent.seq).desc()).limit(limit)
+    if action:
+        query = query.where(AuditEvent.action == action)
+    return list(session.exec(query).all())
 
 
 def _rows(session: Session, batch: int = 5000) -> Iterator[Any]:

@@ -17,7 +17,6 @@ from sqlmodel import Session, col, select
 
 from nlphub import audit
 from nlphub.errors import NotFound, Refused
-from nlphub.uploads.archive import remove_path
 from schemas.models import Resource, ResourceKind
 from schemas.states import RESOURCE_PRESENT, ResourceState
 
@@ -78,6 +77,16 @@ def tree_checksum_of(digests: dict[str, tuple[int, str]], under: str = "") -> tu
     return digest.hexdigest(), total
 
 
+def remove_path(path: Path) -> None:
+    """Remove a folder (with its contents), a file or a link, if there is one (a link to a
+    folder is unlinked, never followed). The same as `nlphub.uploads.archive.remove_path`,
+    which this module does not import: uploads install through it (`nlphub.install`)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def bytes_on_disk(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
@@ -127,6 +136,69 @@ def _trash_dirs(root: Path) -> Iterable[Path]:
             yield from (p for p in base.iterdir() if p.name.startswith(TRASH_PREFIX))
 
 
+def _check_files(
+    res: Resource,
+    report: InventoryReport,
+    per_resource: dict[str, int],
+    *,
+    verify_checksums: bool,
+) -> str | None:
+    """What is wrong with `res`'s files (missing, or not the checksum recorded), or None;
+    counted in `report`, their size in `per_resource` and on the row."""
+    path = Path(res.install_path) if res.install_path else None
+    if path is None or not path.exists():
+        report.missing.append(res.label)
+        return f"files missing at {path}"
+    if verify_checksums or res.checksum is None:
+        checksum, size = tree_checksum(path)
+    else:
+        checksum, size = res.checksum, bytes_on_disk(path)
+    res.bytes_on_disk = size
+    per_resource[res.label] = size
+    if res.checksum is None:
+        res.checksum = checksum
+    elif checksum != res.checksum:
+        report.corrupt.append(res.label)
+        return f"checksum mismatch: stored {res.checksum[:12]}…, on disk {checksum[:12]}…"
+    else:
+        report.verified += 1
+    return None
+
+
+def _record_check(
+    session: Session,
+    res: Resource,
+    problem: str | None,
+    report: InventoryReport,
+    *,
+    actor: str,
+    job_id: uuid.UUID | None,
+) -> None:
+    """A problem → invalid; an invalid one whose files verify again → installed (audited)."""
+    if problem and res.state != ResourceState.INVALID:
+        res.move_to(ResourceState.INVALID, error=problem)
+        audit.record(
+            session,
+            actor=actor,
+            action="resource.invalid",
+            target=res.label,
+            job_id=job_id,
+            details={"reason": problem},
+        )
+    elif not problem and res.state == ResourceState.INVALID:
+        res.move_to(ResourceState.INSTALLED)
+        report.recovered.append(res.label)
+        audit.record(
+            session,
+            actor=actor,
+            action="resource.recovered",
+            target=res.label,
+            job_id=job_id,
+            details={"checksum": res.checksum},
+        )
+    session.add(res)
+
+
 def inventory(
     session: Session,
     root: Path,
@@ -149,51 +221,10 @@ def inventory(
         report.checked += 1
         if progress:
             progress(index, len(rows), f"checking {res.label}")
-        path = Path(res.install_path) if res.install_path else None
-        if path is not None:
-            known.add(path.resolve())
-        problem: str | None = None
-        if path is None or not path.exists():
-            problem = f"files missing at {path}"
-            report.missing.append(res.label)
-        else:
-            if verify_checksums or res.checksum is None:
-                checksum, size = tree_checksum(path)
-            else:
-                checksum, size = res.checksum, bytes_on_disk(path)
-            res.bytes_on_disk = size
-            per_resource[res.label] = size
-            if res.checksum is None:
-                res.checksum = checksum
-            elif checksum != res.checksum:
-                problem = (
-                    f"checksum mismatch: stored {res.checksum[:12]}…, on disk {checksum[:12]}…"
-                )
-                report.corrupt.append(res.label)
-            else:
-                report.verified += 1
-        if problem and res.state != ResourceState.INVALID:
-            res.move_to(ResourceState.INVALID, error=problem)
-            audit.record(
-                session,
-                actor=actor,
-                action="resource.invalid",
-                target=res.label,
-                job_id=job_id,
-                details={"reason": problem},
-            )
-        elif not problem and res.state == ResourceState.INVALID:
-            res.move_to(ResourceState.INSTALLED)
-            report.recovered.append(res.label)
-            audit.record(
-                session,
-                actor=actor,
-                action="resource.recovered",
-                target=res.label,
-                job_id=job_id,
-                details={"checksum": res.checksum},
-            )
-        session.add(res)
+        if res.install_path:
+            known.add(Path(res.install_path).resolve())
+        problem = _check_files(res, report, per_resource, verify_checksums=verify_checksums)
+        _record_check(session, res, problem, report, actor=actor, job_id=job_id)
     for path in _on_disk_dirs(root):
         if path.resolve() not in known:
             report.orphans.append(str(path))
@@ -331,6 +362,22 @@ def finish_delete(
         target=res.label,
         job_id=job_id,
         details={"freed_bytes": freed, "path": res.install_path},
+    )
+
+
+def list_resources(session: Session) -> list[Resource]:
+    """Every resource known here (any source, any state), by name."""
+    return list(session.exec(select(Resource).order_by(col(Resource.name))).all())
+
+
+def present_resources(session: Session) -> list[Resource]:
+    """The resources whose files are here (RESOURCE_PRESENT states), the largest first."""
+    return list(
+        session.exec(
+            select(Resource)
+            .where(col(Resource.state).in_([s.value for s in RESOURCE_PRESENT]))
+            .order_by(col(Resource.bytes_on_disk).desc())
+        ).all()
     )
 
 

@@ -18,14 +18,14 @@ def freeze_heap() -> None:
     """Collect once, then move every object alive to the permanent generation (`gc.freeze`),
     which the cyclic garbage collector no longer walks.
 
-    For a process that has just loaded something large that it keeps: a sentence-transformers
-    model with torch and transformers is ~520,000 objects, and every full collection walked
-    them all: ~0.4 s, triggered by any allocation-heavy step (reading 20,000 records took
-    0.45-0.53 s instead of 0.08-0.10 s every other time). Frozen objects are still freed by
-    reference counting; what was frozen earlier is first handed back to the collector
-    (`gc.unfreeze`), so reference cycles in whatever was dropped since (an evicted model) are
-    freed by the collection here. Until then, a cycle frozen with the rest (an object that was
-    alive at the load and dropped after) stays in memory: at most what was alive at one load.
+    For a process that has just loaded something large that it keeps (a sentence-transformers
+    model with torch and transformers): every full collection, triggered by any
+    allocation-heavy step, would walk all of its objects (see docs/decisions.md, Freezing the
+    heap after a model load). Frozen objects are still freed by reference counting; what was
+    frozen earlier is first handed back to the collector (`gc.unfreeze`), so reference cycles
+    in whatever was dropped since (an evicted model) are freed by the collection here. Until
+    then, a cycle frozen with the rest (an object that was alive at the load and dropped after)
+    stays in memory: at most what was alive at one load.
     """
     gc.unfreeze()
     gc.collect()

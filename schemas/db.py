@@ -100,7 +100,8 @@ def autocommit_engine() -> Engine:
     """The same pool, each statement its own transaction: one round trip per state change.
 
     Made once per engine: `execution_options` builds a new engine object (and registers an
-    event listener) each time, which cost a worker ~0.2 ms of CPU per job."""
+    event listener) each time (see docs/decisions.md, Autocommit engine made once per
+    engine)."""
     engine = get_engine()
     options = _AUTOCOMMIT.get(engine)
     if options is None:
@@ -130,11 +131,12 @@ def held_connection() -> Iterator[Connection]:
     thread keeps between uses instead of returning it to the pool.
 
     For the statements every job makes: in a worker's pool process, which runs its tasks in
-    its main thread one at a time, and in an enqueueing process' main thread. A pool checkout
-    and checkin with their isolation-level switches cost ~0.2 ms of CPU per job, more than
-    one of the job's statements. The kept connection gets the same checks as a checkout:
-    alive (judged without a round trip, else pinged), not invalidated, replaced after
-    POOL_RECYCLE seconds, and dropped with its engine (`dispose_engines`). Other threads, and
+    its main thread one at a time, and in an enqueueing process' main thread: it saves a pool
+    checkout and checkin, with their isolation-level switches, per use (see
+    docs/decisions.md, A kept connection per process' main thread). The kept connection gets
+    the same checks as a checkout: alive (judged without a round trip, else pinged), not
+    invalidated, replaced after POOL_RECYCLE seconds, and dropped with its engine
+    (`dispose_engines`). Other threads, and
     a use inside a use (a task body that enqueues a job), get a pooled connection for each
     use, so a thread pool cannot hold on to more connections than the pool has and a nested
     use never replaces the connection under the outer one."""

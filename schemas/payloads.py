@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from schemas.embedding_platforms import Platform
+
 
 class Payload(BaseModel):
     """Common fields of every payload."""
@@ -140,7 +142,7 @@ class ComputeEmbeddingsPayload(Payload):
 
     dataset: str = Field(min_length=1, max_length=255)
     attribute: str = Field(min_length=1, max_length=255)
-    platform: Literal["bow", "huggingface", "spark", "openai", "azure", "cohere"]
+    platform: Platform
     model: str = Field(min_length=1, max_length=512)
     granularity: Literal["attribute", "token"] = "attribute"
     dims: int | None = Field(default=None, ge=1, le=4096)

@@ -16,11 +16,12 @@ from tasks.base import JobContext, nlphub_task
 @nlphub_task("nlphub.validate_upload")
 def validate_upload(job: JobContext, payload: UploadPayload) -> dict[str, Any]:
     """Check an uploaded zip or folder (archive safety, Spark NLP format, kind, labels,
-    compatibility) and install it atomically with source `upload`; a rejection lists every
-    problem and leaves nothing behind. Side effects: the install folder, the resource row,
-    audit events. Safe to run twice: a redelivered job finds what an earlier delivery of it
-    installed and reports it (another upload of the same identity is rejected as a duplicate);
-    nothing is half-written."""
+    compatibility) and install it atomically with source `upload`, through the install a
+    download uses (resources waiting for it are released); a rejection lists every problem and
+    leaves nothing behind. Side effects: the install folder, the resource row, the rows of the
+    resources it releases, pending redeploys, audit events. Safe to run twice: a redelivered
+    job finds what an earlier delivery of it installed and reports it (another upload of the
+    same identity is rejected as a duplicate); nothing is half-written."""
     req = UploadRequest(
         path=Path(payload.path),
         kind=payload.kind,

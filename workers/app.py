@@ -50,8 +50,10 @@ def _set_beat_schedule(sender: Celery, **_: Any) -> None:
     sender.conf.beat_schedule = beat_schedule(get_settings())
 
 
-# When the configuration is first needed (not at import: `--help` needs no settings).
+# When the configuration is first needed, or now if registering the tasks already needed it.
 app.on_configure.connect(_set_beat_schedule, weak=False)
+if app.configured:
+    _set_beat_schedule(app)
 
 
 def configure(settings: Settings) -> Celery:

@@ -57,13 +57,10 @@ def tuning() -> dict[str, str]:
     shared_buffers: 25 % of memory, at most 1 GB (the usual advice), so an HNSW index of a
     1M-record dataset (about 550 MB at 64 dimensions) is searched from shared memory;
     maintenance_work_mem: 1/8 of memory, at most 2 GB — room to build such an index in memory.
-    Its graph needs ~1 GB while it is built: with 512 MB pgvector went on on disk after 568k
-    vectors, 2.3x slower, and that graph found fewer true neighbours (recall@10 0.93 instead
-    of 0.98 at the same ef_search).
     max_parallel_maintenance_workers: half the CPUs, 2 (Postgres' default) to 8 (its default
     max_worker_processes): an embedding's HNSW index is built once its vectors are in, while
-    the CPUs are otherwise idle (on a 16-core GPU machine, 2 workers left the build at 30 % of
-    a 50,000-record job's time).
+    the CPUs are otherwise idle. See docs/decisions.md, Embedded Postgres memory and
+    maintenance settings.
     """
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

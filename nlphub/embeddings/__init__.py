@@ -2,9 +2,10 @@
 
 Typed domain code with no database and no Celery:
 
-- `make_encoder(platform, model, ...)` → an `Encoder` (bow / huggingface / openai / azure /
-  cohere); see `nlphub.embeddings.platforms`. ``huggingface`` with ``backend=onnx`` runs an int8
-  ONNX Runtime export on the CPU; see `nlphub.embeddings.onnx`.
+- `make_encoder(platform, model, ...)` → an `Encoder` (bow / huggingface / spark / openai /
+  azure / cohere); see `nlphub.embeddings.registry`, the encoders in
+  `nlphub.embeddings.platforms` and `nlphub.embeddings.spark`. ``huggingface`` with
+  ``backend=onnx`` runs an int8 ONNX Runtime export on the CPU; see `nlphub.embeddings.onnx`.
 - `Reducer`, `stream_reduce`: PCA to 64 (attribute level) or 16 (token level) dimensions, fitted
   on the first batches and stored as bytes; see `nlphub.embeddings.reduce`.
 - `tokenize_with_offsets`, `token_vectors`: token-level vectors with character offsets; see
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 from nlphub.embeddings.platforms import (
     MINILM_NAMES,
-    PLATFORMS,
     AzureOpenAIEncoder,
     BowEncoder,
     CohereEncoder,
@@ -33,7 +33,6 @@ from nlphub.embeddings.platforms import (
     check_model_name,
     clear_model_cache,
     default_device,
-    make_encoder,
     models_cache_path,
     parse_retry_after,
     resolve_model_path,
@@ -49,6 +48,7 @@ from nlphub.embeddings.reduce import (
     stream_reduce,
     stream_reduce_keyed,
 )
+from nlphub.embeddings.registry import PLATFORMS, make_encoder
 from nlphub.embeddings.tokens import TokenVector, token_vectors, tokenize_with_offsets
 
 __all__ = [

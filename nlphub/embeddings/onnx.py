@@ -4,13 +4,12 @@ A sentence-transformers model (Transformer + Pooling, optionally Normalize) is e
 with ``torch.onnx``, fused with onnxruntime.transformers' optimizer (GELU and, where they match,
 attention kernels) and its matrix multiplications dynamically quantized to int8 (weights per
 channel, activations per tensor on the fly). Layer normalizations are written back as plain
-element-wise and reduction operators (`_plain_layer_norms`): ONNX Runtime's fused
-(Skip)LayerNormalization CPU kernel is scalar, and took a fifth of the int8 model's time. The
-first layer's feed-forward down-projection stays in float: it sees the widest activation
-outliers, and its errors grow through the later layers. The export is checked against the
-PyTorch model on `CHECK_TEXTS`; below `MIN_AGREEMENT` (mean cosine) the next layers'
-down-projections stay in float too (up to `MAX_FLOAT_LAYERS`), and failing that the fused float
-model is kept.
+element-wise and reduction operators (`onnx_graph.plain_layer_norms`): ONNX Runtime's fused
+(Skip)LayerNormalization CPU kernel is scalar, and slow. The first layer's feed-forward
+down-projection stays in float: it sees the widest activation outliers, and its errors grow
+through the later layers. The export is checked against the PyTorch model on `CHECK_TEXTS`;
+below `MIN_AGREEMENT` (mean cosine) the next layers' down-projections stay in float too (up to
+`MAX_FLOAT_LAYERS`), and failing that the fused float model is kept.
 
 Exports are cached in the shared models cache, ``cache_dir/.onnx/<model>/<key>/model.onnx``,
 where the key names the torch and onnxruntime versions and hashes everything else the export
@@ -21,11 +20,12 @@ place with `os.replace`, so two workers exporting at once both end up with a who
 `OnnxEncoder` runs the model with the sentence-transformers tokenizer, the model's pooling (mean
 over the attention mask, CLS or max) and its Normalize, over batches of texts sorted by length
 as ``SentenceTransformer.encode`` sorts them. Activations are quantized per batch, so a text's
-vector varies a little with the texts it is batched with: on all-MiniLM-L6-v2 each batching
-agrees ~0.992 (mean cosine) with PyTorch, and ~0.99 with another batching. Token-level vectors
+vector varies a little with the texts it is batched with. Token-level vectors
 (`nlphub.embeddings.tokens`) come from the same session (`OnnxEncoder.token_embeddings`: the last
-hidden state per sub-word; ~0.99 mean cosine with PyTorch's, ~1.6x faster on 2 cores); the
-PyTorch model is kept for its tokenizer and modules.
+hidden state per sub-word); the PyTorch model is kept for its tokenizer and modules.
+
+The measurements behind these choices (agreement with PyTorch, layer norms, attention, batch
+sizes, token vectors) are in docs/decisions.md, the "ONNX" entries.
 
 onnxruntime and onnx are optional: ``pip install 'nlphub[onnx]'``.
 """
@@ -54,15 +54,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from nlphub.embeddings.platforms import (
-    EmbeddingError,
-    HuggingFaceEncoder,
-    Vectors,
-    _check_texts,
-    _empty,
-    lru_get,
-    resolve_model_path,
-)
+from nlphub.embeddings.onnx_graph import LAYER_NORM_FUSIONS, down_projections, plain_layer_norms
+from nlphub.embeddings.platforms.base import EmbeddingError, Vectors, check_texts, empty_vectors
+from nlphub.embeddings.platforms.huggingface import HuggingFaceEncoder
+from nlphub.embeddings.platforms.models import lru_get, resolve_model_path
 from nlphub.system import available_cpus
 
 log = logging.getLogger(__name__)
@@ -79,7 +74,8 @@ MAX_FLOAT_LAYERS = 3
 #: Unfinished exports older than this (seconds) are left by a killed worker: removed.
 STALE_EXPORT_SECONDS = 24 * 3600
 #: Texts per ONNX Runtime call: small batches of length-sorted texts pad little, and several
-#: run at once (one ORT thread each), which beats one batch on all cores (~10% on 2 cores).
+#: run at once (one ORT thread each), which beats one batch on all cores (docs/decisions.md,
+#: "ONNX: batches of 16, several at once").
 DEFAULT_BATCH_SIZE = 16
 _EXTRA_HINT = "pip install 'nlphub[onnx]'"
 
@@ -286,7 +282,7 @@ def _export_fp32(st: Any, names: list[str], target: Path) -> None:
 
     # A copy (the loaded model may be encoding in another thread), with the plain ("eager")
     # attention when the model has it: its graph is what onnxruntime's Attention fusion
-    # recognises (SDPA's is not), ~7% faster on MiniLM.
+    # recognises (SDPA's is not; docs/decisions.md, "ONNX export: the eager attention").
     auto = copy.deepcopy(_transformer(st).auto_model).to("cpu").eval()
     if hasattr(auto, "set_attn_implementation"):
         try:
@@ -331,109 +327,6 @@ def _fuse(st: Any, source: Path, target: Path) -> bool:
     return True
 
 
-#: ONNX Runtime's graph optimizations that would fuse `_plain_layer_norms`' operators again.
-_LAYER_NORM_FUSIONS = ["LayerNormFusion", "SimplifiedLayerNormFusion", "SkipLayerNormFusion"]
-
-
-def _plain_layer_norms(file: Path) -> int:
-    """Rewrite `file`'s layer normalizations over the last axis (``LayerNormalization`` and
-    com.microsoft's ``SkipLayerNormalization``) as plain operators; the number rewritten.
-
-    ``y = (t - mean(t)) / sqrt(var(t) + eps) * gamma + beta`` with ``t = x + skip + bias`` for
-    the skip form (its optional sum output is `t`): Add, ReduceMean, Sub, Mul, ReduceMean, Add,
-    Sqrt, Div, Mul, Add. ONNX Runtime runs each vectorized; its fused CPU kernel (one scalar
-    loop per row, double accumulators) took ~0.9 ms for 16 x 22 tokens x 384, these ~0.3 ms.
-    A node whose mean or inverse-deviation outputs are used stays as it is."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    model = onnx.load(str(file))
-    graph = model.graph
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
-    taken = {i.name for i in graph.initializer}
-    nodes: list[Any] = []
-    count = 0
-
-    def const(name: str, value: float | list[int]) -> str:
-        if name not in taken:
-            dtype = np.int64 if isinstance(value, list) else np.float32
-            graph.initializer.append(numpy_helper.from_array(np.array(value, dtype=dtype), name))
-            taken.add(name)
-        return name
-
-    def mean(source: str, target: str) -> None:
-        if opset >= 18:  # axes became an input
-            axes = const("plain_ln_last_axis", [-1])
-            nodes.append(helper.make_node("ReduceMean", [source, axes], [target], keepdims=1))
-        else:
-            nodes.append(helper.make_node("ReduceMean", [source], [target], axes=[-1], keepdims=1))
-
-    for node in graph.node:
-        inputs = [*node.input, "", "", ""]
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type == "SkipLayerNormalization" and node.domain == "com.microsoft":
-            stats = node.output[1:3]
-            gamma, beta, bias = inputs[2], inputs[3], inputs[4]
-        elif node.op_type == "LayerNormalization" and node.domain in ("", "ai.onnx"):
-            stats = node.output[1:3]
-            gamma, beta, bias = inputs[1], inputs[2], ""
-            if attrs.get("axis", -1) != -1:
-                nodes.append(node)
-                continue
-        else:
-            nodes.append(node)
-            continue
-        if any(stats):
-            nodes.append(node)
-            continue
-        count += 1
-        p = f"plain_ln{count}_"
-        eps = const(f"{p}eps", float(attrs.get("epsilon", 1e-5)))
-        t = node.input[0]
-        if node.op_type == "SkipLayerNormalization":
-            if bias:
-                nodes.append(helper.make_node("Add", [t, bias], [f"{p}xb"]))
-                t = f"{p}xb"
-            total = node.output[3] if len(node.output) > 3 and node.output[3] else f"{p}sum"
-            nodes.append(helper.make_node("Add", [t, node.input[1]], [total]))
-            t = total
-        mean(t, f"{p}mean")
-        nodes.append(helper.make_node("Sub", [t, f"{p}mean"], [f"{p}d"]))
-        nodes.append(helper.make_node("Mul", [f"{p}d", f"{p}d"], [f"{p}d2"]))
-        mean(f"{p}d2", f"{p}var")
-        nodes.append(helper.make_node("Add", [f"{p}var", eps], [f"{p}ve"]))
-        nodes.append(helper.make_node("Sqrt", [f"{p}ve"], [f"{p}sd"]))
-        nodes.append(helper.make_node("Div", [f"{p}d", f"{p}sd"], [f"{p}n"]))
-        scaled = f"{p}scaled" if beta else node.output[0]
-        nodes.append(helper.make_node("Mul", [f"{p}n", gamma], [scaled]))
-        if beta:
-            nodes.append(helper.make_node("Add", [scaled, beta], [node.output[0]]))
-    for i, made in enumerate(nodes):
-        if not made.name:
-            made.name = f"plain_ln_node_{i}"
-    del graph.node[:]
-    graph.node.extend(nodes)
-    onnx.save(model, str(file))
-    return count
-
-
-def _down_projections(file: Path) -> list[str]:
-    """The feed-forward down-projections (MatMul by a constant [intermediate, hidden] weight,
-    wider than tall), in graph order: layer by layer."""
-    import onnx
-
-    graph = onnx.load(str(file), load_external_data=False).graph
-    shapes = {init.name: tuple(init.dims) for init in graph.initializer}
-    out = []
-    for node in graph.node:
-        dims = (
-            shapes.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
-        )
-        if dims is not None and len(dims) == 2 and dims[0] > dims[1]:
-            out.append(node.name)
-    return out
-
-
 def _quantize(source: Path, target: Path, keep_float: Sequence[str] = ()) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -443,7 +336,7 @@ def _quantize(source: Path, target: Path, keep_float: Sequence[str] = ()) -> Non
             str(source),
             str(target),
             weight_type=QuantType.QInt8,
-            # Per-tensor scales lose too much (mean cosine ~0.955 against PyTorch on MiniLM).
+            # Per-tensor scales lose too much agreement with PyTorch (docs/decisions.md).
             per_channel=True,
             nodes_to_exclude=list(keep_float),
             # The fused graph has contrib ops that shape inference cannot type.
@@ -476,11 +369,11 @@ def export_onnx(st: Any, target: Path, *, model: str = "") -> dict[str, Any]:
         _export_fp32(st, names, fp32)
         fused = work / "model_fused.onnx"
         best = fused if _fuse(st, fp32, fused) else fp32
-        plain_norms = _plain_layer_norms(best)
+        plain_norms = plain_layer_norms(best)
         # Activations are quantized per tensor, on the fly: the feed-forward down-projections
         # see the widest outliers (after GELU), the first layer's errors the most amplified.
         # Those stay in float, one layer more at a time, until the vectors agree well enough.
-        down = _down_projections(best)
+        down = down_projections(best)
         int8 = work / "model_int8.onnx"
         agreement, keep_float = 0.0, down[:0]
         limit = min(len(down), MAX_FLOAT_LAYERS)
@@ -566,7 +459,7 @@ def ensure_onnx_model(
 
 _SESSIONS: OrderedDict[tuple[str, int, int], Any] = OrderedDict()
 _SESSIONS_LOCK = threading.Lock()
-#: ONNX Runtime sessions kept per process (as `nlphub.embeddings.platforms.MAX_LOADED_MODELS`).
+#: ONNX Runtime sessions kept per process (as `platforms.huggingface.MAX_LOADED_MODELS`).
 MAX_SESSIONS = 2
 
 
@@ -589,7 +482,7 @@ def _open_session(file: Path, threads: int | None) -> Any:
         str(file),
         options,
         providers=["CPUExecutionProvider"],
-        disabled_optimizers=_LAYER_NORM_FUSIONS,
+        disabled_optimizers=LAYER_NORM_FUSIONS,
     )
 
 
@@ -772,9 +665,9 @@ class OnnxEncoder(HuggingFaceEncoder):
         return f"OnnxEncoder({self.model!r}, file={str(self.file)!r})"
 
     def encode(self, texts: Sequence[str]) -> Vectors:
-        items = _check_texts(texts)
+        items = check_texts(texts)
         if not items:
-            return _empty(self._dimension)
+            return empty_vectors(self._dimension)
         out = self._runner.encode(items, self.batch_size)
         self._dimension = int(out.shape[1])
         return out

@@ -50,9 +50,9 @@ def _as_matrix(x: Any, what: str = "vectors") -> npt.NDArray[np.float64]:
     return array
 
 
-#: Up to this many input dimensions (model outputs, e.g. 640 x 384), PCA is the exact LAPACK
-#: SVD: as fast as the randomized one "auto" picks there, and the same on every machine. Wider
-#: inputs (bag-of-words) keep "auto".
+#: Up to this many input dimensions (model outputs), PCA is the exact LAPACK SVD, the same on
+#: every machine; wider inputs (bag-of-words) keep "auto" (see docs/decisions.md, PCA solver
+#: by input width).
 FULL_SVD_MAX_DIM = 1024
 
 

@@ -27,28 +27,22 @@ from sqlalchemy import Connection, text
 from sqlmodel import Session, col, select
 
 from nlphub import audit
-from nlphub.embeddings.platforms import EmbeddingError, Encoder, make_encoder
+from nlphub.embeddings.platforms import EmbeddingError, Encoder
 from nlphub.embeddings.reduce import Reducer
+from nlphub.embeddings.registry import make_encoder
 from nlphub.embeddings.tokens import token_vectors
 from nlphub.errors import NotFound, Refused
 from schemas.db import autocommit_engine, driver_connection, get_engine, session_scope
+from schemas.embedding_platforms import PLATFORMS
 from schemas.models import Dataset, Embedding, utcnow
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PLATFORMS = ("bow", "huggingface", "spark", "openai", "azure", "cohere")
 ATTRIBUTE_BATCH, TOKEN_BATCH = 128, 32
 #: HNSW candidates per search (at least the rows asked for: pgvector returns at most that
-#: many), and the graph's build parameters: m, pgvector's default; ef_construction by size.
-#: Measured with 64-dimension clustered vectors on 2 vCPUs (benchmarks/embeddings.py pgvector):
-#: - 200k vectors, ef_construction 64 (built in 43 s; 128: 76 s): similar() recall@10 1.0 at
-#:   ef_search 200 and 400 (held-out vectors: 0.995 at 100, 1.0 at 200);
-#: - 1M vectors, ef_construction 64 (277 s): recall@10 0.923 at ef_search 100, 0.954 at 200,
-#:   0.964 at 400; ef_construction 128 (347-408 s): 0.990 at 100, 0.9995 at 200 and 400,
-#:   and each search is faster (on the same machine, p50 2.1-4.3 ms at ef_search 200 and
-#:   2.6-5.2 ms at 400, against 3.9-5.4 ms at 400 before): a better-connected graph is
-#:   searched in fewer steps.
+#: many), and the graph's build parameters: m, pgvector's default; ef_construction by size
+#: (see docs/decisions.md, HNSW search and build parameters).
 EF_SEARCH = 200
 HNSW_M = 16
 HNSW_LARGE = 200_000  # vectors; a bigger index gets the slower, better-connected build
@@ -272,7 +266,7 @@ def _state(emb_id: uuid.UUID) -> str | None:
 
 def _texts(session: Session, emb: Embedding) -> list[tuple[uuid.UUID, str]]:
     # The server extracts the text (->>) and names its JSON type: no JSON decoding here
-    # (50,000 records: 0.65-1.0 s -> 0.3-0.55 s).
+    # (see docs/decisions.md, Reading records' text in the server).
     rows = session.execute(
         text(
             "SELECT id, data ->> :attr, jsonb_typeof(data -> :attr), external_id FROM record "
@@ -316,12 +310,13 @@ def _store_window(
     emb_id: uuid.UUID, reducer: Reducer, flush: Sequence[tuple[Sequence[uuid.UUID], np.ndarray]]
 ) -> None:
     """Project and store one window's batches in one transaction. (The HNSW index is built
-    after the last window: inserting into an existing one costs ~4x a build.)"""
+    after the last window: see docs/decisions.md, HNSW index built after the vectors are
+    stored.)"""
     from threadpoolctl import threadpool_limits
 
     ids = [rid for chunk_ids, _ in flush for rid in chunk_ids]
     # One BLAS thread: the model runs on every core meanwhile, and BLAS threads spinning
-    # beside it slow both (this small projection took ~9x longer with them).
+    # beside it slow both (see docs/decisions.md, Projecting a window on one BLAS thread).
     with threadpool_limits(limits=1, user_api="blas"):
         vectors = np.vstack([reducer.transform(chunk) for _, chunk in flush])
     with session_scope() as session:
@@ -342,8 +337,8 @@ def _store(
         raise EmbeddingError(f"{len(ids)} records but {len(vectors)} vectors")
     if not ids:
         return
-    # Binary COPY into a per-connection staging table, then one upsert: ~4x less time than
-    # an INSERT per row with the vectors as text, on both sides.
+    # Binary COPY into a per-connection staging table, then one upsert: far cheaper than an
+    # INSERT per row (see docs/decisions.md, Storing vectors: binary COPY and one upsert).
     session.execute(text(_STAGING_TABLE))
     raw = session.connection().connection.driver_connection
     assert raw is not None
@@ -389,8 +384,9 @@ def _copy_rows(ids: Sequence[uuid.UUID], vectors: np.ndarray) -> bytes:
     return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
 
 
-#: Memory an HNSW build needs per vector besides the vector itself (pgvector's graph: with
-#: 512 MB, 568k vectors of 64 dimensions fitted, ~950 bytes each), and a margin over it.
+#: Memory an HNSW build needs per vector besides the vector itself (pgvector's graph), and a
+#: margin over it (see docs/decisions.md, HNSW build: parallel workers and the memory the
+#: graph needs).
 _HNSW_BYTES_PER_VECTOR, _HNSW_MARGIN, _HNSW_MIN_MEMORY = 700, 1.5, 64 << 20
 
 
@@ -404,10 +400,10 @@ def _index(session: Session, emb: Embedding, rows: int | None = None) -> None:
         ).scalar_one()
     need = max(_HNSW_MIN_MEMORY, int(rows * (4 * dims + _HNSW_BYTES_PER_VECTOR) * _HNSW_MARGIN))
     # For this transaction only: parallel workers (max_parallel_maintenance_workers) whatever
-    # the table's size — the build runs once the model is done and the CPUs are free (5,000 x
-    # 64 on 2 cores: 0.95 s -> 0.61 s) — and maintenance_work_mem cut to what the graph needs:
-    # a parallel build sets up all of it in shared memory first (2 GB for 5,000 vectors: 0.93 s
-    # instead of 0.61 s). Never above the server's setting.
+    # the table's size — the build runs once the model is done and the CPUs are free — and
+    # maintenance_work_mem cut to what the graph needs (a parallel build sets up all of it in
+    # shared memory first), never above the server's setting. See docs/decisions.md, HNSW
+    # build: parallel workers and the memory the graph needs.
     session.execute(
         text(
             "SELECT set_config('min_parallel_table_scan_size', '0', true), "
@@ -525,8 +521,8 @@ def _compute_attributes(
 
     try:
         # The model gets a window of batches per call: sentence-transformers sorts the texts
-        # of one call by length, so a bigger call pads far less (2.4x fewer token positions
-        # than one call per 128 records on mixed-length text). PCA and storage stay per batch.
+        # of one call by length, so a bigger call pads far less (see docs/decisions.md,
+        # Encoding windows of 16 batches). PCA and storage stay per batch.
         for window in _batches(batches, ENCODE_WINDOW_BATCHES):
             _check_cancel(emb.id)
             encoded = encoder.encode([t for batch in window for _, t in batch])
@@ -641,6 +637,17 @@ def embed_records(
     return {"embedding": str(emb_id), "records": len(rows)}
 
 
+def list_embeddings(session: Session) -> list[tuple[Embedding, Dataset]]:
+    """Every embedding with its dataset, the latest created first."""
+    return list(
+        session.exec(
+            select(Embedding, Dataset)
+            .where(Embedding.dataset_id == Dataset.id)
+            .order_by(col(Embedding.created_at).desc())
+        ).all()
+    )
+
+
 def delete_embedding(session: Session, emb_id: uuid.UUID, *, actor: str) -> None:
     """Mark deleted (a running job stops at its next batch) and drop its vectors."""
     emb = session.get(Embedding, emb_id, with_for_update=True)
@@ -681,7 +688,7 @@ def embed_query(
 
         encoder: Encoder = BowEncoder.from_bytes(emb.encoder_state)
     elif emb.platform == "spark" and emb.encoder_state:
-        from nlphub.embeddings.spark import SparkEncoder
+        from nlphub.embeddings.spark.encoder import SparkEncoder
 
         encoder = SparkEncoder.from_bytes(emb.encoder_state)
     else:
@@ -765,7 +772,8 @@ def _search(
     """Run `sql` (a search for `rows` rows) with `_SEARCH_SETTINGS` in one round trip: a
     pipeline on an autocommit connection, whose two statements share the implicit transaction
     until its sync. The statement is prepared on the connection (psycopg keeps it), so later
-    searches are not planned again (~0.5 ms at 1M vectors)."""
+    searches are not planned again (see docs/decisions.md, Neural search in one prepared
+    round trip)."""
     ef = min(_EF_SEARCH_MAX, max(EF_SEARCH, rows))
     with driver_connection(conn, sql, params) as dbapi:
         with dbapi.pipeline():

@@ -1,24 +1,27 @@
 """Downloading, verifying and installing one hub resource; fetching its dependencies.
 
-The steps of `download_and_install`, each safe to repeat after a crash or redelivery:
+`download_and_install` runs one function per step, each safe to repeat after a crash or
+redelivery:
 
-1. `queued`/`downloading` → `downloading`: stream the archive to `<home>/downloads/<archive>`
-   (`.partial` while incomplete, resumed with HTTP Range), check the hub's MD5 (the archive's
-   own SHA-256 is recorded only when the hub gives no MD5);
-2. `downloading` → `verifying`: unpack safely into a staging folder next to the install folder,
+1. `_claim`: `queued`/`downloading` → `downloading`, for this job;
+2. `_download`: stream the archive to `<home>/downloads/<archive>` (`.partial` while
+   incomplete, resumed with HTTP Range), check the hub's MD5 (the archive's own SHA-256 is
+   recorded only when the hub gives no MD5), then `downloading` → `verifying`;
+3. `_unpack_and_validate`: unpack safely into a staging folder next to the install folder,
    validate it as a Spark NLP resource of the expected kind; the tree's SHA-256 (recorded as
    the resource's checksum) comes from the files hashed as they were unpacked;
-3. atomic rename staging → install folder, then `installed` (or `missing_dependencies`) in
-   one transaction, with the dependencies to fetch queued in that same transaction.
+4. `_install_and_record`: the install every source shares (`nlphub.install.install_resource`:
+   atomic rename staging → install folder, `installed` or `missing_dependencies`, the audit
+   record, released dependents, applied updates, redeploys) in one transaction, with the
+   dependencies to fetch queued in that same transaction.
 
-A resource is visible as installed only after step 3. A failure removes the partial archive
+A resource is visible as installed only after step 4. A failure removes the partial archive
 and the staging folder and leaves the resource `failed`, ready for `nlphub redownload`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -35,16 +38,15 @@ from nlphub.hub.fetch import (
     fetch,
     partial_path,
 )
-from nlphub.hub.service import (
+from nlphub.hub.service import request_download, resolve
+from nlphub.install import (
     Installed,
+    Staged,
+    finish_applied_updates,
+    install_resource,
     missing_dependencies,
-    release_dependents,
-    request_download,
-    resolve,
 )
-from nlphub.hub.updates import finish_applied_updates
-from nlphub.preannotation.service import request_redeploys
-from nlphub.resources import TRASH_PREFIX, install_dir, tree_checksum_of
+from nlphub.resources import install_dir
 from nlphub.uploads.archive import (
     ProblemError,
     remove_extraction,
@@ -146,7 +148,25 @@ def _download_and_install(
     job_id: uuid.UUID,
     progress: Progress,
 ) -> dict[str, Any]:
-    # 1. claim the resource for this job
+    snapshot = _claim(resource_id, settings, actor=actor, job_id=job_id)
+    if snapshot.state in (ResourceState.INSTALLED, ResourceState.MISSING_DEPENDENCIES):
+        return {"resource": snapshot.label, "state": snapshot.state.value, "already": True}
+    archive = _archive_path(settings, snapshot)
+    if snapshot.state != ResourceState.VERIFYING or not archive.exists():
+        _download(snapshot, archive, settings, actor=actor, job_id=job_id, progress=progress)
+    staged = _unpack_and_validate(snapshot, archive, settings, progress)
+    result = _install_and_record(resource_id, staged, settings, actor=actor, job_id=job_id)
+    remove_extraction(_staging(settings, snapshot))
+    _cleanup(archive)
+    progress(1, 1, "installed")
+    return result
+
+
+def _claim(
+    resource_id: uuid.UUID, settings: Settings, *, actor: str, job_id: uuid.UUID
+) -> Resource:
+    """Step 1: claim the resource for this job; a copy of it as it is now. An installed one
+    (an earlier delivery of this job got that far) comes back as it is."""
     with session_scope() as session:
         res = session.get(Resource, resource_id, with_for_update=True)
         if res is None:
@@ -158,7 +178,7 @@ def _download_and_install(
             # left it behind: this redelivery removes it.
             archive = _archive_path(settings, res)
             _cleanup(archive, partial_path(archive))
-            return {"resource": res.label, "state": res.state.value, "already": True}
+            return res.model_copy()
         if res.state not in (
             ResourceState.QUEUED,
             ResourceState.DOWNLOADING,
@@ -178,56 +198,66 @@ def _download_and_install(
                     job_id=job_id,
                     details={"url": res.source_url},
                 )
-        snapshot = res.model_copy()
-    archive = _archive_path(settings, snapshot)
-    url = snapshot.source_url or ""
+        return res.model_copy()
 
-    # 2. download (resumes a partial archive from an earlier attempt)
-    if snapshot.state != ResourceState.VERIFYING or not archive.exists():
-        partial = partial_path(archive)
-        have = partial.stat().st_size if partial.exists() else 0
-        if snapshot.size_bytes:
-            check_free_space(
-                downloads_dir(settings),
-                snapshot.size_bytes,
-                what=f"{snapshot.label}",
-                already_have=have,
-            )
 
-        def report(done: int, total: int | None) -> None:
-            progress(done, total, f"downloading {snapshot.name}")
-
-        result = fetch(
-            url,
-            archive,
-            expected_md5=snapshot.archive_md5,
-            expected_size=snapshot.size_bytes,
-            progress=report,
-            timeout=settings.hub_timeout,
-            # With the hub's MD5 the archive is verified, and the unpacked tree's SHA-256 is
-            # recorded; the archive's own SHA-256 is only worth a pass when there is no MD5.
-            sha256=not snapshot.archive_md5,
+def _download(
+    snapshot: Resource,
+    archive: Path,
+    settings: Settings,
+    *,
+    actor: str,
+    job_id: uuid.UUID,
+    progress: Progress,
+) -> None:
+    """Step 2: download the archive (resuming a partial one from an earlier attempt), check
+    its MD5, then `verifying`."""
+    partial = partial_path(archive)
+    have = partial.stat().st_size if partial.exists() else 0
+    if snapshot.size_bytes:
+        check_free_space(
+            downloads_dir(settings), snapshot.size_bytes, what=snapshot.label, already_have=have
         )
-        with session_scope() as session:
-            res = session.get(Resource, resource_id, with_for_update=True)
-            assert res is not None
-            res.move_to(ResourceState.VERIFYING)
-            session.add(res)
-            audit.record(
-                session,
-                actor=actor,
-                action="resource.downloaded",
-                target=res.label,
-                job_id=job_id,
-                details={
-                    "bytes": result.size,
-                    "md5": result.md5,
-                    "resumed_from": result.resumed_from,
-                    **({"sha256": result.sha256} if result.sha256 else {}),
-                },
-            )
 
-    # 3. unpack, validate, checksum
+    def report(done: int, total: int | None) -> None:
+        progress(done, total, f"downloading {snapshot.name}")
+
+    result = fetch(
+        snapshot.source_url or "",
+        archive,
+        expected_md5=snapshot.archive_md5,
+        expected_size=snapshot.size_bytes,
+        progress=report,
+        timeout=settings.hub_timeout,
+        # With the hub's MD5 the archive is verified, and the unpacked tree's SHA-256 is
+        # recorded; the archive's own SHA-256 is only worth a pass when there is no MD5.
+        sha256=not snapshot.archive_md5,
+    )
+    with session_scope() as session:
+        res = session.get(Resource, snapshot.id, with_for_update=True)
+        assert res is not None
+        res.move_to(ResourceState.VERIFYING)
+        session.add(res)
+        audit.record(
+            session,
+            actor=actor,
+            action="resource.downloaded",
+            target=res.label,
+            job_id=job_id,
+            details={
+                "bytes": result.size,
+                "md5": result.md5,
+                "resumed_from": result.resumed_from,
+                **({"sha256": result.sha256} if result.sha256 else {}),
+            },
+        )
+
+
+def _unpack_and_validate(
+    snapshot: Resource, archive: Path, settings: Settings, progress: Progress
+) -> Staged:
+    """Step 3: unpack into the staging folder, validate, checksum (from the digests taken
+    while unpacking)."""
     progress(0, 1, f"verifying {snapshot.name}")
     staging = _staging(settings, snapshot)
     remove_extraction(staging)
@@ -237,72 +267,51 @@ def _download_and_install(
         info = validate_resource(root, kind=snapshot.kind.value, require_labels=False)  # type: ignore[arg-type]
     except ProblemError as exc:  # name what was downloaded from where, not just the problem
         raise Refused(
-            f"the archive of {snapshot.label} from {url} is not a usable resource: {exc}"
+            f"the archive of {snapshot.label} from {snapshot.source_url or ''} is not a usable "
+            f"resource: {exc}"
         ) from exc
-    checksum, size = tree_checksum_of(digests, root.relative_to(staging).as_posix())
+    return Staged.of(root, info.storage_refs, staging=staging, digests=digests)
 
-    # 4. install atomically, then record it
-    target = install_dir(
-        settings.resources_dir, snapshot.kind, snapshot.name, snapshot.language, snapshot.version
-    )
-    if target.exists():  # a redownload, or a crash after the rename below
-        trash = target.with_name(f"{TRASH_PREFIX}{snapshot.id}")
-        _cleanup(trash)
-        os.replace(target, trash)
-        _cleanup(trash)
-    os.replace(root, target)
-    remove_extraction(staging)
-    deps = [ref for ref in info.storage_refs if ref != snapshot.name]
+
+def _install_and_record(
+    resource_id: uuid.UUID, staged: Staged, settings: Settings, *, actor: str, job_id: uuid.UUID
+) -> dict[str, Any]:
+    """Step 4: the shared install (`nlphub.install.install_resource`), and the download's own
+    answer to missing dependencies: a `nlphub.fetch_dependencies` job, in the same
+    transaction."""
+    from nlphub.jobs import enqueue
+
     with session_scope() as session:
         res = session.get(Resource, resource_id, with_for_update=True)
         assert res is not None
-        res.install_path = str(target)
-        res.checksum = checksum
-        res.bytes_on_disk = size
-        res.dependencies = deps
-        missing = missing_dependencies(session, res)
-        res.move_to(ResourceState.MISSING_DEPENDENCIES if missing else ResourceState.INSTALLED)
-        session.add(res)
-        audit.record(
+        target = install_dir(settings.resources_dir, res.kind, res.name, res.language, res.version)
+        done = install_resource(
             session,
+            res,
+            staged,
+            target,
             actor=actor,
-            action="resource.installed",
-            target=res.label,
             job_id=job_id,
-            details={
-                "path": str(target),
-                "checksum": checksum,
-                "bytes": size,
-                "dependencies": deps,
-                "missing": missing,
-            },
+            action="resource.installed",
+            details={"path": str(target)},
         )
-        if missing:
-            from nlphub.jobs import enqueue
-
+        if done.missing:
             enqueue(
                 "nlphub.fetch_dependencies",
                 {"resource_id": str(res.id)},
                 requested_by=actor,
                 session=session,
             )
-        released = release_dependents(session, actor=actor, job_id=job_id)
-        finish_applied_updates(session, res, job_id=job_id)
-        request_redeploys(session, models=[res.name], reason=f"{res.label} installed", actor=actor)
-        state = res.state.value
-        label = res.label
-    _cleanup(archive)
-    progress(1, 1, "installed")
-    return {
-        "resource": label,
-        "state": state,
-        "path": str(target),
-        "bytes": size,
-        "checksum": checksum,
-        "dependencies": deps,
-        "missing_dependencies": missing,
-        "released": released,
-    }
+        return {
+            "resource": res.label,
+            "state": res.state.value,
+            "path": str(target),
+            "bytes": done.size,
+            "checksum": done.checksum,
+            "dependencies": done.dependencies,
+            "missing_dependencies": done.missing,
+            "released": done.released,
+        }
 
 
 # -- dependencies ---------------------------------------------------------------------------------

@@ -355,7 +355,8 @@ def _zip_dir(source: Path, archive: Path, time: datetime) -> None:
             path.chmod(0o644)
             os.utime(path, (stamp, stamp))
             # Model data is incompressible: deflate level 0 (stored blocks) is as small as
-            # level 6 and ten times faster on gigabyte payloads.
+            # level 6 and much faster (see docs/decisions.md, Mirror archives: model data
+            # stored, not deflated).
             level = 0 if path.stat().st_size > CHUNK_SIZE else 6
             zf.write(path, path.relative_to(source).as_posix(), compresslevel=level)
 

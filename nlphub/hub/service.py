@@ -19,7 +19,8 @@ from nlphub import audit
 from nlphub.errors import NotFound, Refused
 from nlphub.hub.licence import Licence, LicenceError, licence_problem, load_licence
 from nlphub.hub.metadata import HubEntry
-from nlphub.hub.versions import Version, VersionSpec, incompatibility_reason, is_compatible
+from nlphub.hub.versions import Version, VersionSpec
+from nlphub.install import Installed
 from schemas.models import (
     EmbeddingType,
     HubEntryRow,
@@ -35,75 +36,10 @@ log = logging.getLogger(__name__)
 
 OPEN_SOURCE = "Open Source"
 
-#: Which installed library a hub edition's `libVersion` is compared with.
-EDITION_LIBRARY = {
-    OPEN_SOURCE: "spark-nlp",
-    "Healthcare NLP": "healthcare-nlp",
-    "Finance NLP": "finance-nlp",
-    "Legal NLP": "legal-nlp",
-    "Visual NLP": "visual-nlp",
-}
-
-LIBRARY_LABEL = {
-    "spark-nlp": "Spark NLP",
-    "healthcare-nlp": "Healthcare NLP",
-    "finance-nlp": "Finance NLP",
-    "legal-nlp": "Legal NLP",
-    "visual-nlp": "Visual NLP",
-    "spark": "Spark",
-}
-
 ACTIVE = frozenset({ResourceState.QUEUED, ResourceState.DOWNLOADING, ResourceState.VERIFYING})
 PRESENT = frozenset({ResourceState.INSTALLED, ResourceState.MISSING_DEPENDENCIES})
 MAX_AUDITED_WARNINGS = 20
 """Malformed metadata.json lines named in a sync's audit event (all are counted)."""
-
-
-# -- installed versions --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Installed:
-    """The installed library versions that decide compatibility."""
-
-    versions: dict[str, Version | None]
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Installed:
-        out: dict[str, Version | None] = {}
-        for lib in (*EDITION_LIBRARY.values(), "spark"):
-            text = settings.library_version(lib)
-            out[lib] = Version.parse(text) if text else None
-        return cls(out)
-
-    def lib_for(self, edition: str) -> str:
-        return EDITION_LIBRARY.get(edition, "healthcare-nlp")
-
-    def lib(self, edition: str) -> Version | None:
-        return self.versions.get(self.lib_for(edition))
-
-    @property
-    def spark(self) -> Version | None:
-        return self.versions.get("spark")
-
-    def compatible(self, row: HubEntryRow) -> bool:
-        return is_compatible(self.lib(row.edition), _v(row.lib_version)) and is_compatible(
-            self.spark, _v(row.spark_version)
-        )
-
-    def why_not(self, row: HubEntryRow) -> str:
-        lib = self.lib_for(row.edition)
-        reasons = [
-            incompatibility_reason(self.lib(row.edition), _v(row.lib_version), LIBRARY_LABEL[lib]),
-            incompatibility_reason(self.spark, _v(row.spark_version), "Spark"),
-        ]
-        found = [r for r in reasons if r]
-        if not found:
-            return "compatible"
-        hint = ""
-        if self.lib(row.edition) is None:
-            hint = f" (set NLPHUB_LIBRARY_VERSIONS={lib}=VERSION if it is installed elsewhere)"
-        return "; ".join(found) + hint
 
 
 def _v(text: str | None) -> Version | None:
@@ -332,28 +268,12 @@ def request_download(
     others get the same job id. Commit the session to publish the job (outbox). With `job_id`
     (a download job already running, enqueued by name), that job claims the resource instead.
     """
-    from nlphub.hub import fetch
     from nlphub.jobs import enqueue
 
     installed = Installed.from_settings(settings)
     entry = resolve(session, installed, name=name, language=language, version=version)
     check_licence(entry.edition, settings)
-    version_str = entry.lib_version or ""
-    # Identical requests serialise here: a transaction-scoped advisory lock on the resource's
-    # identity (the row may not exist yet), then the row itself.
-    session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-        {"k": f"resource:{entry.name}:{entry.language}:{version_str}"},
-    )
-    res = session.exec(
-        select(Resource)
-        .where(
-            Resource.name == entry.name,
-            Resource.language == entry.language,
-            Resource.version == version_str,
-        )
-        .with_for_update()
-    ).first()
+    res = _locked_resource(session, entry)
     if res is not None and job_id is not None and res.job_id == job_id:
         # The same job again (its message redelivered after its worker died): whatever that
         # worker got to, even the install, is this job's own work: carry on with it.
@@ -365,37 +285,8 @@ def request_download(
             f"{res.label} is already {res.state.value}; use `nlphub redownload {res.name}` "
             "to fetch it again"
         )
-    if entry.size_bytes:
-        try:
-            fetch.check_free_space(
-                settings.resources_dir if settings.resources_dir.exists() else settings.home,
-                entry.size_bytes,
-                what=f"{entry.name} {entry.lib_version}",
-            )
-        except fetch.NotEnoughSpace as exc:
-            raise Refused(str(exc)) from None
-    if res is None:
-        res = Resource(
-            name=entry.name,
-            language=entry.language,
-            version=version_str,
-            kind=entry.kind,
-            embedding_type=entry.embedding_type,
-            edition=entry.edition,
-            source=source,
-            lib_version=entry.lib_version,
-            spark_version=entry.spark_version,
-            size_bytes=entry.size_bytes,
-            state=ResourceState.QUEUED,
-        )
-    else:
-        res.move_to(ResourceState.QUEUED)  # a failed, deleted or (redownload) installed one
-    res.source_url = entry.archive_url
-    res.archive_md5 = entry.checksum
-    res.hub_time = entry.time
-    res.size_bytes = entry.size_bytes or res.size_bytes
-    session.add(res)
-    session.flush()
+    _check_disk(settings, entry)
+    res = _queued(session, res, entry, source)
     if job_id is None:
         job_id = enqueue(
             "nlphub.download",
@@ -421,43 +312,71 @@ def request_download(
     return DownloadRequest(job_id, res.id, True, entry)
 
 
-def installed_names(session: Session) -> set[str]:
-    rows = session.exec(
-        select(Resource.name).where(col(Resource.state) == ResourceState.INSTALLED.value)
-    ).all()
-    return set(rows)
+def _locked_resource(session: Session, entry: HubEntryRow) -> Resource | None:
+    """The resource row of `entry`'s identity, locked (None when there is none yet).
 
-
-def missing_dependencies(session: Session, res: Resource) -> list[str]:
-    have = installed_names(session)
-    return [d for d in res.dependencies if d not in have]
-
-
-def release_dependents(
-    session: Session, *, actor: str, job_id: uuid.UUID | None = None
-) -> list[str]:
-    """Resources waiting for dependencies that are all installed now → installed (audited)."""
-    waiting = session.exec(
+    Identical requests serialise here: a transaction-scoped advisory lock on the resource's
+    identity (the row may not exist yet), then the row itself."""
+    version = entry.lib_version or ""
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+        {"k": f"resource:{entry.name}:{entry.language}:{version}"},
+    )
+    return session.exec(
         select(Resource)
-        .where(col(Resource.state) == ResourceState.MISSING_DEPENDENCIES.value)
+        .where(
+            Resource.name == entry.name,
+            Resource.language == entry.language,
+            Resource.version == version,
+        )
         .with_for_update()
-    ).all()
-    have = installed_names(session)
-    released = []
-    for res in waiting:
-        if all(d in have for d in res.dependencies):
-            res.move_to(ResourceState.INSTALLED)
-            session.add(res)
-            audit.record(
-                session,
-                actor=actor,
-                action="resource.dependencies_installed",
-                target=res.label,
-                job_id=job_id,
-                details={"dependencies": res.dependencies},
-            )
-            released.append(res.label)
-    return released
+    ).first()
+
+
+def _check_disk(settings: Settings, entry: HubEntryRow) -> None:
+    """Refuse a download the disk has no room for (`fetch.check_free_space`'s rule)."""
+    from nlphub.hub import fetch
+
+    if not entry.size_bytes:
+        return
+    try:
+        fetch.check_free_space(
+            settings.resources_dir if settings.resources_dir.exists() else settings.home,
+            entry.size_bytes,
+            what=f"{entry.name} {entry.lib_version}",
+        )
+    except fetch.NotEnoughSpace as exc:
+        raise Refused(str(exc)) from None
+
+
+def _queued(
+    session: Session, res: Resource | None, entry: HubEntryRow, source: ResourceSource
+) -> Resource:
+    """`res` (a failed, deleted or, to redownload, installed one), or a new row for `entry`,
+    now `queued` with the archive to download."""
+    if res is None:
+        res = Resource(
+            name=entry.name,
+            language=entry.language,
+            version=entry.lib_version or "",
+            kind=entry.kind,
+            embedding_type=entry.embedding_type,
+            edition=entry.edition,
+            source=source,
+            lib_version=entry.lib_version,
+            spark_version=entry.spark_version,
+            size_bytes=entry.size_bytes,
+            state=ResourceState.QUEUED,
+        )
+    else:
+        res.move_to(ResourceState.QUEUED)
+    res.source_url = entry.archive_url
+    res.archive_md5 = entry.checksum
+    res.hub_time = entry.time
+    res.size_bytes = entry.size_bytes or res.size_bytes
+    session.add(res)
+    session.flush()
+    return res
 
 
 def labels(rows: Iterable[Resource]) -> list[str]:

@@ -5,7 +5,7 @@
   through the audit log and, when `NLPHUB_UPDATE_WEBHOOK` is set, a webhook.
 - `apply_update` (needs who confirmed it) downloads the new version through the normal download
   path; the old version stays installed and in use until the new one is installed, then the
-  switch is recorded (`finish_applied_updates`, called by the install step).
+  switch is recorded (`nlphub.install.finish_applied_updates`, run by every install).
 - `dismiss_update` records that nobody wants it.
 """
 
@@ -23,9 +23,10 @@ from sqlmodel import Session, col, select
 
 from nlphub import audit
 from nlphub.errors import NlphubError, NotFound, Refused
-from nlphub.hub.service import Installed, request_download, resolve
+from nlphub.hub.service import request_download, resolve
 from nlphub.hub.versions import Version
-from schemas.models import Resource, ResourceSource, UpdateNotice, utcnow
+from nlphub.install import Installed
+from schemas.models import HubEntryRow, Resource, ResourceSource, UpdateNotice, utcnow
 from schemas.settings import Settings
 from schemas.states import ResourceState
 
@@ -58,6 +59,63 @@ def notify(settings: Settings, notices: list[dict[str, Any]]) -> str | None:
     return None
 
 
+def _newest_installed(session: Session) -> dict[tuple[str, str], Resource]:
+    """The newest installed hub (or default) resource of each name and language."""
+    rows = session.exec(
+        select(Resource).where(
+            col(Resource.state).in_(
+                [ResourceState.INSTALLED.value, ResourceState.MISSING_DEPENDENCIES.value]
+            ),
+            col(Resource.source).in_([ResourceSource.HUB.value, ResourceSource.DEFAULT.value]),
+        )
+    ).all()
+    newest: dict[tuple[str, str], Resource] = {}
+    for res in rows:
+        key = (res.name, res.language)
+        if key not in newest or _newer(res.version, newest[key].version):
+            newest[key] = res
+    return newest
+
+
+def _new_notice(
+    session: Session, res: Resource, entry: HubEntryRow, *, actor: str
+) -> dict[str, Any] | None:
+    """A notice (audited) that `entry` is newer than `res`; None when it is not newer, or
+    when that version was noticed already."""
+    if not _newer(entry.lib_version, res.version):
+        return None
+    exists = session.exec(
+        select(UpdateNotice).where(
+            UpdateNotice.resource_id == res.id, UpdateNotice.new_version == entry.lib_version
+        )
+    ).first()
+    if exists is not None:
+        return None
+    notice = UpdateNotice(
+        resource_id=res.id,
+        name=res.name,
+        language=res.language,
+        current_version=res.version,
+        new_version=entry.lib_version or "",
+        size_bytes=entry.size_bytes,
+        edition=entry.edition,
+        archive_url=entry.archive_url,
+    )
+    session.add(notice)
+    session.flush()
+    info = {
+        "id": str(notice.id),
+        "resource": res.label,
+        "current": res.version,
+        "new": notice.new_version,
+        "size": notice.size_bytes,
+        "edition": notice.edition,
+        "found_at": notice.found_at.isoformat(),
+    }
+    audit.record(session, actor=actor, action="update.found", target=res.label, details=info)
+    return info
+
+
 def check_updates(
     session: Session,
     settings: Settings,
@@ -84,57 +142,16 @@ def check_updates(
         if last is not None and utcnow() - last < timedelta(seconds=min_interval):
             return {"skipped": f"checked at {last.isoformat()}"}
     installed = Installed.from_settings(settings)
-    rows = session.exec(
-        select(Resource).where(
-            col(Resource.state).in_(
-                [ResourceState.INSTALLED.value, ResourceState.MISSING_DEPENDENCIES.value]
-            ),
-            col(Resource.source).in_([ResourceSource.HUB.value, ResourceSource.DEFAULT.value]),
-        )
-    ).all()
-    newest_installed: dict[tuple[str, str], Resource] = {}
-    for res in rows:
-        key = (res.name, res.language)
-        if key not in newest_installed or _newer(res.version, newest_installed[key].version):
-            newest_installed[key] = res
+    newest_installed = _newest_installed(session)
     found: list[dict[str, Any]] = []
     for res in newest_installed.values():
         try:
             entry = resolve(session, installed, name=res.name, language=res.language)
         except NlphubError:
             continue
-        if not _newer(entry.lib_version, res.version):
-            continue
-        exists = session.exec(
-            select(UpdateNotice).where(
-                UpdateNotice.resource_id == res.id, UpdateNotice.new_version == entry.lib_version
-            )
-        ).first()
-        if exists is not None:
-            continue
-        notice = UpdateNotice(
-            resource_id=res.id,
-            name=res.name,
-            language=res.language,
-            current_version=res.version,
-            new_version=entry.lib_version or "",
-            size_bytes=entry.size_bytes,
-            edition=entry.edition,
-            archive_url=entry.archive_url,
-        )
-        session.add(notice)
-        session.flush()
-        info = {
-            "id": str(notice.id),
-            "resource": res.label,
-            "current": res.version,
-            "new": notice.new_version,
-            "size": notice.size_bytes,
-            "edition": notice.edition,
-            "found_at": notice.found_at.isoformat(),
-        }
-        audit.record(session, actor=actor, action="update.found", target=res.label, details=info)
-        found.append(info)
+        info = _new_notice(session, res, entry, actor=actor)
+        if info is not None:
+            found.append(info)
     problem = notify(settings, found)
     audit.record(
         session,
@@ -151,6 +168,14 @@ def check_updates(
         },
     )
     return {"checked": len(newest_installed), "new": found}
+
+
+def list_notices(session: Session, *, pending_only: bool = True) -> list[UpdateNotice]:
+    """Update notices, the latest found first (only pending ones by default)."""
+    query = select(UpdateNotice).order_by(col(UpdateNotice.found_at).desc())
+    if pending_only:
+        query = query.where(UpdateNotice.state == "pending")
+    return list(session.exec(query).all())
 
 
 def _notice(session: Session, notice_id: uuid.UUID) -> UpdateNotice:
@@ -239,31 +264,3 @@ def dismiss_update(session: Session, notice_id: uuid.UUID, *, by: str) -> dict[s
         details={"notice": str(notice.id), "version": notice.new_version},
     )
     return {"notice": str(notice.id), "state": "dismissed"}
-
-
-def finish_applied_updates(
-    session: Session, res: Resource, *, job_id: uuid.UUID | None, failed: str | None = None
-) -> None:
-    """Called when a download ends: record the switch (or the failure) of a confirmed update."""
-    if job_id is None:
-        return
-    for notice in session.exec(
-        select(UpdateNotice)
-        .where(UpdateNotice.job_id == job_id, UpdateNotice.state == "applying")
-        .with_for_update()
-    ).all():
-        notice.state = "failed" if failed else "applied"
-        session.add(notice)
-        audit.record(
-            session,
-            actor=notice.decided_by or "system",
-            action="update.failed" if failed else "update.applied",
-            target=f"{notice.name}/{notice.language}",
-            job_id=job_id,
-            details={
-                "from": notice.current_version,
-                "to": notice.new_version,
-                "confirmed_by": notice.decided_by,
-                **({"error": failed} if failed else {}),
-            },
-        )

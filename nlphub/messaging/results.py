@@ -1,11 +1,12 @@
-"""The result backend: Celery's Redis backend, without two round trips nlphub does not need.
+"""The result backend: Celery's Redis backend, without round trips nlphub does not need.
 
 - No subscription at send time. Celery's Redis backend subscribes the sending process to each
   task's result channel as it sends the task, so that a later `AsyncResult.get()` hears the
   result at once. nlphub's senders (`nlphub.enqueue`, the reconciler, beat, Flower's REST API)
   never wait on a Celery result — the job row is the record — so that subscription only cost
-  two Redis round trips per job and, with Redis down, a reconnect loop of 20 one-second
-  retries inside every `enqueue()` before its publish could even fail over to the outbox.
+  Redis round trips per job and, with Redis down, a reconnect loop inside every `enqueue()`
+  before its publish could fail over to the outbox (see docs/decisions.md, Result backend: no
+  subscription when a task is sent).
   `AsyncResult.get()` still works: it subscribes when it is called, then reads the stored
   result (so nothing published before is missed).
 - No read before storing a STARTED or SUCCESS state of an nlphub task. Celery reads a task's
@@ -14,9 +15,9 @@
   nlphub task does not need it: a delivery of a job that already finished does not run again
   and returns the result recorded in its job row (`tasks.base`), so the writes it makes are
   STARTED for the few milliseconds that check takes, then the same SUCCESS again (or, if the
-  database is down at that moment, RETRY until the retry finds the job finished). That read
-  was two Redis round trips per job, ~0.3 ms of a pool process's ~2.1 ms of CPU per job
-  (benchmarks/job_overhead.py). Other states (RETRY, FAILURE), and every other task, keep
+  database is down at that moment, RETRY until the retry finds the job finished), and the
+  read costs Redis round trips per job (see docs/decisions.md, Result backend: no read before
+  storing STARTED or SUCCESS). Other states (RETRY, FAILURE), and every other task, keep
   Celery's check.
 """
 

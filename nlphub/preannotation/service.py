@@ -229,5 +229,24 @@ def find_server(session: Session, name: str) -> PreannotationServer:
     return server
 
 
+def list_servers(session: Session) -> list[PreannotationServer]:
+    """Every configured pre-annotation server."""
+    return list(session.exec(select(PreannotationServer)).all())
+
+
+def list_redeploys(
+    session: Session, *, pending_only: bool = True
+) -> list[tuple[Redeploy, PreannotationServer]]:
+    """Redeploys with their server, the latest requested first (only pending ones by default)."""
+    query = (
+        select(Redeploy, PreannotationServer)
+        .where(Redeploy.server_id == PreannotationServer.id)
+        .order_by(col(Redeploy.requested_at).desc())
+    )
+    if pending_only:
+        query = query.where(Redeploy.state == "pending")
+    return list(session.exec(query).all())
+
+
 def server_ids(session: Session) -> list[uuid.UUID]:
     return list(session.exec(select(PreannotationServer.id)).all())

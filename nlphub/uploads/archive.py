@@ -53,8 +53,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Bytes per read of a zip entry: zipfile's inflate + CRC on 1 MiB reads ran 2-3x slower
-#: than on 256 KiB ones (buffers that no longer fit the CPU caches).
+#: Bytes per read of a zip entry: small enough for the CPU caches (see docs/decisions.md, Zip
+#: entries read 256 KiB at a time).
 _CHUNK = 256 << 10
 _WORK_SUFFIX = ".partial"  # safe_extract's temporary folder, beside the destination
 _MAX_SHOWN_PROBLEMS = 100

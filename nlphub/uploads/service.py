@@ -2,14 +2,15 @@
 
 `accept_upload` works in a staging folder next to the install folder: archive safety checks,
 Spark NLP format validation and compatibility are all run, every problem is collected, and only
-a fully valid upload is renamed into place and recorded (`source = upload`). A rejected upload
-leaves nothing behind: no files, no resource row — only the job and its audit events.
+a fully valid upload is installed (`source = upload`) through the install every source shares
+(`nlphub.install.install_resource`: rename into place, record, release the resources waiting
+for it, redeploys). A rejected upload leaves nothing behind: no files, no resource row — only
+the job and its audit events.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -18,9 +19,8 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from nlphub import audit
 from nlphub.errors import NlphubError
-from nlphub.hub.service import Installed, missing_dependencies
+from nlphub.install import Installed, Staged, install_resource, missing_dependencies
 from nlphub.resources import install_dir, tree_checksum
 from nlphub.uploads.archive import (
     ProblemError,
@@ -87,8 +87,9 @@ class UploadResult:
         }
 
 
-def _unpack(req: UploadRequest, staging: Path) -> Path:
-    """Bring the upload into `staging` (safely) and return the resource's root inside it."""
+def _unpack(req: UploadRequest, staging: Path) -> tuple[Path, dict[str, tuple[int, str]] | None]:
+    """Bring the upload into `staging` (safely); the resource's root inside it, and each
+    file's size and SHA-256 when they were hashed on the way (a zip)."""
     source = req.path
     if not source.exists():
         raise UploadRejected(
@@ -97,15 +98,16 @@ def _unpack(req: UploadRequest, staging: Path) -> Path:
         )
     if source.is_symlink():
         raise UploadRejected(str(source), [f"{source} is a symbolic link"])
+    digests = None
     if source.is_dir():
         check_tree(source)
         shutil.copytree(source, staging, symlinks=True)
         check_tree(staging)  # the tree may have changed while it was copied
     elif source.is_file():
-        safe_extract(source, staging)
+        digests = safe_extract(source, staging)
     else:
         raise UploadRejected(str(source), [f"{source} is neither a zip file nor a folder"])
-    return resource_root(staging)
+    return resource_root(staging), digests
 
 
 def _validate(req: UploadRequest, root: Path, settings: Settings) -> ResourceInfo:
@@ -135,8 +137,95 @@ def _result_of(session: Session, res: Resource) -> UploadResult:
     return UploadResult(res.id, res.label, res.state.value, res.install_path or "", missing, notice)
 
 
+def _present(session: Session, req: UploadRequest, version: str) -> Resource | None:
+    """The resource of the upload's identity, unless it is deleted."""
+    return session.exec(
+        select(Resource).where(
+            Resource.name == req.name,
+            Resource.language == req.language,
+            Resource.version == version,
+            col(Resource.state) != ResourceState.DELETED.value,
+        )
+    ).first()
+
+
+def _stage(
+    req: UploadRequest, settings: Settings, staging: Path, target: Path
+) -> tuple[Staged, ResourceInfo]:
+    """Unpack, validate and checksum the upload in `staging`; `UploadRejected` with every
+    problem, or when `target` holds other files than these that no resource owns."""
+    orphan = target.exists() or target.is_symlink()
+    try:
+        root, digests = _unpack(req, staging)
+        info = _validate(req, root, settings)
+    except ProblemError as exc:
+        raise UploadRejected(str(req.path), list(exc.problems)) from None
+    staged = Staged.of(root, info.storage_refs, staging=staging, digests=digests)
+    if orphan and not _same_files(target, staged.checksum):
+        raise UploadRejected(
+            str(req.path),
+            [
+                f"{target} already exists but no resource owns it (run `nlphub inventory` and "
+                "remove the orphan folder)"
+            ],
+        )
+    # Same files: renamed into place by an earlier delivery of this upload whose worker died
+    # before its commit; the install puts them in place again from staging.
+    return staged, info
+
+
+def _new_row(
+    session: Session,
+    req: UploadRequest,
+    kind: ResourceKind,
+    version: str,
+    info: ResourceInfo,
+    size: int,
+) -> Resource:
+    """The upload's resource row (`verifying` until it is installed), replacing a deleted
+    upload of the same identity."""
+    deleted = session.exec(
+        select(Resource).where(
+            Resource.name == req.name,
+            Resource.language == req.language,
+            Resource.version == version,
+        )
+    ).first()
+    if deleted is not None:  # a deleted upload of the same identity: reuse its row
+        session.delete(deleted)
+        session.flush()
+    res = Resource(
+        name=req.name,
+        language=req.language,
+        version=version,
+        kind=kind,
+        edition=req.edition or EDITION_OF_LIBRARY.get(info.library, "Open Source"),
+        source=ResourceSource.UPLOAD,
+        spark_version=info.spark_version,
+        lib_version=info.lib_version,
+        labels=list(req.labels or []),
+        state=ResourceState.VERIFYING,
+        size_bytes=size,
+        source_url=str(req.path),
+        job_id=req.job_id,
+    )
+    session.add(res)
+    session.flush()
+    return res
+
+
+def _missing_notice(req: UploadRequest, missing: list[str]) -> str:
+    """What an upload says about its missing dependencies: the commands that fetch them."""
+    return (
+        f"{req.name} needs {', '.join(missing)}, not installed: download with "
+        + "; ".join(f"`nlphub download {m} --language {req.language}`" for m in missing)
+        + f" or all at once with `nlphub deps {req.name}`"
+    )
+
+
 def accept_upload(session: Session, settings: Settings, req: UploadRequest) -> UploadResult:
-    """Validate and install an upload, or raise `UploadRejected` listing every problem."""
+    """Validate and install an upload, or raise `UploadRejected` listing every problem. The
+    caller commits right after (the install renames the files into place just before)."""
     kind = ResourceKind(req.kind)
     version = req.version or "upload"
     target = install_dir(settings.resources_dir, kind, req.name, req.language, version)
@@ -145,14 +234,7 @@ def accept_upload(session: Session, settings: Settings, req: UploadRequest) -> U
     staging.parent.mkdir(parents=True, exist_ok=True)
     remove_extraction(staging)
     try:
-        existing = session.exec(
-            select(Resource).where(
-                Resource.name == req.name,
-                Resource.language == req.language,
-                Resource.version == version,
-                col(Resource.state) != ResourceState.DELETED.value,
-            )
-        ).first()
+        existing = _present(session, req, version)
         if existing is not None and _installed_by(existing, req.job_id):
             # This very job, delivered again after its worker died between the commit and
             # the job's success: the upload is done; report it, do not reject it.
@@ -165,87 +247,22 @@ def accept_upload(session: Session, settings: Settings, req: UploadRequest) -> U
                     "upload with another --version"
                 ],
             )
-        orphan = target.exists() or target.is_symlink()
-        try:
-            root = _unpack(req, staging)
-            info = _validate(req, root, settings)
-        except ProblemError as exc:
-            raise UploadRejected(str(req.path), list(exc.problems)) from None
-        checksum, size = tree_checksum(root)
-        if orphan and not _same_files(target, checksum):
-            raise UploadRejected(
-                str(req.path),
-                [
-                    f"{target} already exists but no resource owns it (run `nlphub inventory` and "
-                    "remove the orphan folder)"
-                ],
-            )
-        if orphan:
-            # These very files, renamed into place by an earlier delivery of this upload whose
-            # worker died before its commit: put them back in place from staging.
-            shutil.rmtree(target)
-        deps = [ref for ref in info.storage_refs if ref != req.name]
-        deleted = session.exec(
-            select(Resource).where(
-                Resource.name == req.name,
-                Resource.language == req.language,
-                Resource.version == version,
-            )
-        ).first()
-        if deleted is not None:  # a deleted upload of the same identity: reuse its row
-            session.delete(deleted)
-            session.flush()
-        res = Resource(
-            name=req.name,
-            language=req.language,
-            version=version,
-            kind=kind,
-            edition=req.edition or EDITION_OF_LIBRARY.get(info.library, "Open Source"),
-            source=ResourceSource.UPLOAD,
-            spark_version=info.spark_version,
-            lib_version=info.lib_version,
-            labels=list(req.labels or []),
-            dependencies=deps,
-            state=ResourceState.VERIFYING,
-            checksum=checksum,
-            bytes_on_disk=size,
-            size_bytes=size,
-            install_path=str(target),
-            source_url=str(req.path),
+        staged, info = _stage(req, settings, staging, target)
+        res = _new_row(session, req, kind, version, info, staged.size)
+        done = install_resource(
+            session,
+            res,
+            staged,
+            target,
+            actor=req.requested_by,
             job_id=req.job_id,
+            action="resource.uploaded",
+            details={"class": info.class_name, "kind": kind.value},
         )
+        notice = _missing_notice(req, done.missing) if done.missing else None
+        res.error = notice
         session.add(res)
         session.flush()
-        missing = missing_dependencies(session, res)
-        res.move_to(ResourceState.MISSING_DEPENDENCIES if missing else ResourceState.INSTALLED)
-        notice = None
-        if missing:
-            notice = (
-                f"{req.name} needs {', '.join(missing)}, not installed: download with "
-                + "; ".join(f"`nlphub download {m} --language {req.language}`" for m in missing)
-                + f" or all at once with `nlphub deps {req.name}`"
-            )
-            res.error = notice
-        audit.record(
-            session,
-            actor=req.requested_by,
-            action="resource.uploaded",
-            target=res.label,
-            job_id=req.job_id,
-            details={
-                "class": info.class_name,
-                "kind": kind.value,
-                "bytes": size,
-                "checksum": checksum,
-                "dependencies": deps,
-                "missing": missing,
-            },
-        )
-        # The rename is the last step before commit: a crash before it leaves only staging
-        # (removed below or by the next attempt); the caller commits right after.
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(root, target)
-        session.flush()
-        return UploadResult(res.id, res.label, res.state.value, str(target), missing, notice)
+        return UploadResult(res.id, res.label, res.state.value, str(target), done.missing, notice)
     finally:
         remove_extraction(staging)

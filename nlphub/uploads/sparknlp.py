@@ -30,8 +30,8 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from nlphub.hub.versions import Version, VersionError, incompatibility_reason
 from nlphub.uploads.archive import DEFAULT_LIMITS, ArchiveLimits, ProblemError, format_size
+from nlphub.versions import Version, VersionError, incompatibility_reason
 
 __all__ = [
     "LIBRARY_BY_CLASS_PREFIX",

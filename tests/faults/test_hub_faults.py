@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 import nlphub
 from nlphub.hub.mirror import build_mirror
@@ -31,9 +31,10 @@ from nlphub.hub.server import MirrorServer
 from nlphub.hub.sync import sync_hubs
 from nlphub.resources import install_dir
 from schemas.db import get_engine
-from schemas.models import AuditEvent, HubEntryRow, Resource
+from schemas.models import HubEntryRow, Resource
 from schemas.settings import get_settings
 from schemas.states import JobState, ResourceState
+from tests.integration.conftest import audit_events
 from tests.integration.test_hub import _request, _resource, res
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -90,19 +91,6 @@ def _archive(server: MirrorServer, name: str, version: str = "5.4.0") -> str:
     return f"/{found[0]}"
 
 
-def _events(job_id: uuid.UUID | None = None, action: str | None = None) -> list[AuditEvent]:
-    with Session(get_engine()) as session:
-        query = select(AuditEvent).order_by(col(AuditEvent.seq))
-        if job_id is not None:
-            query = query.where(AuditEvent.job_id == job_id)
-        if action is not None:
-            query = query.where(AuditEvent.action == action)
-        rows = list(session.exec(query).all())
-        for row in rows:
-            session.expunge(row)
-        return rows
-
-
 def _gets(server: MirrorServer, path: str) -> list[str | None]:
     """The Range header of each GET of ``path``, in order."""
     return [rng for method, p, rng in server.requests if method == "GET" and p == path]
@@ -137,11 +125,15 @@ def _catalog() -> set[str]:
 
 
 def _retry_errors(job_id: uuid.UUID) -> list[str]:
-    return [e.details.get("error", "") for e in _events(job_id, "job.retry")]
+    return [e.details.get("error", "") for e in audit_events(job_id, "job.retry")]
 
 
 def _check(wait_job: Callable[..., Any]) -> Any:
     return wait_job(nlphub.enqueue("nlphub.check_updates", {"reason": "manual"}), timeout=90)
+
+
+def _download(wait_job: Callable[..., Any], name: str) -> Any:
+    return wait_job(nlphub.enqueue("nlphub.download", {"name": name}), timeout=90)
 
 
 # -- downloads -----------------------------------------------------------------------------------
@@ -153,7 +145,7 @@ def test_hub_down_during_a_download_retries_then_fails_clearly_and_can_be_redown
     url = f"{mirror.url}{_archive(mirror, 'glove_100d')}"
     mirror.stop()  # connection refused
 
-    job = wait_job(nlphub.enqueue("nlphub.download", {"name": "glove_100d"}), timeout=90)
+    job = _download(wait_job, "glove_100d")
 
     assert job.state == JobState.FAILED
     assert job.attempts == TRIES
@@ -162,9 +154,9 @@ def test_hub_down_during_a_download_retries_then_fails_clearly_and_can_be_redown
     errors = _retry_errors(job.id)
     assert len(errors) == TRIES - 1 and len(retries.delays) == TRIES - 1
     assert all(url in e and "Connection refused" in e for e in errors), errors
-    assert len(_events(job.id, "job.failed")) == 1
-    assert _events(job.id, "job.succeeded") == []
-    failed = _events(job.id, "resource.download_failed")
+    assert len(audit_events(job.id, "job.failed")) == 1
+    assert audit_events(job.id, "job.succeeded") == []
+    failed = audit_events(job.id, "resource.download_failed")
     assert len(failed) == 1 and url in failed[0].details["reason"]
     row = _resource("glove_100d")
     assert row.state == ResourceState.FAILED and url in (row.error or "")
@@ -182,14 +174,14 @@ def test_download_waits_out_a_hub_outage(mirror, worker, wait_job, retries) -> N
     mirror.stop()
     retries.hooks[0] = mirror.start  # the hub comes back while the job waits to retry
 
-    job = wait_job(nlphub.enqueue("nlphub.download", {"name": "glove_100d"}), timeout=90)
+    job = _download(wait_job, "glove_100d")
 
     assert job.state == JobState.SUCCEEDED, job.error
     assert job.attempts == 2
     [error] = _retry_errors(job.id)
     assert mirror.url in error and "Connection refused" in error
     assert _resource("glove_100d").state == ResourceState.INSTALLED
-    assert len(_events(action="resource.installed")) == 1
+    assert len(audit_events(action="resource.installed")) == 1
     assert _leftovers(get_settings().home) == []
 
 
@@ -201,7 +193,7 @@ def test_5xx_is_retried_and_the_download_succeeds_once_the_hub_recovers(
     mirror.faults.fail_status = status
     mirror.faults.fail_times[path] = TRIES - 1
 
-    job = wait_job(nlphub.enqueue("nlphub.download", {"name": "glove_100d"}), timeout=90)
+    job = _download(wait_job, "glove_100d")
 
     assert job.state == JobState.SUCCEEDED, job.error
     assert job.attempts == TRIES
@@ -210,8 +202,8 @@ def test_5xx_is_retried_and_the_download_succeeds_once_the_hub_recovers(
     errors = _retry_errors(job.id)
     assert len(errors) == TRIES - 1
     assert all(f"hub answered HTTP {status} {reason} for {mirror.url}{path}" in e for e in errors)
-    assert len(_events(job.id, "job.succeeded")) == 1
-    assert len(_events(action="resource.installed")) == 1
+    assert len(audit_events(job.id, "job.succeeded")) == 1
+    assert len(audit_events(action="resource.installed")) == 1
     assert _resource("glove_100d").state == ResourceState.INSTALLED
     assert _leftovers(get_settings().home) == []
 
@@ -223,7 +215,7 @@ def test_read_timeout_is_retried_and_the_download_resumes_when_the_hub_speeds_up
     mirror.faults.slow_delay = 2.5  # > the 1 s hub timeout, before the first body chunk
     mirror.faults.slow_times[path] = 1
 
-    job = wait_job(nlphub.enqueue("nlphub.download", {"name": "bert_base_cased"}), timeout=90)
+    job = _download(wait_job, "bert_base_cased")
 
     assert job.state == JobState.SUCCEEDED, job.error
     assert job.attempts == 2
@@ -239,7 +231,7 @@ def test_hub_too_slow_on_every_try_fails_clearly(mirror, worker, wait_job, retri
     mirror.faults.slow_delay = 2.5
     mirror.faults.slow_times[path] = TRIES
 
-    job = wait_job(nlphub.enqueue("nlphub.download", {"name": "bert_base_cased"}), timeout=90)
+    job = _download(wait_job, "bert_base_cased")
 
     assert job.state == JobState.FAILED
     assert job.attempts == TRIES
@@ -256,7 +248,7 @@ def test_garbage_bytes_fail_the_checksum_without_retries_and_can_be_redownloaded
     path = _archive(mirror, "glove_100d")
     mirror.faults.corrupt.add(path)  # same length, wrong bytes
 
-    job = wait_job(nlphub.enqueue("nlphub.download", {"name": "glove_100d"}), timeout=90)
+    job = _download(wait_job, "glove_100d")
 
     assert job.state == JobState.FAILED
     assert job.attempts == 1  # a wrong file is not a temporary problem
@@ -281,7 +273,7 @@ def test_garbage_in_a_resumed_transfer_is_caught_and_not_reused(
     mirror.faults.cut_after_bytes = 100_000
     retries.hooks[0] = lambda: mirror.faults.corrupt.add(path)  # the rest comes back wrong
 
-    job = wait_job(nlphub.enqueue("nlphub.download", {"name": "glove_100d"}), timeout=90)
+    job = _download(wait_job, "glove_100d")
 
     assert job.state == JobState.FAILED
     assert job.attempts == 2
@@ -293,7 +285,7 @@ def test_garbage_in_a_resumed_transfer_is_caught_and_not_reused(
     again = wait_job(_request("glove_100d"), timeout=90)
     assert again.state == JobState.SUCCEEDED, again.error
     assert _gets(mirror, path)[-1] is None  # started over: the bad partial was discarded
-    [downloaded] = _events(again.id, "resource.downloaded")
+    [downloaded] = audit_events(again.id, "resource.downloaded")
     assert downloaded.details["resumed_from"] == 0
 
 
@@ -305,7 +297,7 @@ def test_partial_is_kept_across_a_5xx_and_resumed_after_it(
     mirror.faults.fail_status = 503
     retries.hooks[0] = lambda: mirror.faults.fail_times.update({path: 1})
 
-    job = wait_job(nlphub.enqueue("nlphub.download", {"name": "glove_100d"}), timeout=90)
+    job = _download(wait_job, "glove_100d")
 
     assert job.state == JobState.SUCCEEDED, job.error
     assert job.attempts == 3
@@ -313,7 +305,7 @@ def test_partial_is_kept_across_a_5xx_and_resumed_after_it(
     errors = _retry_errors(job.id)
     assert "failed after 100000 bytes" in errors[0]
     assert "hub answered HTTP 503 Service Unavailable" in errors[1]
-    [downloaded] = _events(job.id, "resource.downloaded")
+    [downloaded] = audit_events(job.id, "resource.downloaded")
     assert downloaded.details["resumed_from"] == 100_000
     assert _resource("glove_100d").state == ResourceState.INSTALLED
     assert _leftovers(get_settings().home) == []
@@ -330,7 +322,7 @@ def test_transfer_cut_on_every_try_gives_up_and_removes_the_partial(
     cut()
     retries.hooks.update(dict.fromkeys(range(TRIES - 1), cut))
 
-    job = wait_job(nlphub.enqueue("nlphub.download", {"name": "slow_emb"}), timeout=90)
+    job = _download(wait_job, "slow_emb")
 
     assert job.state == JobState.FAILED
     assert job.attempts == TRIES
@@ -360,7 +352,7 @@ def test_archive_that_is_not_a_zip_fails_verification_and_leaves_nothing(
     metadata.write_text("\n".join([*lines[:-1], json.dumps(line)]) + "\n")
     assert not sync_hubs("test")["errors"]
 
-    job = wait_job(nlphub.enqueue("nlphub.download", {"name": "junk_emb"}), timeout=90)
+    job = _download(wait_job, "junk_emb")
 
     assert job.state == JobState.FAILED
     assert job.attempts == 1
@@ -370,8 +362,8 @@ def test_archive_that_is_not_a_zip_fails_verification_and_leaves_nothing(
     ), job.error
     row = _resource("junk_emb")
     assert row.state == ResourceState.FAILED and row.error == job.error
-    assert len(_events(job.id, "resource.downloaded")) == 1  # the bytes were the hub's
-    assert len(_events(job.id, "resource.download_failed")) == 1
+    assert len(audit_events(job.id, "resource.downloaded")) == 1  # the bytes were the hub's
+    assert len(audit_events(job.id, "resource.download_failed")) == 1
     _not_installed("junk_emb")
 
 
@@ -384,7 +376,7 @@ def test_archive_that_is_not_a_zip_fails_verification_and_leaves_nothing(
 
 @pytest.fixture
 def installed_glove(mirror, worker, wait_job) -> Resource:
-    job = wait_job(nlphub.enqueue("nlphub.download", {"name": "glove_100d"}), timeout=90)
+    job = _download(wait_job, "glove_100d")
     assert job.state == JobState.SUCCEEDED, job.error
     _publish(mirror, "5.4.5")
     assert not sync_hubs("test")["errors"]
@@ -400,7 +392,7 @@ def _found(job: Any) -> list[str]:
 
 
 def _last_checked() -> dict[str, Any]:
-    events = _events(action="update.checked")
+    events = audit_events(action="update.checked")
     assert events, "no update.checked audit event"
     return events[-1].details
 
@@ -423,9 +415,9 @@ def test_update_check_with_the_hub_down_uses_the_last_catalog_and_says_so(
         assert error.startswith(f"hub {folder} is unreachable: ")
         assert "Connection refused" in error and "; using the copy from " in error
     assert _last_checked()["hub_errors"] == errors
-    assert _events(action="hub.synced")[-1].details["errors"] == errors
+    assert audit_events(action="hub.synced")[-1].details["errors"] == errors
     assert _catalog() == before
-    assert len(_events(action="update.found")) == 1
+    assert len(audit_events(action="update.found")) == 1
 
 
 def test_update_check_without_any_copy_retries_then_gives_up_clearly(
@@ -446,8 +438,8 @@ def test_update_check_without_any_copy_retries_then_gives_up_clearly(
     errors = _retry_errors(job.id)
     assert len(errors) == TRIES - 1 and all("; no earlier copy" in e for e in errors)
     assert _catalog() == before  # the catalog in the database is untouched
-    assert _events(action="update.found") == []
-    assert _events(action="update.checked") == []
+    assert audit_events(action="update.found") == []
+    assert audit_events(action="update.checked") == []
 
 
 def test_update_check_5xx_without_a_copy_is_retried_until_the_hub_recovers(
@@ -538,7 +530,7 @@ def test_garbage_metadata_keeps_the_last_good_catalog(
     assert _found(job) == ["5.4.5"]
     assert _catalog() == before  # not half a catalog, not an empty one
     assert _last_checked()["hub_errors"] == [error]
-    assert _events(action="hub.synced")[-1].details["errors"] == [error]
+    assert audit_events(action="hub.synced")[-1].details["errors"] == [error]
 
     mirror.faults.reset()
     again = _check(wait_job)
@@ -569,7 +561,7 @@ def test_malformed_lines_are_named_and_the_good_ones_still_used(
     for n, (warning, problem) in enumerate(zip(warnings, expected, strict=True), start=1):
         assert warning.startswith(f"{mirror.url}/metadata.json line {good + n}: {problem}"), warning
     assert _last_checked()["hub_warnings"] == warnings
-    synced = _events(action="hub.synced")[-1].details
+    synced = audit_events(action="hub.synced")[-1].details
     assert synced["malformed_lines"] == 3 and synced["warnings"] == warnings
     assert f"{mirror.url}{_archive(mirror, 'glove_100d', '5.5.0')}" in _catalog()
     with Session(get_engine()) as session:

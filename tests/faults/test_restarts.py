@@ -8,24 +8,19 @@
   still verifies.
 
 Each test has a server of its own (the session's are shared by every other test), crashed and
-restarted in place: same data folder, same port or socket, so every URL stays valid.
+restarted in place: same data folder, same port or socket, so every URL stays valid
+(tests/faults/servers.py; the fixtures `own_redis`, `own_postgres` and `gated_hub` in
+tests/faults/conftest.py).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,120 +31,20 @@ from sqlmodel import Session
 import nlphub
 from nlphub.audit import verify_chain
 from nlphub.jobs import reconcile_outbox
-from schemas.db import dispose_engines, get_engine, session_scope, upgrade
+from schemas.db import dispose_engines, get_engine, session_scope
 from schemas.settings import get_settings
 from schemas.states import JobState
 from tests.conftest import wait_for
-from tests.integration.conftest import celery_cmd
-from tests.procs import alive
-from workers.app import configure
+from tests.faults.servers import GateHandler, crash_postgres, crash_redis, repoint
+from tests.procs import NLPHUB, prefork_worker_cmd, tail
 from workers.embedded import EmbeddedPostgres, EmbeddedRedis
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 log = logging.getLogger(__name__)
 
-NLPHUB = str(Path(sys.executable).with_name("nlphub"))
 N_BURST = 5000
 N_PG = 600
-
-
-# -- servers of the test's own ----------------------------------------------------------------
-
-
-def _repoint() -> None:
-    """The test process follows its environment (DATABASE_URL, REDIS_URL, settings)."""
-    get_settings.cache_clear()
-    dispose_engines()
-    configure(get_settings())
-
-
-@pytest.fixture
-def own_redis(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedRedis]:
-    """A Redis of this test's own (own folder, own port), for the test to crash."""
-    base = Path(tempfile.mkdtemp(prefix="nlphub-own-redis-"))
-    server = EmbeddedRedis(base / "redis")
-    monkeypatch.setenv("REDIS_URL", server.start())
-    _repoint()
-    yield server
-    server.stop()
-    shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def own_postgres(
-    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[EmbeddedPostgres]:
-    """A Postgres of this test's own (own data folder and socket), migrated, for it to crash."""
-    base = Path(tempfile.mkdtemp(prefix="nlphub-own-pg-"))
-    server = EmbeddedPostgres(base / "pg")
-    server.start()
-    url = server.create_database("nlphub")
-    upgrade(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    monkeypatch.setenv("DATABASE_URL", url)
-    _repoint()
-    yield server
-    dispose_engines()
-    server.stop()
-    shutil.rmtree(base, ignore_errors=True)
-
-
-def _crash_redis(server: EmbeddedRedis, url: str) -> None:
-    """SIGKILL the Redis server (no shutdown, no final save), then clean up after it."""
-    import redis as redis_lib
-
-    client = redis_lib.Redis.from_url(url)
-    pid = int(client.info("server")["process_id"])
-    client.close()
-    os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not alive(pid), 10, what="the killed Redis to exit")
-    server.stop()
-
-
-def _crash_postgres(server: EmbeddedPostgres) -> None:
-    """Immediate shutdown of the postmaster (SIGQUIT: every backend killed, no checkpoint; the
-    next start runs crash recovery), then clean up after it."""
-    pid = int((server.datadir / "postmaster.pid").read_text().split()[0])
-    os.kill(pid, signal.SIGQUIT)
-    wait_for(lambda: not alive(pid), 30, what="the crashed Postgres to exit")
-    server.stop()
-
-
-# -- a job that is running for as long as the test wants --------------------------------------
-
-
-class _GateHandler(BaseHTTPRequestHandler):
-    """A hub folder whose metadata.json is answered (empty: a valid, empty catalog) only once
-    the test opens the gate: the `nlphub.hub_sync` job reading it is running until then."""
-
-    arrived: threading.Event
-    gate: threading.Event
-
-    def do_GET(self) -> None:
-        self.arrived.set()
-        self.gate.wait(120)
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def gated_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_GateHandler]]:
-    handler: type[_GateHandler] = type(
-        "Gate", (_GateHandler,), {"arrived": threading.Event(), "gate": threading.Event()}
-    )
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("NLPHUB_HUB_URLS", f"http://127.0.0.1:{server.server_address[1]}")
-    monkeypatch.setenv("NLPHUB_LICENSED_HUB_URLS", "")
-    yield handler
-    handler.gate.set()
-    server.shutdown()
-    server.server_close()
 
 
 # -- reading the outcome ------------------------------------------------------------------------
@@ -214,27 +109,8 @@ def _assert_trails(ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[int, list[str]
     return trails
 
 
-def _tail(path: Path, chars: int = 4000) -> str:
-    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
-
-
 def _worker(spawn: Callable[..., subprocess.Popen[bytes]], log_path: Path, name: str) -> Any:
-    return spawn(
-        celery_cmd(
-            "worker",
-            "-Q",
-            "default",
-            "-c",
-            "2",
-            "-P",
-            "prefork",
-            "-n",
-            f"{name}-{uuid.uuid4().hex[:6]}@%h",
-            "-l",
-            "WARNING",
-        ),
-        log=log_path,
-    )
+    return spawn(prefork_worker_cmd(name, concurrency=2, loglevel="WARNING"), log=log_path)
 
 
 # -- the tests --------------------------------------------------------------------------------
@@ -267,7 +143,7 @@ def test_a_database_error_that_cost_the_connection_is_temporary(env: dict[str, A
 def test_worker_outlives_a_redis_crash_and_its_running_job_finishes_once(
     env: dict[str, Any],
     own_redis: EmbeddedRedis,
-    gated_hub: type[_GateHandler],
+    gated_hub: type[GateHandler],
     spawn: Callable[..., subprocess.Popen[bytes]],
     job_state: Callable[[uuid.UUID], Any],
     wait_job: Callable[..., Any],
@@ -279,7 +155,7 @@ def test_worker_outlives_a_redis_crash_and_its_running_job_finishes_once(
     running = nlphub.enqueue("nlphub.hub_sync", requested_by="crash")
     wait_for(gated_hub.arrived.is_set, 60, what="the hub_sync job to be running")
     # The worker holds the running job's message, unacknowledged, and waits for more.
-    _crash_redis(own_redis, url)
+    crash_redis(own_redis, url)
     wait_for(
         lambda: "Connection to broker lost" in worker_log.read_text(errors="replace"),
         30,
@@ -290,35 +166,35 @@ def test_worker_outlives_a_redis_crash_and_its_running_job_finishes_once(
     ping_id = nlphub.enqueue("nlphub.ping", requested_by="crash")
 
     def ping_done() -> bool:
-        assert worker.poll() is None, f"the worker died\n{_tail(worker_log)}"
+        assert worker.poll() is None, f"the worker died\n{tail(worker_log)}"
         job = job_state(ping_id)
         return job is not None and job.state == JobState.SUCCEEDED
 
     try:
         wait_for(ping_done, 60, what="a job sent after the restart to succeed")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{_tail(worker_log)}") from None
+        raise AssertionError(f"{exc}\n{tail(worker_log)}") from None
     job = job_state(running)
     assert job.state == JobState.STARTED, job.state
     gated_hub.gate.set()
     job = wait_job(running, timeout=60)
-    assert job.state == JobState.SUCCEEDED, f"{job.error}\n{_tail(worker_log)}"
+    assert job.state == JobState.SUCCEEDED, f"{job.error}\n{tail(worker_log)}"
     attempts, actions = _assert_trails([running])[running]
     assert attempts == 1, actions  # it carried on: not cancelled, not run again
-    assert worker.poll() is None, f"the worker died\n{_tail(worker_log)}"
+    assert worker.poll() is None, f"the worker died\n{tail(worker_log)}"
 
 
 @pytest.mark.timeout(600)
 def test_redis_crash_mid_burst_loses_no_job(
     env: dict[str, Any],
     own_redis: EmbeddedRedis,
-    gated_hub: type[_GateHandler],
+    gated_hub: type[GateHandler],
     spawn: Callable[..., subprocess.Popen[bytes]],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("NLPHUB_OUTBOX_REPUBLISH_AFTER", "10")  # the smallest allowed
-    _repoint()
+    repoint()
     settings = get_settings()
     url = settings.require_redis_url()
     worker_log = tmp_path / "worker.log"
@@ -333,7 +209,7 @@ def test_redis_crash_mid_burst_loses_no_job(
     slowest_down = 0.0
     for i in range(N_BURST):
         if i == crash_at:
-            _crash_redis(own_redis, url)
+            crash_redis(own_redis, url)
         if i == back_at:
             assert own_redis.start() == url  # same port: every client's URL stays valid
             gated_hub.gate.set()  # the running job may finish now
@@ -359,14 +235,14 @@ def test_redis_crash_mid_burst_loses_no_job(
                     republish_after=settings.outbox_republish_after,
                 )
             last_reconcile[0] = time.monotonic()
-        assert worker.poll() is None, f"the worker died\n{_tail(worker_log)}"
+        assert worker.poll() is None, f"the worker died\n{tail(worker_log)}"
         return _states([*ids, running])[JobState.SUCCEEDED.value] == N_BURST + 1
 
     try:
         wait_for(all_done, 400, interval=0.5, what="every job to succeed")
     except AssertionError as exc:
         raise AssertionError(
-            f"{exc}: {_states(ids)} {_states([running])}\n{_tail(worker_log)}"
+            f"{exc}: {_states(ids)} {_states([running])}\n{tail(worker_log)}"
         ) from None
 
     _assert_trails(ids)
@@ -408,7 +284,7 @@ def test_postgres_crash_mid_run_retries_and_keeps_the_audit_whole(
 
     wait_for(lambda: succeeded() >= N_PG // 10, 120, what="the worker to be busy")
     dispose_engines()
-    _crash_postgres(own_postgres)
+    crash_postgres(own_postgres)
     # While Postgres is away the worker's tasks fail to reach it, and retry with backoff.
     wait_for(
         lambda: worker_log.read_text(errors="replace").count("temporary error") >= 3,
@@ -424,8 +300,8 @@ def test_postgres_crash_mid_run_retries_and_keeps_the_audit_whole(
     try:
         wait_for(lambda: succeeded() == N_PG, 300, interval=0.5, what="every job to succeed")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}: {_states(ids)}\n{_tail(worker_log)}") from None
-    assert worker.poll() is None, _tail(worker_log)
+        raise AssertionError(f"{exc}: {_states(ids)}\n{tail(worker_log)}") from None
+    assert worker.poll() is None, tail(worker_log)
 
     trails = _assert_trails(ids)
     log.info("attempts: %s", Counter(attempts for attempts, _ in trails.values()))

@@ -27,54 +27,52 @@ lets the orphaned statement run, alongside the new attempt.
 NLPHUB_FAULT_TRIALS (default 20) sets the number of trials per task type; NLPHUB_FAULT_MODES
 (e.g. ``renamed,committed``) keeps only those kill modes. Run with
 ``-o log_cli=true --log-cli-level=INFO`` to see where each test's trials stopped.
+
+The harness (the worker, the rig, the trials, the ways to stop a task) is in
+tests/faults/harness.py, the locks in tests/faults/locks.py.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import random
-import signal
-import threading
 import time
 import uuid
 import zipfile
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from sqlalchemy import event, text
 from sqlmodel import Session, select
 
 import nlphub
-from nlphub.audit import verify_chain
 from nlphub.embeddings.service import import_records
 from nlphub.hub.mirror import build_mirror, write_resource_dir
 from nlphub.hub.server import MirrorServer
 from nlphub.hub.service import request_download
 from nlphub.hub.sync import sync_hubs
 from nlphub.hub.updates import check_updates
-from nlphub.jobs import reconcile_outbox
 from nlphub.resources import install_dir, tree_checksum
 from nlphub.uploads.service import UploadRequest, accept_upload
 from schemas.db import get_engine, session_scope
 from schemas.models import Resource, ResourceKind, ResourceSource, UpdateNotice
 from schemas.settings import get_settings
-from schemas.states import JOB_TERMINAL, JobState, ResourceState
+from schemas.states import JobState, ResourceState
 from tests.conftest import wait_for
-from tests.integration.conftest import celery_cmd
+from tests.faults.harness import (
+    Rig,
+    enqueue_held,
+    kill_after_start,
+    kill_at_outcome,
+    kill_when_blocked,
+    leftovers,
+)
+from tests.faults.locks import Db, conflicting_row_hold, describe_statement, identity_hold
 from tests.integration.test_hub import LIBS, res
-from tests.procs import alive, children
 
 pytestmark = [pytest.mark.slow]
-
-log = logging.getLogger(__name__)
 
 TRIALS = int(os.environ.get("NLPHUB_FAULT_TRIALS", "20"))
 CHUNK_DELAY = 0.05  # seconds per 64 KiB chunk: a 1 MB archive takes about 0.8 s
@@ -135,511 +133,6 @@ def _archive_size(server: MirrorServer, name: str, version: str = "5.4.0") -> in
     raise AssertionError(f"{name} {version} is not in the mirror")
 
 
-# -- the worker, the database, the locks ---------------------------------------------------------
-
-
-#: The worker notices a killed pool process by its sentinel pipe, but when it wakes up before
-#: the kernel has made the child a zombie it finds nothing to reap, and then only notices at
-#: the pool's maintenance timer: Celery's 5 s made 60 % of the kills here 3 s late on average
-#: (two thirds of this module's time). nlphub/messaging/app.py sets it to 0.5 s
-#: (POOL_MAINTAIN_INTERVAL); `noticed_after` reports the delay per trial.
-
-
-class PoolWorker:
-    """`celery worker -P prefork -c 1`: its one pool process is what a trial kills."""
-
-    def __init__(self, spawn: Callable[..., Any], log_path: Path, queues: str) -> None:
-        self.log_path = log_path
-        python, _m, _celery, *args = celery_cmd(
-            "worker",
-            "-Q",
-            queues,
-            "-c",
-            "1",
-            "-P",
-            "prefork",
-            "-n",
-            f"kill-{uuid.uuid4().hex[:6]}@%h",
-            "-l",
-            "INFO",
-            "--without-mingle",
-            "--without-gossip",
-        )
-        self.proc = spawn([python, _m, _celery, *args], log=log_path)
-        self.child()
-
-    def child(self) -> int:
-        def one() -> int | None:
-            assert self.proc.poll() is None, f"the worker exited\n{self.tail()}"
-            kids = [p for p in children(self.proc.pid) if alive(p)]
-            return kids[0] if len(kids) == 1 else None
-
-        return int(wait_for(one, 60, interval=0.01, what="the worker's pool process"))
-
-    def kill(self) -> tuple[int, datetime]:
-        pid = self.child()
-        log.info("SIGKILL pool process %d", pid)
-        os.kill(pid, signal.SIGKILL)
-        return pid, datetime.now()
-
-    def noticed_after(self, pid: int, killed: datetime) -> float | None:
-        """Seconds until the worker noticed that its pool process `pid` was gone."""
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            if f" pid:{pid} exited" in line:
-                at = datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
-                return (at - killed).total_seconds()
-        return None
-
-    def stop(self) -> None:
-        """SIGSTOP the pool process: it stays where it is until it is killed."""
-        os.kill(self.child(), signal.SIGSTOP)
-
-    def tail(self, size: int = 4000) -> str:
-        return self.log_path.read_text(errors="replace")[-size:]
-
-
-class Db:
-    """The test's own connection (autocommit): observe the database, end backends."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.conn = psycopg.connect(url, autocommit=True)
-        self.pid = self.conn.info.backend_pid
-
-    def value(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
-        row = self.conn.execute(sql, params).fetchone()
-        return None if row is None else row[0]
-
-    def blocked_by(self, holder: int) -> list[tuple[int, str]]:
-        rows = self.conn.execute(
-            "SELECT pid, query FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
-            (holder,),
-        ).fetchall()
-        return [(int(r[0]), str(r[1])) for r in rows]
-
-    def terminate(self, pid: int) -> None:
-        self.value("SELECT pg_terminate_backend(%s)", (pid,))
-        wait_for(
-            lambda: not self.value("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)),
-            30,
-            interval=0.01,
-            what=f"backend {pid} to end",
-        )
-
-    def job_state(self, job_id: uuid.UUID) -> str | None:
-        return self.value("SELECT state FROM job WHERE id = %s", (job_id,))
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-class Hold:
-    """A lock the test holds in an open transaction of its own; `release` rolls it back."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.pid = int(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
-
-    def release(self) -> None:
-        self.session.close()  # rolls back
-
-
-def identity_hold(name: str, version: str, language: str = "en") -> Hold:
-    """The lock `request_download` takes on a resource's identity (name, language, version)."""
-    session = Session(get_engine())
-    session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-        {"k": f"resource:{name}:{language}:{version}"},
-    )
-    return Hold(session)
-
-
-def conflicting_row_hold(name: str, version: str) -> Hold:
-    """An uncommitted resource row with the same identity: the task's insert waits for it."""
-    session = Session(get_engine())
-    session.add(
-        Resource(
-            name=name,
-            version=version,
-            kind=ResourceKind.EMBEDDINGS,
-            source=ResourceSource.UPLOAD,
-            state=ResourceState.QUEUED,
-        )
-    )
-    session.flush()
-    return Hold(session)
-
-
-class RowGate:
-    """Holds one row's lock (FOR NO KEY UPDATE) and lets the task's writes of it through one
-    at a time.
-
-    Two connections take turns: while the task waits for the holder, the other one queues
-    behind the task; the holder lets go, the task's statement runs and commits, and the
-    queued connection then holds the row again before the task's next write of it.
-    """
-
-    def __init__(self, db: Db, table: str) -> None:
-        self.db = db
-        self.sql = f"SELECT 1 FROM {table} WHERE id = %s FOR NO KEY UPDATE"
-        self.conns = [psycopg.connect(db.url), psycopg.connect(db.url)]
-        self.row: uuid.UUID | None = None
-
-    @property
-    def pids(self) -> set[int]:
-        return {c.info.backend_pid for c in self.conns}
-
-    def hold(self, row: uuid.UUID) -> None:
-        self.row = row
-        self.conns[0].execute(self.sql, (row,))
-
-    def waiting(self) -> tuple[int, str] | None:
-        """The backend waiting for the holder (the task's), with its statement."""
-        found = [
-            (pid, q)
-            for pid, q in self.db.blocked_by(self.conns[0].info.backend_pid)
-            if pid not in self.pids
-        ]
-        return found[0] if found else None
-
-    def step(self) -> None:
-        """Let the waiting statement through; hold the row again before the next one."""
-        queued = self.conns[1]
-        taker = threading.Thread(target=queued.execute, args=(self.sql, (self.row,)))
-        taker.start()
-        wait_for(
-            lambda: self.db.value(
-                "SELECT cardinality(pg_blocking_pids(%s))", (queued.info.backend_pid,)
-            ),
-            10,
-            interval=0.002,
-            what="the second gate connection to queue behind the task",
-        )
-        self.conns[0].rollback()
-        taker.join(30)
-        assert not taker.is_alive(), "the gate could not take the row back"
-        self.conns.reverse()
-
-    def until(
-        self, job_id: uuid.UUID, stop: Callable[[str], bool], timeout: float = 60.0
-    ) -> tuple[int, str] | None:
-        """Step through the task's writes until `stop(statement)` holds while it waits; the
-        waiting backend and its statement. None when the job ended without stopping."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            waiting = wait_for(
-                lambda: self.waiting() or self.db.job_state(job_id) in JOB_TERMINAL,
-                timeout,
-                interval=0.002,
-                what="the task to write its job row",
-            )
-            if waiting is True:
-                return None
-            if stop(waiting[1]):
-                return waiting
-            self.step()
-        raise AssertionError(f"the task did not reach the kill point in {timeout}s")
-
-    def release(self) -> None:
-        for conn in self.conns:
-            if not conn.closed:
-                conn.rollback()
-                conn.close()
-
-
-def _statement(query: str) -> str:
-    """What a blocked statement of the task is, in words (for the trial log)."""
-    q = " ".join(query.split())
-    if "UPDATE job SET progress" in q:
-        return "progress write"
-    if "WITH l AS MATERIALIZED" in q:
-        if "result = CAST" in q:
-            return "success record"
-        if "attempts = attempts + 1" in q:
-            return "start record"
-        return "job transition"
-    if "FROM resource" in q and "FOR UPDATE" in q:
-        return "resource row lock"
-    if "pg_advisory_xact_lock" in q:
-        return "download request lock"
-    if "INSERT INTO resource" in q:
-        return "resource insert"
-    return q[:60]
-
-
-def _mode(modes: tuple[str, ...], i: int) -> str:
-    """Trial i's kill mode: the modes in turn (NLPHUB_FAULT_MODES=a,b keeps only those)."""
-    keep = [m for m in os.environ.get("NLPHUB_FAULT_MODES", "").split(",") if m in modes]
-    chosen = keep or list(modes)
-    return chosen[i % len(chosen)]
-
-
-@dataclass
-class Trial:
-    index: int
-    mode: str
-    job_id: uuid.UUID | None = None
-    stopped_at: str = ""
-    attempts: int = 0
-    noticed: float | None = None
-
-
-class Rig:
-    """One test's worker, database observer and trial log."""
-
-    def __init__(self, env: dict[str, Any], spawn: Callable[..., Any], tmp: Path, queues: str):
-        self.home: Path = env["home"]
-        self.db = Db(env["database_url"])
-        self.worker = PoolWorker(spawn, tmp / "worker.log", queues)
-        self.trials: list[Trial] = []
-        self.last_kill: tuple[int, datetime] | None = None
-        self.locks: list[RowGate | Hold] = []  # released at the end, whatever happened
-
-    def trial(self, modes: tuple[str, ...], i: int) -> tuple[random.Random, Trial]:
-        """Start trial i (logged): its seeded random source and its kill mode."""
-        trial = Trial(i, _mode(modes, i))
-        self.trials.append(trial)
-        return random.Random(i), trial
-
-    def gate(self, table: str = "job") -> RowGate:
-        gate = RowGate(self.db, table)
-        self.locks.append(gate)
-        return gate
-
-    def hold(self, hold: Hold) -> Hold:
-        self.locks.append(hold)
-        return hold
-
-    def kill(
-        self,
-        backend: int | None = None,
-        *,
-        stuck: bool = False,
-        release: Callable[[], None] | None = None,
-    ) -> None:
-        """SIGKILL the pool process. A `backend` stopped at a lock ends with it, or (`stuck`)
-        outlives it until a new pool process has taken the redelivered job up; then
-        `release` lets the stopped statement go on."""
-        before = self.backends()
-        self.last_kill = self.worker.kill()
-        if backend is not None and not stuck:
-            self.db.terminate(backend)
-        elif backend is not None:
-            # the new pool process connects afresh: wait for one of its backends to start it
-            wait_for(
-                lambda: self.db.value(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND pid <> ALL(%s) AND query ILIKE '%%job%%'",
-                    (before,),
-                ),
-                90,
-                interval=0.01,
-                what="the redelivered message to start the job",
-            )
-        if release is not None:
-            release()
-
-    def outcome_next(self, job_id: uuid.UUID) -> Callable[[str], bool]:
-        """For a task that writes no progress: its next write of its started job's row is its
-        outcome (the work is committed, its success not yet recorded)."""
-        return lambda _statement: self.db.job_state(job_id) == "started"
-
-    def backends(self) -> list[int]:
-        rows = self.db.conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-        ).fetchall()
-        return [int(r[0]) for r in rows]
-
-    def wait_started(self, job_id: uuid.UUID) -> None:
-        wait_for(
-            lambda: self.db.job_state(job_id) in ("started", *JOB_TERMINAL),
-            60,
-            interval=0.005,
-            what=f"job {job_id} to start",
-        )
-
-    def finish(self, job_id: uuid.UUID, timeout: float = 120.0) -> Any:
-        """Wait for the job to end. A job still queued after 15 s is republished the way
-        beat's outbox reconciler would (a process killed between commit and publish)."""
-        start = time.monotonic()
-        reconciled = False
-
-        def done() -> Any:
-            nonlocal reconciled
-            state = self.db.job_state(job_id)
-            if state == "queued" and not reconciled and time.monotonic() - start > 15:
-                reconciled = True
-                with session_scope() as session:
-                    log.warning("job %s still queued: reconciling the outbox", job_id)
-                    reconcile_outbox(session, grace_seconds=1, republish_after=10)
-            return state in JOB_TERMINAL
-
-        wait_for(done, timeout, interval=0.02, what=f"job {job_id} to finish")
-        return self.job(job_id)
-
-    def job(self, job_id: uuid.UUID) -> Any:
-        from schemas.models import Job
-
-        with Session(get_engine()) as session:
-            job = session.get(Job, job_id)
-            assert job is not None
-            session.expunge(job)
-            return job
-
-    def actions(self, job_id: uuid.UUID | None = None, target: str | None = None) -> list[str]:
-        sql = "SELECT action FROM audit_event WHERE true"
-        params: list[Any] = []
-        if job_id is not None:
-            sql += " AND job_id = %s"
-            params.append(job_id)
-        if target is not None:
-            sql += " AND target = %s"
-            params.append(target)
-        rows = self.db.conn.execute(sql + " ORDER BY seq", params).fetchall()
-        return [r[0] for r in rows]
-
-    def completed_once(self, trial: Trial) -> Any:
-        """The trial's job succeeded, and its success was recorded exactly once."""
-        assert trial.job_id is not None
-        job = self.finish(trial.job_id)
-        trial.attempts = job.attempts
-        if self.last_kill is not None:
-            trial.noticed = self.worker.noticed_after(*self.last_kill)
-            self.last_kill = None
-        context = f"trial {trial.index} ({trial.mode}, stopped at {trial.stopped_at or '?'})"
-        assert job.state == JobState.SUCCEEDED, (
-            f"{context}: {job.state}: {job.error}\n{self.worker.tail()}"
-        )
-        actions = self.actions(trial.job_id)
-        assert actions.count("job.succeeded") == 1, (context, actions)
-        assert "job.failed" not in actions, (context, actions)
-        return job
-
-    def resource(self, name: str, version: str | None = None) -> Resource:
-        with Session(get_engine()) as session:
-            query = select(Resource).where(Resource.name == name)
-            if version is not None:
-                query = query.where(Resource.version == version)
-            rows = session.exec(query).all()
-            assert len(rows) == 1, [(r.name, r.version, r.state) for r in rows]
-            session.expunge(rows[0])
-            return rows[0]
-
-    def check_installed(self, name: str, version: str | None = None) -> Resource:
-        row = self.resource(name, version)
-        assert row.state == ResourceState.INSTALLED, (row.label, row.state, row.error)
-        path = Path(row.install_path or "")
-        assert (path / "metadata").is_dir(), path
-        assert tree_checksum(path)[0] == row.checksum, f"{row.label}: files differ from record"
-        assert self.actions(target=row.label).count("resource.installed") <= 1
-        return row
-
-    def check_end(self) -> None:
-        """After the trials: nothing half-written on disk, no duplicate resources, the audit
-        chain intact, the worker alive; log what the trials went through."""
-        assert self.worker.proc.poll() is None, self.worker.tail()
-        assert _leftovers(self.home) == []
-        dupes = self.db.conn.execute(
-            "SELECT name, language, version, count(*) FROM resource "
-            "GROUP BY name, language, version HAVING count(*) > 1"
-        ).fetchall()
-        assert dupes == []
-        with Session(get_engine()) as session:
-            report = verify_chain(session)
-        assert report.ok, report
-        modes = Counter(t.mode for t in self.trials)
-        points = Counter(f"{t.mode}: {t.stopped_at}" for t in self.trials)
-        attempts = Counter(t.attempts for t in self.trials)
-        noticed = sorted(t.noticed for t in self.trials if t.noticed is not None)
-        log.info(
-            "%d trials; modes %s; attempts %s; stopped at %s; the worker noticed a killed pool "
-            "process after %s s (median), %s s (max), %d times after more than 1 s",
-            len(self.trials),
-            dict(modes),
-            dict(sorted(attempts.items())),
-            dict(sorted(points.items())),
-            round(noticed[len(noticed) // 2], 2) if noticed else None,
-            round(noticed[-1], 2) if noticed else None,
-            sum(1 for n in noticed if n > 1),
-        )
-
-    def close(self) -> None:
-        for lock in self.locks:
-            lock.release()
-        self.db.close()
-
-
-@pytest.fixture
-def rig_factory(
-    env: dict[str, Any], spawn: Callable[..., Any], tmp_path: Path
-) -> Iterator[Callable[[str], Rig]]:
-    made: list[Rig] = []
-
-    def make(queues: str) -> Rig:
-        rig = Rig(env, spawn, tmp_path, queues)
-        made.append(rig)
-        return rig
-
-    yield make
-    for rig in made:
-        rig.close()
-
-
-def _leftovers(home: Path) -> list[str]:
-    """Partial downloads, staging, trash and temp files anywhere under NLPHUB_HOME."""
-    found = []
-    for path in home.rglob("*"):
-        if path.name.endswith(".partial") or path.name.startswith((".staging-", ".trash-")):
-            found.append(str(path))
-    for folder in ("downloads", "tmp"):
-        if (home / folder).is_dir():
-            found += [str(p) for p in (home / folder).iterdir()]
-    return found
-
-
-def enqueue_held(make: Callable[[Session], uuid.UUID], hold: Callable[[uuid.UUID], None]) -> Any:
-    """Create a job in a transaction; `hold(job_id)` runs after the commit, before the job's
-    message is published (so the test holds its lock before any worker can start it)."""
-    box: list[uuid.UUID] = []
-    with Session(get_engine()) as session:
-
-        @event.listens_for(session, "after_commit", once=True)
-        def _hold(_s: Session) -> None:
-            hold(box[0])
-
-        box.append(make(session))
-        session.commit()
-    return box[0]
-
-
-def _kill_after_start(
-    rig: Rig, trial: Trial, task: str, payload: dict[str, Any], seconds: float
-) -> None:
-    """Enqueue, and kill the pool process `seconds` after the job started."""
-    trial.job_id = nlphub.enqueue(task, payload)
-    rig.wait_started(trial.job_id)
-    time.sleep(seconds)  # the trial's kill moment (from its seeded schedule), not a wait
-    trial.stopped_at = f"{seconds * 1000:.0f} ms after start"
-    rig.kill()
-
-
-def _kill_when_blocked(
-    rig: Rig,
-    trial: Trial,
-    task: str,
-    payload: dict[str, Any],
-    hold: Hold,
-    what: str,
-    note: str = "",
-) -> None:
-    """Enqueue, and kill the pool process once its statement waits behind `hold` (a "-stuck"
-    mode leaves that statement running until the redelivered job has started)."""
-    trial.job_id = nlphub.enqueue(task, payload)
-    waiting = wait_for(lambda: rig.db.blocked_by(hold.pid), 60, interval=0.005, what=what)
-    trial.stopped_at = _statement(waiting[0][1]) + note
-    rig.kill(waiting[0][0], stuck=trial.mode.endswith("-stuck"), release=hold.release)
-
-
 # -- download ------------------------------------------------------------------------------------
 
 DL_MODES = ("transfer", "gate-transfer", "gate-stuck", "downloaded", "installed")
@@ -677,7 +170,7 @@ def _download_trial(rig: Rig, hub: MirrorServer, i: int) -> None:
         trial.job_id = enqueue_held(lambda s: _request(s, name), gate.hold)
         stop = gate.until(trial.job_id, lambda _q: _partial_bytes(home) >= at)
         assert stop is not None
-        trial.stopped_at = f"{_statement(stop[1])} at {_partial_bytes(home)} bytes"
+        trial.stopped_at = f"{describe_statement(stop[1])} at {_partial_bytes(home)} bytes"
         rig.kill(stop[0], stuck=trial.mode == "gate-stuck", release=gate.release)
     elif trial.mode == "downloaded":
         # The resource row's lock: the task waits at its claim, then (let through) once the
@@ -696,7 +189,7 @@ def _download_trial(rig: Rig, hub: MirrorServer, i: int) -> None:
         trial.job_id = enqueue_held(make, lambda _j: gate.hold(made[0]))
         stop = gate.until(trial.job_id, archive_done)
         assert stop is not None
-        trial.stopped_at = f"{_statement(stop[1])}, archive complete"
+        trial.stopped_at = f"{describe_statement(stop[1])}, archive complete"
         rig.kill(stop[0], release=gate.release)
     else:  # installed: files in place and recorded, the success not yet recorded
         gate = rig.gate()
@@ -710,22 +203,17 @@ def _download_trial(rig: Rig, hub: MirrorServer, i: int) -> None:
         )
         stop = gate.until(trial.job_id, installed)
         assert stop is not None
-        trial.stopped_at = f"{_statement(stop[1])} after install"
+        trial.stopped_at = f"{describe_statement(stop[1])} after install"
         rig.kill(stop[0], release=gate.release)
     rig.completed_once(trial)
     row = rig.check_installed(name, "5.4.0")
     assert rig.actions(target=row.label).count("resource.installed") == 1
     assert rig.actions(target=row.label).count("resource.download_requested") == 1
-    downloads = rig.db.value(
-        "SELECT count(*) FROM job WHERE task = 'nlphub.download' AND "
-        "(payload ->> 'name' = %s OR payload ->> 'resource_id' = %s)",
-        (name, str(row.id)),
-    )
-    assert downloads == 1
+    assert rig.downloads(row.id, name) == 1
     if trial.mode == "transfer":
         gets = [r for r in hub.faults.requests if r[0] == "GET" and f"/{name}_" in r[1]]
         assert gets[-1][2] is not None, gets  # resumed with Range
-    assert _leftovers(home) == [], trial
+    assert leftovers(home) == [], trial
 
 
 @pytest.mark.timeout(900)
@@ -767,17 +255,12 @@ def _dependency_trial(rig: Rig, tmp: Path, i: int) -> None:
     model = _upload_model(tmp, i)
     task, payload = "nlphub.fetch_dependencies", {"resource_id": str(model.id)}
     if trial.mode == "delay":
-        _kill_after_start(rig, trial, task, payload, rng.uniform(0.0, 0.03))
+        kill_after_start(rig, trial, task, payload, rng.uniform(0.0, 0.03))
     elif trial.mode == "gate-done":
-        gate = rig.gate()
-        trial.job_id = enqueue_held(lambda s: nlphub.enqueue(task, payload, session=s), gate.hold)
-        stop = gate.until(trial.job_id, rig.outcome_next(trial.job_id))
-        assert stop is not None
-        trial.stopped_at = _statement(stop[1])
-        rig.kill(stop[0], release=gate.release)
+        kill_at_outcome(rig, trial, task, payload)
     else:
         hold = rig.hold(identity_hold(_dep(i), "5.4.0"))
-        _kill_when_blocked(rig, trial, task, payload, hold, "lock")
+        kill_when_blocked(rig, trial, task, payload, hold, "lock")
     rig.completed_once(trial)
     dep = rig.resource(_dep(i))
     assert dep.job_id is not None
@@ -785,12 +268,7 @@ def _dependency_trial(rig: Rig, tmp: Path, i: int) -> None:
     dep = rig.check_installed(_dep(i))
     assert rig.actions(target=dep.label).count("resource.download_requested") == 1
     assert rig.actions(target=dep.label).count("resource.installed") == 1
-    downloads = rig.db.value(
-        "SELECT count(*) FROM job WHERE task = 'nlphub.download' "
-        "AND payload ->> 'resource_id' = %s",
-        (str(dep.id),),
-    )
-    assert downloads == 1
+    assert rig.downloads(dep.id) == 1
     wait_for(
         lambda: rig.resource(model.name).state == ResourceState.INSTALLED,
         30,
@@ -832,17 +310,12 @@ def _upload_trial(rig: Rig, incoming: Path, i: int) -> None:
     task = "nlphub.validate_upload"
     payload = {"path": str(source), "kind": "embeddings", "name": name}
     if trial.mode == "delay":
-        _kill_after_start(rig, trial, task, payload, rng.uniform(0.0, 0.06))
+        kill_after_start(rig, trial, task, payload, rng.uniform(0.0, 0.06))
     elif trial.mode in ("staged", "staged-stuck"):
         hold = rig.hold(conflicting_row_hold(name, "upload"))
-        _kill_when_blocked(rig, trial, task, payload, hold, "insert", ", staged")
+        kill_when_blocked(rig, trial, task, payload, hold, "insert", ", staged")
     elif trial.mode == "committed":  # installed and recorded, the success not yet recorded
-        gate = rig.gate()
-        trial.job_id = enqueue_held(lambda s: nlphub.enqueue(task, payload, session=s), gate.hold)
-        stop = gate.until(trial.job_id, rig.outcome_next(trial.job_id))
-        assert stop is not None
-        trial.stopped_at = _statement(stop[1])
-        rig.kill(stop[0], release=gate.release)
+        kill_at_outcome(rig, trial, task, payload)
     else:  # renamed: the folder is in place, its row not yet committed (a window of ~1 ms)
         target = install_dir(get_settings().resources_dir, "embeddings", name, "en", "upload")
         trial.job_id = nlphub.enqueue(task, payload)
@@ -868,7 +341,7 @@ def _upload_trial(rig: Rig, incoming: Path, i: int) -> None:
     assert job.result["resource_id"] == str(row.id)
     assert rig.actions(target=row.label).count("resource.uploaded") == 1
     assert "upload.rejected" not in rig.actions(trial.job_id)
-    assert _leftovers(rig.home) == [], trial
+    assert leftovers(rig.home) == [], trial
 
 
 @pytest.mark.timeout(900)
@@ -951,7 +424,7 @@ def _embedding_trial(rig: Rig, i: int) -> None:
         stop = gate.until(job_id, stop_at, timeout=120)
         assert stop is not None
         trial.stopped_at = (
-            f"{_statement(stop[1])} at {_vectors(db, _embedding_of(db, job_id))} vectors"
+            f"{describe_statement(stop[1])} at {_vectors(db, _embedding_of(db, job_id))} vectors"
         )
         rig.kill(stop[0], stuck=trial.mode == "gate-stuck", release=gate.release)
     else:  # early: as soon as the embedding exists, plus a random delay
@@ -1042,17 +515,12 @@ def _update_trial(rig: Rig, hub: MirrorServer, i: int) -> None:
     payload = {"notice_id": str(_notice(name).id), "confirmed_by": "dora"}
     hub.faults.delay_per_chunk = CHUNK_DELAY if trial.mode == "download" else 0.0
     if trial.mode == "delay":
-        _kill_after_start(rig, trial, task, payload, rng.uniform(0.0, 0.03))
+        kill_after_start(rig, trial, task, payload, rng.uniform(0.0, 0.03))
     elif trial.mode in ("identity", "identity-stuck"):
         hold = rig.hold(identity_hold(name, "5.5.0"))
-        _kill_when_blocked(rig, trial, task, payload, hold, "lock")
+        kill_when_blocked(rig, trial, task, payload, hold, "lock")
     elif trial.mode == "confirmed":
-        gate = rig.gate()
-        trial.job_id = enqueue_held(lambda s: nlphub.enqueue(task, payload, session=s), gate.hold)
-        stop = gate.until(trial.job_id, rig.outcome_next(trial.job_id))
-        assert stop is not None
-        trial.stopped_at = _statement(stop[1])
-        rig.kill(stop[0], release=gate.release)
+        kill_at_outcome(rig, trial, task, payload)
     else:  # download: the update's download, killed mid-transfer
         trial.job_id = nlphub.enqueue(task, payload)
         threshold = int(_archive_size(hub, name, "5.5.0") * rng.uniform(0.1, 0.9))
@@ -1080,13 +548,8 @@ def _update_trial(rig: Rig, hub: MirrorServer, i: int) -> None:
     assert rig.actions(target=new.label).count("resource.download_requested") == 1
     assert rig.actions(target=new.label).count("resource.installed") == 1
     assert old.state == ResourceState.INSTALLED
-    downloads = rig.db.value(
-        "SELECT count(*) FROM job WHERE task = 'nlphub.download' "
-        "AND payload ->> 'resource_id' = %s",
-        (str(new.id),),
-    )
-    assert downloads == 1
-    assert _leftovers(home) == [], trial
+    assert rig.downloads(new.id) == 1
+    assert leftovers(home) == [], trial
 
 
 @pytest.mark.timeout(900)

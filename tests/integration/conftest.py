@@ -5,16 +5,21 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlmodel import Session, col, select
 
 from tests.conftest import wait_for
+
+# celery_cmd lives in tests.procs; the integration tests import it from here.
+from tests.procs import celery_cmd  # noqa: F401
+
+if TYPE_CHECKING:
+    from schemas.models import AuditEvent
 
 pytestmark = pytest.mark.integration
 
@@ -66,17 +71,27 @@ def wait_job(job_state: Callable[[uuid.UUID], Any]) -> Callable[..., Any]:
     return wait
 
 
-@pytest.fixture
-def audit_actions() -> Callable[..., list[str]]:
+def audit_events(job_id: uuid.UUID | None = None, action: str | None = None) -> list[AuditEvent]:
+    """The audit events (of a job, with an action), in log order."""
     from schemas.db import get_engine
     from schemas.models import AuditEvent
 
+    with Session(get_engine()) as session:
+        query = select(AuditEvent).order_by(col(AuditEvent.seq))
+        if job_id is not None:
+            query = query.where(AuditEvent.job_id == job_id)
+        if action is not None:
+            query = query.where(AuditEvent.action == action)
+        rows = list(session.exec(query).all())
+        for row in rows:
+            session.expunge(row)
+        return rows
+
+
+@pytest.fixture
+def audit_actions() -> Callable[..., list[str]]:
     def actions(job_id: uuid.UUID | None = None) -> list[str]:
-        with Session(get_engine()) as session:
-            query = select(AuditEvent).order_by(col(AuditEvent.seq))
-            if job_id is not None:
-                query = query.where(AuditEvent.job_id == job_id)
-            return [e.action for e in session.exec(query).all()]
+        return [e.action for e in audit_events(job_id)]
 
     return actions
 
@@ -111,10 +126,6 @@ def spawn(env: dict[str, Any]) -> Iterator[Callable[..., subprocess.Popen[bytes]
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-
-
-def celery_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "workers.app", *args]
 
 
 # The hub mirror fixtures, shared by the hub and update tests.

@@ -6,7 +6,8 @@ indexes those writes maintained are never used by a query:
   hash from its predecessor (`nlphub audit verify`), not by looking hashes up; a sha256
   collision is not a case a constraint needs to catch;
 - `ix_job_task`: jobs are listed by state and time (`ix_job_state_created`), never by task.
-Together they cost the database ~10% of its CPU per job (benchmarks/job_overhead.py).
+Together they cost the database CPU on every job (see docs/decisions.md, Job writes without
+unused indexes).
 
 Revision ID: 0005
 Revises: 0004

@@ -3,9 +3,8 @@
 Every job writes four `audit_event` rows, each through the `audit_event_chain()` trigger:
 - the trigger looked its sequence up by name on every row (`pg_get_serial_sequence`, a
   catalogue search); it now names the sequence itself, resolved once here. Everything else
-  in the function (lock, previous hash, the hash itself) is left exactly as it was. A
-  single-row audit INSERT took 10-18 % less time with it (pgbench, one client, commits
-  not waiting for the disk);
+  in the function (lock, previous hash, the hash itself) is left exactly as it was (see
+  docs/decisions.md, Audit chain trigger: its sequence resolved once);
 - no query filters audit events on `target` (the CLI filters on `action`, the update checks
   on `action` and `details`, `nlphub audit verify` walks `seq`), so its index was written
   four times per job for nothing.

@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,7 +62,7 @@ def raw_metadata(data: bytes, *, name: str = "part-00000") -> Callable[[SparkBui
     return build
 
 
-def model_meta(**kwargs: object) -> Callable[[SparkBuilder], Path]:
+def model_meta(**kwargs: Any) -> Callable[[SparkBuilder], Path]:
     """A NerDLModel whose metadata is written with ``metadata_json(**kwargs)``."""
 
     def build(b: SparkBuilder) -> Path:
@@ -91,7 +92,7 @@ def resource(cls: str) -> Callable[[SparkBuilder], Path]:
     return lambda b: b.resource("res", cls)
 
 
-def pipeline(stages: list[Stage] | None = None, **kwargs: object) -> Callable[[SparkBuilder], Path]:
+def pipeline(stages: list[Stage] | None = None, **kwargs: Any) -> Callable[[SparkBuilder], Path]:
     return lambda b: b.pipeline(stages=stages, **kwargs)
 
 

@@ -1,4 +1,4 @@
-"""Bag-of-words / tf-idf and Hugging Face (offline, the bundled all-MiniLM-L6-v2) encoders."""
+"""The huggingface platform (PyTorch), offline, with the bundled all-MiniLM-L6-v2."""
 
 from __future__ import annotations
 
@@ -7,119 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
 from nlphub.embeddings import (
-    PLATFORMS,
-    BowEncoder,
     EmbeddingError,
     Encoder,
     HuggingFaceEncoder,
     bundled_model_path,
     make_encoder,
     models_cache_path,
-    resolve_model_path,
 )
-
-CORPUS = [
-    "The cat sat on the mat.",
-    "A dog chased the cat around the garden.",
-    "Stock markets fell sharply on Monday.",
-    "Investors sold shares as markets tumbled.",
-    "The kitten slept on a warm rug.",
-]
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.linalg.norm(a, axis=-1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=-1, keepdims=True)
-    return np.sum(a * b, axis=-1)
-
-
-# -- the factory ----------------------------------------------------------------------------------
-
-
-def test_unknown_platform_lists_the_known_ones() -> None:
-    with pytest.raises(EmbeddingError) as info:
-        make_encoder("word2vec", "x")
-    message = str(info.value)
-    assert "unknown embedding platform 'word2vec'" in message
-    for name in PLATFORMS:
-        assert name in message
-
-
-def test_unknown_option_is_refused() -> None:
-    with pytest.raises(EmbeddingError, match=r"unknown option.*colour"):
-        make_encoder("bow", "tfidf", colour="blue")
-
-
-# -- bag-of-words / tf-idf ------------------------------------------------------------------------
-
-
-def test_tfidf_matches_scikit_learn() -> None:
-    enc = make_encoder("bow", "tfidf")
-    assert enc.requires_fit and enc.dimension is None
-    enc.fit(iter(CORPUS))  # a one-pass stream is enough
-    vectors = enc.encode(CORPUS)
-    expected = TfidfVectorizer(max_features=4096).fit_transform(CORPUS).toarray()
-    assert vectors.dtype == np.float32
-    assert vectors.shape == expected.shape == (5, enc.dimension)
-    np.testing.assert_allclose(vectors, expected, rtol=1e-6, atol=1e-7)
-    np.testing.assert_array_equal(vectors, enc.encode(CORPUS))
-
-
-def test_count_matches_scikit_learn_and_caps_features() -> None:
-    enc = make_encoder("bow", "count", max_features=5)
-    enc.fit(CORPUS)
-    expected = CountVectorizer(max_features=5).fit_transform(CORPUS).toarray()
-    assert enc.dimension == 5
-    np.testing.assert_array_equal(enc.encode(CORPUS), expected.astype(np.float32))
-
-
-def test_bow_encodes_unseen_words_as_nothing() -> None:
-    enc = make_encoder("bow", "tfidf")
-    enc.fit(CORPUS)
-    vectors = enc.encode(["cat cat", "zebra quokka"])
-    assert vectors[0].max() == pytest.approx(1.0)  # l2-normalised, one known term
-    assert not vectors[1].any()
-
-
-def test_bow_must_be_fitted_first() -> None:
-    enc = make_encoder("bow", "count")
-    with pytest.raises(EmbeddingError, match="must be fitted on the corpus"):
-        enc.encode(["x"])
-
-
-def test_bow_empty_vocabulary() -> None:
-    enc = make_encoder("bow", "tfidf")
-    with pytest.raises(EmbeddingError, match="cannot be fitted"):
-        enc.fit(["", "  ", "!"])
-
-
-def test_bow_unknown_model() -> None:
-    with pytest.raises(EmbeddingError, match="'count' or 'tfidf'"):
-        make_encoder("bow", "word2vec")
-
-
-@pytest.mark.parametrize("model", ["count", "tfidf"])
-def test_bow_state_round_trip(model: str) -> None:
-    enc = make_encoder("bow", model)
-    enc.fit(CORPUS)
-    assert isinstance(enc, BowEncoder)
-    data = enc.to_bytes()
-    assert b"pickle" not in data
-    new = ["The cat chased the markets.", "garden rug"]
-    for restored in (BowEncoder.from_bytes(data), make_encoder("bow", model, state=data)):
-        assert restored.dimension == enc.dimension
-        np.testing.assert_array_equal(restored.encode(new), enc.encode(new))
-
-
-def test_bow_state_garbage() -> None:
-    with pytest.raises(EmbeddingError, match="unreadable"):
-        BowEncoder.from_bytes(b"not an npz")
-
-
-# -- Hugging Face ---------------------------------------------------------------------------------
+from tests.unit.nlphub.embeddings.platforms.conftest import CORPUS, cosine
 
 
 @pytest.fixture(scope="module")
@@ -130,14 +27,6 @@ def minilm() -> Iterator[Encoder]:
         yield make_encoder("huggingface", "sentence-transformers/all-MiniLM-L6-v2", device="cpu")
     finally:
         mp.undo()
-
-
-def test_bundled_minilm_is_found() -> None:
-    path = bundled_model_path("all-MiniLM-L6-v2")
-    assert path is not None and (path / "model.safetensors").is_file()
-    assert bundled_model_path("Sentence-Transformers/all-MiniLM-L6-v2") == path
-    assert bundled_model_path("bert-base-uncased") is None
-    assert resolve_model_path("all-MiniLM-L6-v2") == path
 
 
 def test_huggingface_matches_bare_sentence_transformers(minilm: Encoder) -> None:
@@ -212,7 +101,7 @@ def test_huggingface_default_device_follows_torch(monkeypatch: pytest.MonkeyPatc
 
 
 def test_huggingface_batch_size_follows_the_device() -> None:
-    from nlphub.embeddings.platforms import default_batch_size
+    from nlphub.embeddings.platforms.huggingface import default_batch_size
 
     assert default_batch_size("cpu") == 32  # sentence-transformers' own default
     assert default_batch_size("cuda") == default_batch_size("cuda:1") == 128

@@ -62,3 +62,31 @@ def test_the_prefork_pool_looks_for_dead_processes_every_half_second() -> None:
     timers = asynpool.AsynPool.timers.fget(pool)
     assert timers == {pool.maintain_pool: celery_app.POOL_MAINTAIN_INTERVAL}
     assert celery_app.POOL_MAINTAIN_INTERVAL <= 1.0
+
+
+def _fresh_python(code: str) -> str:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_beat_gets_its_schedule_when_the_entry_point_is_imported() -> None:
+    """`celery -A workers.app beat` imports this module first: registering the tasks reads
+    the configuration, and the schedule must be set even so (it was once left empty)."""
+    names = _fresh_python(
+        "import workers.app as w; print(','.join(sorted(w.app.conf.beat_schedule)))"
+    )
+    assert set(names.split(",")) >= {"heartbeat", "reconcile-outbox", "check-updates"}
+
+
+def test_sending_a_task_by_name_imports_no_task_module() -> None:
+    imported = _fresh_python(
+        "import sys, nlphub.jobs, nlphub.messaging.app; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tasks', 'workers')))"
+    )
+    assert imported == "[]"

@@ -1,4 +1,5 @@
-"""The embedded servers' packages import without the set-up warnings an operator can't act on."""
+"""workers.embedded: the embedded servers' packages import without the set-up warnings an
+operator can't act on, and the embedded Postgres' settings (`tuning`) are sized to the machine."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from workers.embedded import tuning
 
 
 def _run(code: str, *, path: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -56,3 +59,23 @@ def test_only_the_set_up_noise_is_dropped(tmp_path: Path, message: str, shown: b
     )
     assert (run.returncode != 0) is shown, run.stderr
     assert (message in run.stderr) is shown
+
+
+# The embedded Postgres' settings (workers.embedded.tuning), sized to the machine.
+@pytest.mark.parametrize(("cpus", "workers"), [(1, "2"), (2, "2"), (6, "3"), (16, "8"), (64, "8")])
+def test_parallel_index_build_workers_follow_the_cpus(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, workers: str
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cpus)))
+    assert tuning()["max_parallel_maintenance_workers"] == workers
+
+
+def test_memory_settings_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": (64 << 30) // 4096}
+    monkeypatch.setattr(os, "sysconf", lambda name: pages[name])
+    settings = tuning()
+    assert settings["shared_buffers"] == "1024MB"  # a quarter of memory, at most 1 GB
+    assert settings["maintenance_work_mem"] == "2048MB"  # an eighth, at most 2 GB
+    pages["SC_PHYS_PAGES"] = (1 << 30) // 4096
+    settings = tuning()
+    assert settings["shared_buffers"] == "256MB" and settings["maintenance_work_mem"] == "128MB"

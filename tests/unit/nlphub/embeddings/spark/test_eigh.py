@@ -1,4 +1,4 @@
-"""`embeddings.spark._top_components`: the driver's eigh for Spark's PCA (numpy only, no JVM).
+"""`spark.eigh._top_components`: the driver's eigh for Spark's PCA (numpy only, no JVM).
 
 From KRYLOV_MIN_WIDTH on it tries a block Krylov solve, from FAST_EIGH_MIN_WIDTH on a float32
 ``syevx``, each refined in float64; the result must be the float64 solve's, and a failed
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.linalg import eigh
 
-import nlphub.embeddings.spark as sp
+from nlphub.embeddings.spark import eigh as sp
 
 K = 64
 
@@ -71,7 +71,7 @@ def test_a_residual_past_the_tolerance_falls_back_to_float64(
     matrix, _ = covariance(sp.FAST_EIGH_MIN_WIDTH + 100, seed=5)
     values, expected = reference(matrix, K)
     calls = spy_fast_path(monkeypatch)
-    with caplog.at_level(logging.INFO, logger="nlphub.embeddings.spark"):
+    with caplog.at_level(logging.INFO, logger="nlphub.embeddings.spark.eigh"):
         components, ratio = sp._top_components(matrix.copy(), K, tolerance=0.0)
     assert calls == [False]
     assert "solving in float64" in caplog.text
@@ -148,7 +148,7 @@ def test_a_krylov_residual_past_the_tolerance_falls_back_to_syevx_then_float64(
     matrix, values, expected = wide
     krylov = spy_fast_path(monkeypatch, "_top_eigh_krylov")
     syevx = spy_fast_path(monkeypatch)
-    with caplog.at_level(logging.INFO, logger="nlphub.embeddings.spark"):
+    with caplog.at_level(logging.INFO, logger="nlphub.embeddings.spark.eigh"):
         components, ratio = sp._top_components(matrix.copy(), K, tolerance=0.0)
     assert (krylov, syevx) == ([False], [False])
     assert "Krylov solve not accurate enough" in caplog.text
