@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import functools
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, func, text
 from sqlmodel import Session, col, select
 
 from nlphub.audit import audit_params, canonical
 from nlphub.redact import redact
+from schemas.db import get_engine
 from schemas.models import Job, utcnow
 from schemas.prepared import one_row
 from schemas.states import JobState, job_predecessors
@@ -240,3 +242,23 @@ def unpublished_or_lost(
             .with_for_update(skip_locked=True)
         ).all()
     )
+
+
+def job_counts(session: Session) -> dict[object, int]:
+    """Jobs per state (states without jobs left out)."""
+    return dict(session.exec(select(Job.state, func.count()).group_by(Job.state)).all())
+
+
+def recent_jobs(state: str | None, limit: int) -> Sequence[Job]:
+    """The `limit` latest jobs (in `state`, if given), the newest first."""
+    with Session(get_engine()) as session:
+        query = select(Job).order_by(col(Job.created_at).desc()).limit(limit)
+        if state:
+            query = query.where(Job.state == state)
+        return session.exec(query).all()
+
+
+def load_job(job_id: uuid.UUID) -> Job | None:
+    """The job as it is now (a fresh session each call: the caller polls it)."""
+    with Session(get_engine()) as session:
+        return session.get(Job, job_id)

@@ -17,8 +17,9 @@ from sqlmodel import Session, col, select
 
 from nlphub import audit
 from nlphub.errors import NotFound, Refused
+from nlphub.files import remove_path
 from schemas.models import Resource, ResourceKind
-from schemas.states import RESOURCE_PRESENT, ResourceState
+from schemas.states import RESOURCE_ON_DISK, ResourceState
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +76,6 @@ def tree_checksum_of(digests: dict[str, tuple[int, str]], under: str = "") -> tu
         total += size
         digest.update(f"{rel}\0{size}\0{sha}\n".encode())
     return digest.hexdigest(), total
-
-
-def remove_path(path: Path) -> None:
-    """Remove a folder (with its contents), a file or a link, if there is one (a link to a
-    folder is unlinked, never followed). The same as `nlphub.uploads.archive.remove_path`,
-    which this module does not import: uploads install through it (`nlphub.install`)."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def bytes_on_disk(path: Path) -> int:
@@ -213,7 +204,7 @@ def inventory(
     leftovers of interrupted deletes → removed. Safe to run twice."""
     report = InventoryReport()
     rows = session.exec(
-        select(Resource).where(col(Resource.state).in_([s.value for s in RESOURCE_PRESENT]))
+        select(Resource).where(col(Resource.state).in_([s.value for s in RESOURCE_ON_DISK]))
     ).all()
     known: set[Path] = set()
     per_resource: dict[str, int] = {}
@@ -281,7 +272,7 @@ def dependents(session: Session, res: Resource) -> list[Resource]:
     """Resources in use that name `res` as a dependency (by name, the storageRef)."""
     rows = session.exec(
         select(Resource).where(
-            col(Resource.state).in_([s.value for s in RESOURCE_PRESENT]),
+            col(Resource.state).in_([s.value for s in RESOURCE_ON_DISK]),
             col(Resource.dependencies).contains([res.name]),
             Resource.id != res.id,
         )
@@ -371,11 +362,11 @@ def list_resources(session: Session) -> list[Resource]:
 
 
 def present_resources(session: Session) -> list[Resource]:
-    """The resources whose files are here (RESOURCE_PRESENT states), the largest first."""
+    """The resources whose files are here (RESOURCE_ON_DISK states), the largest first."""
     return list(
         session.exec(
             select(Resource)
-            .where(col(Resource.state).in_([s.value for s in RESOURCE_PRESENT]))
+            .where(col(Resource.state).in_([s.value for s in RESOURCE_ON_DISK]))
             .order_by(col(Resource.bytes_on_disk).desc())
         ).all()
     )

@@ -7,8 +7,7 @@ must be at least the resource's, and the resource may not state more parts than 
 version does.
 
 Pure functions only: no I/O, no logging. It sits at the top of `nlphub` (not in `nlphub.hub`)
-because both the hub's metadata and the Spark NLP format checks of `nlphub.uploads` use it;
-`nlphub.hub.versions` re-exports it.
+because both the hub's metadata and the Spark NLP format checks of `nlphub.uploads` use it.
 """
 
 from __future__ import annotations

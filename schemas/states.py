@@ -39,10 +39,11 @@ RESOURCE_INITIAL: frozenset[ResourceState] = frozenset(
     {RS.AVAILABLE, RS.QUEUED, RS.VERIFYING, RS.INSTALLED}
 )
 
-#: States whose files count as in use (installed, maybe waiting for dependencies).
-RESOURCE_PRESENT: frozenset[ResourceState] = frozenset(
-    {RS.INSTALLED, RS.MISSING_DEPENDENCIES, RS.INVALID}
-)
+#: Installed: complete and verified, maybe still waiting for its dependencies.
+RESOURCE_INSTALLED: frozenset[ResourceState] = frozenset({RS.INSTALLED, RS.MISSING_DEPENDENCIES})
+
+#: States whose files are on disk and count as in use: installed, or found damaged (`invalid`).
+RESOURCE_ON_DISK: frozenset[ResourceState] = RESOURCE_INSTALLED | {RS.INVALID}
 
 
 class JobState(StrEnum):

@@ -31,6 +31,7 @@ from sqlmodel import Session
 
 from nlphub import audit
 from nlphub.errors import NlphubError, NotFound, Refused, TemporaryError
+from nlphub.files import remove_path
 from nlphub.hub.fetch import (
     DownloadError,
     TemporaryDownloadError,
@@ -50,7 +51,6 @@ from nlphub.resources import install_dir
 from nlphub.uploads.archive import (
     ProblemError,
     remove_extraction,
-    remove_path,
     resource_root,
     safe_extract,
 )
@@ -58,7 +58,7 @@ from nlphub.uploads.sparknlp import validate_resource
 from schemas.db import session_scope
 from schemas.models import Resource, ResourceKind
 from schemas.settings import Settings
-from schemas.states import ResourceState
+from schemas.states import RESOURCE_INSTALLED, ResourceState
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def _download_and_install(
     progress: Progress,
 ) -> dict[str, Any]:
     snapshot = _claim(resource_id, settings, actor=actor, job_id=job_id)
-    if snapshot.state in (ResourceState.INSTALLED, ResourceState.MISSING_DEPENDENCIES):
+    if snapshot.state in RESOURCE_INSTALLED:
         return {"resource": snapshot.label, "state": snapshot.state.value, "already": True}
     archive = _archive_path(settings, snapshot)
     if snapshot.state != ResourceState.VERIFYING or not archive.exists():
@@ -173,7 +173,7 @@ def _claim(
             raise NotFound(f"resource {resource_id} not found")
         if res.job_id not in (None, job_id):
             raise Refused(f"{res.label} is handled by another job ({res.job_id})")
-        if res.state in (ResourceState.INSTALLED, ResourceState.MISSING_DEPENDENCIES):
+        if res.state in RESOURCE_INSTALLED:
             # A delivery killed after the install committed, before the archive was deleted,
             # left it behind: this redelivery removes it.
             archive = _archive_path(settings, res)

@@ -27,7 +27,7 @@ from pydantic import (
     field_validator,
 )
 
-from nlphub.hub.versions import Version, VersionError, incompatibility_reason, is_compatible
+from nlphub.versions import Version, VersionError, incompatibility_reason, is_compatible
 
 __all__ = [
     "EmbeddingType",

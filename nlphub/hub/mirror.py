@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nlphub.hub.metadata import DEFAULT_EDITION, HubEntry, parse_metadata
-from nlphub.hub.versions import Version
 from nlphub.uploads.sparknlp import PIPELINE_CLASS, STORAGE_MODELS, library_of
+from nlphub.versions import Version
 
 __all__ = [
     "DEMO_README",
@@ -465,25 +465,22 @@ _CONLL_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-M
 _CLINICAL_DE_LABELS = ["O", "B-DIAGNOSIS", "I-DIAGNOSIS", "B-MEDICATION", "I-MEDICATION"]
 
 
-def demo_resources() -> list[MirrorResource]:
-    """The demo mirror's resources (compatible with Spark NLP 5.x on Spark 3.4+).
+def _demo_resource(name: str, annotator: str, **kwargs: Any) -> MirrorResource:
+    """A demo resource: English, Spark NLP 5.4.0 on Spark 3.4, at `_DEMO_TIME`, unless told."""
+    values: dict[str, Any] = {
+        "language": "en",
+        "lib_version": "5.4.0",
+        "spark_version": "3.4",
+        "time": _DEMO_TIME,
+        "payload_bytes": _DEMO_PAYLOAD,
+    }
+    values.update(kwargs)
+    return MirrorResource(name=name, annotator=annotator, **values)
 
-    ``glove_100d`` comes in three versions: an older compatible one (4.4.0 / Spark 3.2), the
-    current one (5.4.0 / Spark 3.4) and a newer one no installed Spark NLP can run (99.0.0).
-    ``ner_healthcare_de`` is a Healthcare NLP model (it belongs in the licensed folder).
-    """
 
-    def res(name: str, annotator: str, **kwargs: Any) -> MirrorResource:
-        values: dict[str, Any] = {
-            "language": "en",
-            "lib_version": "5.4.0",
-            "spark_version": "3.4",
-            "time": _DEMO_TIME,
-            "payload_bytes": _DEMO_PAYLOAD,
-        }
-        values.update(kwargs)
-        return MirrorResource(name=name, annotator=annotator, **values)
-
+def _demo_embeddings() -> list[MirrorResource]:
+    """The demo embeddings: ``glove_100d`` in three versions, then three others."""
+    res = _demo_resource
     day = timedelta(days=1)
     return [
         res(
@@ -511,6 +508,14 @@ def demo_resources() -> list[MirrorResource]:
             time=_DEMO_TIME + 3 * day,
             storage_ref="w2v_cc_300d",
         ),
+    ]
+
+
+def _demo_ner_models() -> list[MirrorResource]:
+    """The demo NER models: an open-source one and a Healthcare NLP one."""
+    res = _demo_resource
+    day = timedelta(days=1)
+    return [
         res(
             "ner_dl",
             "NerDLModel",
@@ -526,30 +531,44 @@ def demo_resources() -> list[MirrorResource]:
             storage_ref="w2v_cc_300d",
             labels=list(_CLINICAL_DE_LABELS),
         ),
-        res(
-            "explain_document_dl",
-            "PipelineModel",
-            category="pl",
-            time=_DEMO_TIME + 6 * day,
-            stages=[
-                MirrorStage(annotator="DocumentAssembler"),
-                MirrorStage(annotator="SentenceDetector"),
-                MirrorStage(annotator="TokenizerModel", payload_bytes=512),
-                MirrorStage(
-                    annotator="WordEmbeddingsModel",
-                    storage_ref="glove_100d",
-                    payload_bytes=_DEMO_PAYLOAD,
-                ),
-                MirrorStage(
-                    annotator="NerDLModel",
-                    storage_ref="glove_100d",
-                    payload_bytes=_DEMO_PAYLOAD,
-                    labels=list(_CONLL_LABELS),
-                ),
-                MirrorStage(annotator="NerConverter"),
-            ],
-        ),
     ]
+
+
+def _demo_pipeline() -> MirrorResource:
+    """The demo pipeline ``explain_document_dl`` (``glove_100d`` embeddings, ``ner_dl``)."""
+    return _demo_resource(
+        "explain_document_dl",
+        "PipelineModel",
+        category="pl",
+        time=_DEMO_TIME + 6 * timedelta(days=1),
+        stages=[
+            MirrorStage(annotator="DocumentAssembler"),
+            MirrorStage(annotator="SentenceDetector"),
+            MirrorStage(annotator="TokenizerModel", payload_bytes=512),
+            MirrorStage(
+                annotator="WordEmbeddingsModel",
+                storage_ref="glove_100d",
+                payload_bytes=_DEMO_PAYLOAD,
+            ),
+            MirrorStage(
+                annotator="NerDLModel",
+                storage_ref="glove_100d",
+                payload_bytes=_DEMO_PAYLOAD,
+                labels=list(_CONLL_LABELS),
+            ),
+            MirrorStage(annotator="NerConverter"),
+        ],
+    )
+
+
+def demo_resources() -> list[MirrorResource]:
+    """The demo mirror's resources (compatible with Spark NLP 5.x on Spark 3.4+).
+
+    ``glove_100d`` comes in three versions: an older compatible one (4.4.0 / Spark 3.2), the
+    current one (5.4.0 / Spark 3.4) and a newer one no installed Spark NLP can run (99.0.0).
+    ``ner_healthcare_de`` is a Healthcare NLP model (it belongs in the licensed folder).
+    """
+    return [*_demo_embeddings(), *_demo_ner_models(), _demo_pipeline()]
 
 
 def build_demo_mirror(folder: Path) -> Path:

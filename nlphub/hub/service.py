@@ -19,8 +19,8 @@ from nlphub import audit
 from nlphub.errors import NotFound, Refused
 from nlphub.hub.licence import Licence, LicenceError, licence_problem, load_licence
 from nlphub.hub.metadata import HubEntry
-from nlphub.hub.versions import Version, VersionSpec
 from nlphub.install import Installed
+from nlphub.versions import Version, VersionSpec
 from schemas.models import (
     EmbeddingType,
     HubEntryRow,
@@ -30,14 +30,13 @@ from schemas.models import (
     utcnow,
 )
 from schemas.settings import Settings
-from schemas.states import ResourceState
+from schemas.states import RESOURCE_INSTALLED, ResourceState
 
 log = logging.getLogger(__name__)
 
 OPEN_SOURCE = "Open Source"
 
 ACTIVE = frozenset({ResourceState.QUEUED, ResourceState.DOWNLOADING, ResourceState.VERIFYING})
-PRESENT = frozenset({ResourceState.INSTALLED, ResourceState.MISSING_DEPENDENCIES})
 MAX_AUDITED_WARNINGS = 20
 """Malformed metadata.json lines named in a sync's audit event (all are counted)."""
 
@@ -153,7 +152,7 @@ def search(
     present = {
         (r.name, r.language, r.version)
         for r in session.exec(
-            select(Resource).where(col(Resource.state).in_([s.value for s in PRESENT]))
+            select(Resource).where(col(Resource.state).in_([s.value for s in RESOURCE_INSTALLED]))
         ).all()
     }
     hits = []
@@ -280,7 +279,7 @@ def request_download(
         return DownloadRequest(job_id, res.id, False, entry, ["claimed by this job already"])
     if res is not None and res.state in ACTIVE and res.job_id is not None:
         return DownloadRequest(res.job_id, res.id, False, entry, ["already being downloaded"])
-    if res is not None and res.state in PRESENT and not redownload:
+    if res is not None and res.state in RESOURCE_INSTALLED and not redownload:
         raise Refused(
             f"{res.label} is already {res.state.value}; use `nlphub redownload {res.name}` "
             "to fetch it again"

@@ -24,11 +24,11 @@ from sqlmodel import Session, col, select
 from nlphub import audit
 from nlphub.errors import NlphubError, NotFound, Refused
 from nlphub.hub.service import request_download, resolve
-from nlphub.hub.versions import Version
 from nlphub.install import Installed
+from nlphub.versions import Version
 from schemas.models import HubEntryRow, Resource, ResourceSource, UpdateNotice, utcnow
 from schemas.settings import Settings
-from schemas.states import ResourceState
+from schemas.states import RESOURCE_INSTALLED
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,7 @@ def _newest_installed(session: Session) -> dict[tuple[str, str], Resource]:
     """The newest installed hub (or default) resource of each name and language."""
     rows = session.exec(
         select(Resource).where(
-            col(Resource.state).in_(
-                [ResourceState.INSTALLED.value, ResourceState.MISSING_DEPENDENCIES.value]
-            ),
+            col(Resource.state).in_([s.value for s in RESOURCE_INSTALLED]),
             col(Resource.source).in_([ResourceSource.HUB.value, ResourceSource.DEFAULT.value]),
         )
     ).all()

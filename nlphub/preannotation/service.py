@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select
 from nlphub import audit
 from nlphub.errors import NotFound, Refused
 from schemas.models import PreannotationServer, Redeploy, Resource, utcnow
-from schemas.states import RESOURCE_PRESENT
+from schemas.states import RESOURCE_ON_DISK
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ REDEPLOY_MESSAGE = "Redeploy preannotation server to apply these changes"
 def _embeddings_of(session: Session, model: str) -> frozenset[str]:
     rows = session.exec(
         select(Resource).where(
-            Resource.name == model, col(Resource.state).in_([s.value for s in RESOURCE_PRESENT])
+            Resource.name == model, col(Resource.state).in_([s.value for s in RESOURCE_ON_DISK])
         )
     ).all()
     deps: set[str] = set()

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from nlphub.files import remove_path
 from nlphub.hashing import HashThread
 
 __all__ = [
@@ -438,15 +439,6 @@ def extraction_leftovers(dest: Path) -> list[Path]:
     killed (SIGKILL, power loss): hidden siblings named ``.<dest name>.<random>.partial``."""
     dest = Path(dest)
     return sorted(dest.parent.glob(f".{glob.escape(dest.name)}.*{_WORK_SUFFIX}"))
-
-
-def remove_path(path: Path) -> None:
-    """Remove a folder (with its contents), a file or a link, if there is one (a link to a
-    folder is unlinked, never followed)."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def remove_extraction(dest: Path) -> None:

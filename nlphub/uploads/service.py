@@ -32,7 +32,7 @@ from nlphub.uploads.archive import (
 from nlphub.uploads.sparknlp import ResourceInfo, check_compatibility, validate_resource
 from schemas.models import Resource, ResourceKind, ResourceSource
 from schemas.settings import Settings
-from schemas.states import ResourceState
+from schemas.states import RESOURCE_INSTALLED, ResourceState
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +120,7 @@ def _validate(req: UploadRequest, root: Path, settings: Settings) -> ResourceInf
 
 
 def _installed_by(res: Resource, job_id: uuid.UUID | None) -> bool:
-    return (
-        job_id is not None
-        and res.job_id == job_id
-        and res.state in (ResourceState.INSTALLED, ResourceState.MISSING_DEPENDENCIES)
-    )
+    return job_id is not None and res.job_id == job_id and res.state in RESOURCE_INSTALLED
 
 
 def _same_files(path: Path, checksum: str) -> bool:

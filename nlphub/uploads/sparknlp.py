@@ -556,7 +556,7 @@ def check_compatibility(
     means that library is not installed. Every library of the resource's Spark NLP classes
     (and Spark NLP itself, which the others run on) must be installed; stated library versions
     are checked against the installed ones and every stated Spark version against
-    ``spark_installed`` with `nlphub.hub.versions.is_compatible` (an unknown installed Spark version
+    ``spark_installed`` with `nlphub.versions.is_compatible` (an unknown installed Spark version
     cannot satisfy a stated one).
     """
     problems: list[str] = []

@@ -33,6 +33,7 @@ AUDIT_CHAIN_LOCK = 1852796008  # "nlph"
 JOB_STATES = ("queued", "received", "started", "retrying", "succeeded", "failed", "revoked")
 
 
+# One long function: an applied migration is history, kept as it ran rather than refactored.
 def upgrade() -> None:
     op.create_table(
         "audit_event",

@@ -19,7 +19,7 @@ from nlphub.hub.metadata import (
     parse_metadata,
     select_newest,
 )
-from nlphub.hub.versions import Version, is_compatible
+from nlphub.versions import Version, is_compatible
 
 PROPERTY = settings(database=None, max_examples=200, deadline=None)
 SOURCE = "https://hub/x/metadata.json"

@@ -22,9 +22,9 @@ from nlphub.hub.mirror import (
     demo_resources,
     write_resource_dir,
 )
-from nlphub.hub.versions import Version
 from nlphub.uploads.archive import resource_root, safe_extract
 from nlphub.uploads.sparknlp import ResourceInfo, validate_resource
+from nlphub.versions import Version
 
 T0 = datetime(2024, 5, 1, 10, 0, 0, 123456, tzinfo=UTC)
 

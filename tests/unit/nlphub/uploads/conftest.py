@@ -5,6 +5,9 @@ Metadata is written the way Spark's ``DefaultParamsWriter`` writes it (one compa
 stage folder naming ``stages/<zero-padded index>_<uid>``. `raw_zip` writes zip files byte by
 byte so that tests can state anything a hostile archive could: raw name bytes, flags, file
 types, compression methods and lying sizes or CRCs.
+
+Constants and builders used by more than one test module (``LABELS``, ``SMALL``, ``HYPOTHESIS``,
+`eleven_stages`, `nested`, `valid_zip`) live here too.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ import struct
 import uuid
 import zipfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+from nlphub.uploads.archive import ArchiveLimits
 
 SPARK_VERSION = "3.4.1"
 TIMESTAMP = 1_700_000_000_000
@@ -33,6 +39,16 @@ PIPELINE = "org.apache.spark.ml.PipelineModel"
 
 NER_UID = "NerDLModel_6a7c3f1e2b4d"
 EMB_UID = "WORD_EMBEDDINGS_MODEL_48cffc8b9a76"
+
+LABELS = ["PER", "LOC", "ORG", "MISC"]
+
+SMALL = ArchiveLimits(max_entries=5, max_total_bytes=1000, max_entry_bytes=500)
+HYPOTHESIS = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @dataclass
@@ -94,6 +110,14 @@ def default_stages() -> list[Stage]:
             {"statement": "SELECT * FROM __THIS__"},
         ),
     ]
+
+
+def eleven_stages() -> list[Stage]:
+    """`default_stages` plus four normalizers: 11 stages, so stage numbers get 2 digits."""
+    extra = [
+        Stage("com.johnsnowlabs.nlp.annotators.Normalizer", f"NORMALIZER_{i}") for i in range(4)
+    ]
+    return default_stages() + extra
 
 
 def metadata_json(
@@ -253,6 +277,22 @@ class SparkBuilder:
         (folder / "stages").mkdir(exist_ok=True)
 
 
+def nested(depth: int) -> Callable[[SparkBuilder], Path]:
+    """A builder of pipelines nested ``depth`` levels deep around `default_stages`."""
+
+    def build(b: SparkBuilder) -> Path:
+        root = b.base / "nested"
+        folder = root
+        for level in range(depth):
+            uid = f"PipelineModel_{level}"
+            write_metadata(folder, PIPELINE, uid, {"stageUids": [f"PipelineModel_{level + 1}"]})
+            folder = folder / "stages" / f"0_PipelineModel_{level + 1}"
+        b.fill_pipeline(folder, default_stages(), uid=f"PipelineModel_{depth}")
+        return root
+
+    return build
+
+
 def zip_dir(src: Path, dest: Path, *, prefix: str = "") -> Path:
     """Zip ``src`` the way ``zip -r`` / ``shutil.make_archive`` would (directories included)."""
     with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -260,6 +300,12 @@ def zip_dir(src: Path, dest: Path, *, prefix: str = "") -> Path:
             arcname = prefix + path.relative_to(src).as_posix()
             zf.write(path, arcname)
     return dest
+
+
+def valid_zip(tmp: Path) -> Path:
+    """A zipped NER model at ``tmp/upload.zip`` (its folder under ``tmp/src``)."""
+    src = SparkBuilder(tmp / "src").ner_model()
+    return zip_dir(src, tmp / "upload.zip")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Unit tests for nlphub.hub.versions: parsing, Spark NLP compatibility and version specs."""
+"""Unit tests for nlphub.versions: parsing, Spark NLP compatibility and version specs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nlphub.hub.versions import (
+from nlphub.versions import (
     Version,
     VersionError,
     VersionSpec,

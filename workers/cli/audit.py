@@ -1,0 +1,65 @@
+"""`nlphub audit`: the append-only audit log."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from workers.cli.common import clear_errors, console, err, needs_database
+
+app = typer.Typer(help="The append-only audit log.", invoke_without_command=True)
+
+
+@app.callback()
+@clear_errors
+@needs_database
+def audit_list(
+    ctx: typer.Context,
+    limit: int = typer.Option(30, min=1, max=10000),
+    action: str | None = typer.Option(None),
+) -> None:
+    """Show the latest audit events."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from sqlmodel import Session
+
+    from nlphub.audit import latest_events
+    from schemas.db import get_engine
+
+    with Session(get_engine()) as session:
+        rows = latest_events(session, limit=limit, action=action)
+    table = Table("seq", "at", "actor", "action", "target", "details")
+    for ev in reversed(rows):
+        table.add_row(
+            str(ev.seq),
+            ev.at.strftime("%Y-%m-%d %H:%M:%S"),
+            ev.actor,
+            ev.action,
+            ev.target or "",
+            json.dumps(ev.details)[:80],
+        )
+    console.print(table)
+
+
+@app.command("verify")
+@clear_errors
+@needs_database
+def audit_verify() -> None:
+    """Check the hash chain; report the first broken link (exit 1)."""
+    from sqlmodel import Session
+
+    from nlphub.audit import verify_chain
+    from schemas.db import get_engine
+
+    with Session(get_engine()) as session:
+        report = verify_chain(session)
+    if report.ok:
+        console.print(f"audit chain OK: {report.checked} events verified")
+        return
+    err.print(
+        f"audit chain BROKEN at event {report.broken_at}: {report.reason} "
+        f"({report.checked} events before it verified)"
+    )
+    raise typer.Exit(1)
