@@ -33,30 +33,12 @@ from nlphub import audit
 from nlphub.preannotation.service import request_redeploys
 from nlphub.resources import TRASH_PREFIX, remove_path, tree_checksum, tree_checksum_of
 from nlphub.versions import Version, incompatibility_reason, is_compatible
+from schemas.editions import EDITION_LIBRARY, LIBRARY_LABEL
 from schemas.models import HubEntryRow, Resource, UpdateNotice
 from schemas.settings import Settings
 from schemas.states import ResourceState
 
 log = logging.getLogger(__name__)
-
-#: Which installed library a hub edition's `libVersion` is compared with.
-EDITION_LIBRARY = {
-    "Open Source": "spark-nlp",
-    "Healthcare NLP": "healthcare-nlp",
-    "Finance NLP": "finance-nlp",
-    "Legal NLP": "legal-nlp",
-    "Visual NLP": "visual-nlp",
-}
-
-LIBRARY_LABEL = {
-    "spark-nlp": "Spark NLP",
-    "healthcare-nlp": "Healthcare NLP",
-    "finance-nlp": "Finance NLP",
-    "legal-nlp": "Legal NLP",
-    "visual-nlp": "Visual NLP",
-    "spark": "Spark",
-}
-
 
 # -- installed library versions -------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+from schemas.editions import OPEN_SOURCE
 from schemas.states import JobState, ResourceState, check_job_transition, check_resource_transition
 
 
@@ -79,7 +80,7 @@ class ResourceBase(SQLModel):
     version: str = Field(default="", max_length=64)
     kind: ResourceKind = Field(sa_type=TextEnum(ResourceKind))
     embedding_type: EmbeddingType | None = Field(default=None, sa_type=TextEnum(EmbeddingType))
-    edition: str = Field(default="Open Source", max_length=64)
+    edition: str = Field(default=OPEN_SOURCE, max_length=64)
     source: ResourceSource = Field(default=ResourceSource.HUB, sa_type=TextEnum(ResourceSource))
     lib_version: str | None = Field(default=None, max_length=64)
     spark_version: str | None = Field(default=None, max_length=64)

@@ -40,6 +40,7 @@ from urllib.request import url2pathname
 import httpx
 
 from nlphub.hub.metadata import HubEntry, parse_metadata
+from schemas.editions import HEALTHCARE, OPEN_SOURCE
 
 __all__ = [
     "CatalogResult",
@@ -55,8 +56,6 @@ logger = logging.getLogger(__name__)
 
 Source = Literal["network", "not-modified", "cache", "stale-cache", "failed"]
 
-OPEN_SOURCE = "Open Source"
-HEALTHCARE = "Healthcare NLP"
 METADATA_FILE = "metadata.json"
 DEFAULT_TIMEOUT = 30.0
 

@@ -33,6 +33,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from schemas.editions import EDITIONS, LICENSED_EDITIONS, OPEN_SOURCE
+
 __all__ = [
     "EDITIONS",
     "LICENSED_EDITIONS",
@@ -43,9 +45,6 @@ __all__ = [
     "load_licence",
 ]
 
-OPEN_SOURCE = "Open Source"
-LICENSED_EDITIONS = ("Healthcare NLP", "Finance NLP", "Legal NLP", "Visual NLP")
-EDITIONS = (OPEN_SOURCE, *LICENSED_EDITIONS)
 """The hub's editions, as ``HubEntry.edition`` spells them."""
 
 _BY_LOWER = {edition.lower(): edition for edition in EDITIONS}

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from nlphub.versions import Version, VersionError, incompatibility_reason, is_compatible
+from schemas.editions import OPEN_SOURCE
 
 __all__ = [
     "EmbeddingType",
@@ -45,7 +46,7 @@ Category = Literal["ml", "pl", "nd"]
 ResourceKind = Literal["model", "pipeline", "embeddings"]
 EmbeddingType = Literal["word", "sentence", "document"]
 
-DEFAULT_EDITION = "Open Source"
+DEFAULT_EDITION = OPEN_SOURCE
 LIB_NAME = "Spark NLP"
 SPARK_NAME = "Spark"
 

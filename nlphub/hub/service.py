@@ -21,6 +21,7 @@ from nlphub.hub.licence import Licence, LicenceError, licence_problem, load_lice
 from nlphub.hub.metadata import HubEntry
 from nlphub.install import Installed
 from nlphub.versions import Version, VersionSpec
+from schemas.editions import OPEN_SOURCE
 from schemas.models import (
     EmbeddingType,
     HubEntryRow,
@@ -34,7 +35,6 @@ from schemas.states import RESOURCE_INSTALLED, ResourceState
 
 log = logging.getLogger(__name__)
 
-OPEN_SOURCE = "Open Source"
 
 ACTIVE = frozenset({ResourceState.QUEUED, ResourceState.DOWNLOADING, ResourceState.VERIFYING})
 MAX_AUDITED_WARNINGS = 20

@@ -30,19 +30,12 @@ from nlphub.uploads.archive import (
     safe_extract,
 )
 from nlphub.uploads.sparknlp import ResourceInfo, check_compatibility, validate_resource
+from schemas.editions import EDITION_OF_LIBRARY, OPEN_SOURCE
 from schemas.models import Resource, ResourceKind, ResourceSource
 from schemas.settings import Settings
 from schemas.states import RESOURCE_INSTALLED, ResourceState
 
 log = logging.getLogger(__name__)
-
-EDITION_OF_LIBRARY = {
-    "spark-nlp": "Open Source",
-    "healthcare-nlp": "Healthcare NLP",
-    "finance-nlp": "Finance NLP",
-    "legal-nlp": "Legal NLP",
-    "visual-nlp": "Visual NLP",
-}
 
 
 class UploadRejected(NlphubError):
@@ -195,7 +188,7 @@ def _new_row(
         language=req.language,
         version=version,
         kind=kind,
-        edition=req.edition or EDITION_OF_LIBRARY.get(info.library, "Open Source"),
+        edition=req.edition or EDITION_OF_LIBRARY.get(info.library, OPEN_SOURCE),
         source=ResourceSource.UPLOAD,
         spark_version=info.spark_version,
         lib_version=info.lib_version,

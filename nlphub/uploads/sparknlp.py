@@ -32,10 +32,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nlphub.uploads.archive import DEFAULT_LIMITS, ArchiveLimits, ProblemError, format_size
 from nlphub.versions import Version, VersionError, incompatibility_reason
+from schemas.editions import LIBRARY_LABEL
 
 __all__ = [
     "LIBRARY_BY_CLASS_PREFIX",
-    "LIBRARY_NAMES",
     "NER_MODELS",
     "PIPELINE_CLASS",
     "STORAGE_MODELS",
@@ -54,13 +54,6 @@ logger = logging.getLogger(__name__)
 Kind = Literal["model", "embeddings", "pipeline"]
 Library = Literal["spark-nlp", "healthcare-nlp", "visual-nlp", "finance-nlp", "legal-nlp"]
 
-LIBRARY_NAMES: dict[Library, str] = {
-    "spark-nlp": "Spark NLP",
-    "healthcare-nlp": "Healthcare NLP",
-    "visual-nlp": "Visual NLP",
-    "finance-nlp": "Finance NLP",
-    "legal-nlp": "Legal NLP",
-}
 
 SPARK_NLP_PREFIX = "com.johnsnowlabs."
 SPARK_ML_PREFIX = "org.apache.spark.ml."
@@ -122,6 +115,7 @@ _PART_FILE = re.compile(
     r"part-00000(-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
     r"-c000\.txt)?"
 )
+
 _STAGE_DIR = re.compile(r"(\d+)_(.+)")
 _LIB_VERSION_KEYS = ("libVersion", "sparkNlpVersion")
 _TYPE_MESSAGES = {
@@ -570,7 +564,7 @@ def check_compatibility(
         needed = ["spark-nlp", *needed]
     for library in needed:
         if installed.get(library) is None:
-            add(f"needs {LIBRARY_NAMES[library]}, which is not installed")
+            add(f"needs {LIBRARY_LABEL[library]}, which is not installed")
     for node in info.walk():
         if node.lib_version is not None and installed.get(node.library) is not None:
             try:
@@ -580,7 +574,7 @@ def check_compatibility(
             else:
                 add(
                     incompatibility_reason(
-                        installed.get(node.library), found, LIBRARY_NAMES[node.library]
+                        installed.get(node.library), found, LIBRARY_LABEL[node.library]
                     )
                 )
         if node.spark_version is not None:
