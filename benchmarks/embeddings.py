@@ -32,8 +32,8 @@ cores):
   to ``--bow-db-max`` records it also runs the real `compute` against Postgres in another child.
 - ``pgvector``: N x 64 clustered vectors in ``embedding_vector`` (dataset, records and embedding
   rows as the service has them, vectors stored as the service stores them), the service's own
-  partial HNSW cosine index (`nlphub.embeddings.service._index`); p95 latency of
-  `nlphub.embeddings.service.similar` (which sets ``hnsw.ef_search`` to its ``EF_SEARCH``) over
+  partial HNSW cosine index (`nlphub.embeddings.vectors._index`); p95 latency of
+  `nlphub.embeddings.search.similar` (which sets ``hnsw.ef_search`` to its ``EF_SEARCH``) over
   ``--queries`` records, after ``--pg-warm`` searches of other records that warm the caches
   (their latency is printed apart), and its recall@10 against
   exact numpy cosine (targets <= 10 ms and >= 0.95), then a sweep of ef_search with held-out

@@ -126,7 +126,7 @@ def publish_update(folder: Path, load: Load, rng: random.Random, count: int, pay
 
 
 def import_dataset(base: Path, records: int, rng: random.Random) -> None:
-    from nlphub.embeddings.service import import_records
+    from nlphub.embeddings.records import import_records
     from schemas.db import session_scope
 
     path = base / "soak.jsonl"

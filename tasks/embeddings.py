@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nlphub.embeddings import service
+from nlphub.embeddings import search, service
 from schemas.db import session_scope
 from schemas.payloads import ComputeEmbeddingsPayload, EmbedRecordsPayload, SimilarPayload
 from schemas.settings import get_settings
@@ -55,7 +55,7 @@ def embed_records(job: JobContext, payload: EmbedRecordsPayload) -> dict[str, An
 @nlphub_task("nlphub.similar")
 def similar(job: JobContext, payload: SimilarPayload) -> dict[str, Any]:
     """Nearest records by cosine similarity. Side effects: none. Safe to run twice."""
-    hits = service.similar(
+    hits = search.similar(
         get_settings(),
         dataset=payload.dataset,
         k=payload.k,

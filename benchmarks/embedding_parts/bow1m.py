@@ -36,6 +36,7 @@ def _null_scope() -> Iterator[None]:
 def _child_bow_domain(n: int, seed: int, model: str) -> dict[str, Any]:
     """The service's attribute path (`_compute_attributes`) with the database stubbed out."""
     import nlphub.embeddings.service as service
+    import nlphub.embeddings.vectors as storage
     from nlphub.embeddings.registry import make_encoder
     from schemas.models import Embedding
 
@@ -49,10 +50,10 @@ def _child_bow_domain(n: int, seed: int, model: str) -> dict[str, Any]:
         stored["rows"] += len(ids)
         stored["sum"] += float(np.abs(vectors).sum())
 
-    service._store = store  # type: ignore[assignment]
+    storage._store = store  # type: ignore[assignment]
     service._check_cancel = lambda _emb_id: None  # type: ignore[assignment]
     service._set = lambda _emb_id, **_values: None
-    service.session_scope = _null_scope  # type: ignore[assignment]
+    storage.session_scope = _null_scope  # type: ignore[assignment]
     emb = Embedding(dataset_id=uuid.uuid4(), attribute="text", platform="bow", model=model)
     encoder = make_encoder("bow", model)
     fit_times: dict[str, float] = {}

@@ -208,11 +208,13 @@ def timed_calls(targets: Sequence[tuple[Any, str, str]]) -> Iterator[dict[str, f
 
 def service_steps(service: Any, reducer: Any) -> list[tuple[Any, str, str]]:
     """The steps of `nlphub.embeddings.service.compute` worth timing (besides the encoder's)."""
+    import nlphub.embeddings.vectors as vectors
+
     return [
         (reducer, "fit", "PCA fit"),
         (reducer, "transform", "PCA transform"),
-        (service, "_store", "store"),
-        (service, "_copy_rows", "format"),
+        (vectors, "_store", "store"),
+        (vectors, "_copy_rows", "format"),
         (service, "_check_cancel", "state read per batch (_check_cancel)"),
         (service, "_set", "state writes (_set: progress per batch)"),
         (service, "_texts", "read records (_texts)"),
@@ -324,7 +326,7 @@ def encode(st: Any, texts: Sequence[str], batch_size: int = ST_BATCH_SIZE) -> np
 
 def import_texts(name: str, texts: Sequence[str], folder: Path) -> None:
     """Dataset `name` with one record per text (attribute ``text``), through a JSONL import."""
-    from nlphub.embeddings.service import import_records
+    from nlphub.embeddings.records import import_records
     from schemas.db import session_scope
 
     folder.mkdir(parents=True, exist_ok=True)

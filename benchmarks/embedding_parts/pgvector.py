@@ -55,7 +55,7 @@ def _load(bench: Bench, db_url: str, vectors: np.ndarray, start: float) -> uuid.
     """Records, an embedding, its vectors stored and indexed as the service does; prints the
     times (the records' since `start`, when the vectors were being made) and the index. The
     embedding's id."""
-    import nlphub.embeddings.service as service
+    from nlphub.embeddings.vectors import HNSW_M, _store, hnsw_ef_construction
     from schemas.db import session_scope
 
     n = len(vectors)
@@ -66,14 +66,14 @@ def _load(bench: Bench, db_url: str, vectors: np.ndarray, start: float) -> uuid.
     # upsert), one transaction per 50,000 rows.
     for at in range(0, n, 50_000):
         with session_scope() as session:
-            service._store(session, emb_id, ids[at : at + 50_000], vectors[at : at + 50_000])
+            _store(session, emb_id, ids[at : at + 50_000], vectors[at : at + 50_000])
     t_copy = time.perf_counter() - start
     t_index, mwm, workers, notices = _build_index(emb_id, bench.args.pg_maintenance_work_mem)
     version, size = _index_facts(db_url, emb_id)
     say(
         f"  load: records {t_records:.1f}s, COPY vectors {t_copy:.1f}s ({n / t_copy:.0f} rows/s); "
-        f"HNSW build (service's _index, m={service.HNSW_M}, "
-        f"ef_construction={service.hnsw_ef_construction(n)}) {t_index:.1f}s with "
+        f"HNSW build (service's _index, m={HNSW_M}, "
+        f"ef_construction={hnsw_ef_construction(n)}) {t_index:.1f}s with "
         f"maintenance_work_mem={mwm}, max_parallel_maintenance_workers={workers}; "
         f"pgvector {version}, index {size / MiB:.0f} MiB"
     )
@@ -124,7 +124,7 @@ def _build_index(emb_id: uuid.UUID, work_mem: str) -> tuple[float, str, str, lis
     max_parallel_maintenance_workers, the server's notices during the build)."""
     from sqlalchemy import text
 
-    import nlphub.embeddings.service as service
+    from nlphub.embeddings.vectors import _index
     from schemas.db import session_scope
     from schemas.models import Embedding, utcnow
 
@@ -148,7 +148,7 @@ def _build_index(emb_id: uuid.UUID, work_mem: str) -> tuple[float, str, str, lis
         mwm = session.execute(text("SHOW maintenance_work_mem")).scalar_one()
         workers = session.execute(text("SHOW max_parallel_maintenance_workers")).scalar_one()
         start = time.perf_counter()
-        service._index(session, emb)
+        _index(session, emb)
         session.commit()
         t_index = time.perf_counter() - start
         raw.remove_notice_handler(notice)
@@ -179,7 +179,7 @@ def _similar(bench: Bench, unit: np.ndarray) -> int:
     """Latency and recall of `similar(record=...)`, as a request calls it; the first record
     searched (not counted). See docs/decisions.md, Benchmark method: pgvector searches after
     warm-up searches."""
-    import nlphub.embeddings.service as service
+    import nlphub.embeddings.search as search
     from schemas.settings import get_settings
 
     args, n, settings = bench.args, len(unit), get_settings()
@@ -187,17 +187,17 @@ def _similar(bench: Bench, unit: np.ndarray) -> int:
     warm = max(1, args.pg_warm)
     picks = rng.choice(n, size=warm + args.queries, replace=False)
     # The first call looks the embedding up and remembers it (two round trips); every later
-    # one is one statement (the record's vector, hnsw.ef_search = service.EF_SEARCH, the
+    # one is one statement (the record's vector, hnsw.ef_search = search.EF_SEARCH, the
     # partial-index kNN join, and the check that the embedding is still the one to search).
     # The first `--pg-warm` searches (other records) are the first reads of a new index, whose
     # pages may not be in shared_buffers yet: printed on their own.
-    service._TARGETS.clear()
+    search._TARGETS.clear()
     latencies: list[float] = []
     recalls: list[float] = []
     cold: list[float] = []
     for number, index in enumerate(picks.tolist()):
         begin = time.perf_counter()
-        hits = service.similar(settings, dataset=NAME, record=f"{index:08d}", k=K)
+        hits = search.similar(settings, dataset=NAME, record=f"{index:08d}", k=K)
         elapsed = (time.perf_counter() - begin) * 1000
         if number < warm:
             cold.append(elapsed)
@@ -211,7 +211,7 @@ def _similar(bench: Bench, unit: np.ndarray) -> int:
         f"p95 {pct(cold, 95):.2f} ms; the very first (embedding looked up) {cold[0]:.2f} ms"
     )
     say(
-        f"  similar(record=...), hnsw.ef_search={service.EF_SEARCH} (set by the service): "
+        f"  similar(record=...), hnsw.ef_search={search.EF_SEARCH} (set by the service): "
         f"p50 {p50:.2f} ms, "
         f"p95 {p95:.2f} ms (target <= 10), max {max(latencies):.2f} ms; "
         f"recall@{K} {recall:.4f} (target >= 0.95)"
@@ -219,7 +219,7 @@ def _similar(bench: Bench, unit: np.ndarray) -> int:
     bench.results.add("pgvector", f"similar() p95 ms, {n} vectors", p95, "{:.2f}", "<=", 10.0)
     bench.results.add(
         "pgvector",
-        f"similar() recall@{K}, ef_search {service.EF_SEARCH}",
+        f"similar() recall@{K}, ef_search {search.EF_SEARCH}",
         recall,
         "{:.4f}",
         ">=",
@@ -232,13 +232,13 @@ def _print_plan(db_url: str, emb_id: uuid.UUID, record: int) -> None:
     """EXPLAIN ANALYZE of similar()'s statement for one record."""
     import psycopg
 
-    import nlphub.embeddings.service as service
+    import nlphub.embeddings.search as search
 
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute(f"SET hnsw.ef_search = {service.EF_SEARCH}")
+        conn.execute(f"SET hnsw.ef_search = {search.EF_SEARCH}")
         params = {"ds": NAME, "eid": None, "x": f"{record:08d}"}
         analyzed = conn.execute(
-            "EXPLAIN (ANALYZE, COSTS OFF) " + service._by_record(emb_id, DIMS, K + 1), params
+            "EXPLAIN (ANALYZE, COSTS OFF) " + search._by_record(emb_id, DIMS, K + 1), params
         ).fetchall()
         say("  plan of similar()'s statement (EXPLAIN ANALYZE, one record):")
         for (line,) in analyzed:
@@ -250,14 +250,15 @@ def _sweep(
     bench: Bench, db_url: str, emb_id: uuid.UUID, unit: np.ndarray, held_out: np.ndarray
 ) -> None:
     """The kNN statement similar() sends for a query text, with held-out query vectors, per
-    ef_search (service.EF_SEARCH set to each in turn)."""
+    ef_search (search.EF_SEARCH set to each in turn)."""
     import psycopg
 
-    import nlphub.embeddings.service as service
+    import nlphub.embeddings.search as search
+    from nlphub.embeddings.vectors import _vec
     from schemas.db import autocommit_engine
 
-    sql = service._by_vector(emb_id, DIMS, K)
-    queries = [service._vec(q) for q in held_out]
+    sql = search._by_vector(emb_id, DIMS, K)
+    queries = [_vec(q) for q in held_out]
     truths = [_exact(unit, q) for q in unit_rows(held_out)]
     with psycopg.connect(db_url, autocommit=True) as conn:
         plan = "\n".join(
@@ -265,16 +266,16 @@ def _sweep(
         )
     uses_index = f"ix_embedding_vector_{emb_id.hex}" in plan
     say(f"  plan uses the HNSW index: {'yes' if uses_index else 'NO'}")
-    chosen = service.EF_SEARCH
+    chosen = search.EF_SEARCH
     try:
         for ef in bench.args.ef_sweep:
-            service.EF_SEARCH = ef
+            search.EF_SEARCH = ef
             lat, rec = [], []
             with autocommit_engine().connect() as sa_conn:
                 warm = min(20, len(queries))  # untimed first queries (caches)
                 for q, truth in zip(queries[:warm] + queries, truths[:warm] + truths, strict=True):
                     begin = time.perf_counter()
-                    rows = service._search(sa_conn, sql, {"q": q})
+                    rows = search._search(sa_conn, sql, {"q": q})
                     lat.append((time.perf_counter() - begin) * 1000)
                     rec.append(len({int(r[0]) for r in rows} & truth) / K)
             lat, rec = lat[warm:], rec[warm:]
@@ -283,4 +284,4 @@ def _sweep(
                 f"p95 {pct(lat, 95):.2f} ms, recall@{K} {np.mean(rec):.4f}"
             )
     finally:
-        service.EF_SEARCH = chosen
+        search.EF_SEARCH = chosen

@@ -1,4 +1,5 @@
-"""Datasets, records and embeddings in Postgres (pgvector), and neural search.
+"""Embeddings: their definitions, and the job that computes one (its vectors stored by
+`nlphub.embeddings.vectors`, searched by `nlphub.embeddings.search`).
 
 `compute` follows refinery's shape: batches of 128 (attribute) or 32 (token) texts (the model
 sees 16 attribute batches per call, so it pads less), PCA fitted on the first batches
@@ -10,8 +11,6 @@ upserted per (embedding, record), so a redelivered job never duplicates them.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
 import re
@@ -19,20 +18,21 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, text
+from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from nlphub import audit
 from nlphub.embeddings.platforms import EmbeddingError, Encoder
+from nlphub.embeddings.records import get_dataset
 from nlphub.embeddings.reduce import Reducer
 from nlphub.embeddings.registry import make_encoder
 from nlphub.embeddings.tokens import token_vectors
-from nlphub.errors import NotFound, Refused
-from schemas.db import autocommit_engine, driver_connection, get_engine, session_scope
+from nlphub.embeddings.vectors import Cancelled, _index, _store, _store_window, _vec
+from nlphub.errors import NotFound
+from schemas.db import session_scope
 from schemas.embedding_platforms import PLATFORMS
 from schemas.models import Dataset, Embedding, utcnow
 from schemas.settings import Settings
@@ -40,129 +40,10 @@ from schemas.settings import Settings
 log = logging.getLogger(__name__)
 
 ATTRIBUTE_BATCH, TOKEN_BATCH = 128, 32
-#: HNSW candidates per search (at least the rows asked for: pgvector returns at most that
-#: many), and the graph's build parameters: m, pgvector's default; ef_construction by size
-#: (see docs/decisions.md, HNSW search and build parameters).
-EF_SEARCH = 200
-HNSW_M = 16
-HNSW_LARGE = 200_000  # vectors; a bigger index gets the slower, better-connected build
 ENCODE_WINDOW_BATCHES = 16  # batches of ATTRIBUTE_BATCH per encode() call
 _SECRET_REF = re.compile(r"^[A-Z][A-Z0-9_]{1,127}$")
-MAX_IMPORT_ERRORS = 50
 
 Progress = Callable[[float, float | None, str | None], None]
-
-
-def hnsw_ef_construction(rows: int) -> int:
-    """pgvector's ef_construction for an index of `rows` vectors (see EF_SEARCH)."""
-    return 64 if rows <= HNSW_LARGE else 128
-
-
-# -- records --------------------------------------------------------------------------------------
-
-
-class ImportRejected(Refused):
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.problems = problems
-        shown = problems[:MAX_IMPORT_ERRORS]
-        more = f"\n… and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
-        super().__init__(
-            f"{source}: nothing imported ({len(problems)} bad rows):\n" + "\n".join(shown) + more
-        )
-
-
-def _rows_from_file(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line or row number, parsed row or an error string)."""
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        with path.open(encoding="utf-8") as fh:
-            for number, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield number, f"line {number}: not valid JSON ({exc.msg})"
-    elif suffix == ".csv":
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            for number, row in enumerate(csv.DictReader(fh), 2):
-                if None in row:
-                    yield number, f"line {number}: more values than columns"
-                else:
-                    yield number, dict(row)
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for number, row in enumerate(pq.read_table(path).to_pylist(), 1):
-            yield number, row
-    else:
-        raise Refused(f"{path.name}: unknown format (use .jsonl, .csv or .parquet)")
-
-
-def import_records(
-    session: Session, path: Path, *, dataset: str, actor: str, id_field: str = "id"
-) -> dict[str, Any]:
-    """All or nothing: every row is a JSON object (with a unique `id`, or its row number)."""
-    if not path.is_file():
-        raise Refused(f"{path} is not a file")
-    try:
-        rows = list(_rows_from_file(path))
-    except UnicodeDecodeError as exc:
-        raise Refused(f"{path.name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    problems: list[str] = []
-    records: dict[str, dict[str, Any]] = {}
-    for number, row in rows:
-        if isinstance(row, str):
-            problems.append(row)
-            continue
-        if not isinstance(row, dict):
-            problems.append(f"line {number}: a record must be an object, got {type(row).__name__}")
-            continue
-        ext = str(row.get(id_field, number))
-        if ext in records:
-            problems.append(f"line {number}: duplicate {id_field} {ext!r}")
-            continue
-        records[ext] = row
-    if not rows:
-        problems.append("the file has no records")
-    if problems:
-        raise ImportRejected(path.name, problems)
-    ds = session.exec(select(Dataset).where(Dataset.name == dataset)).first()
-    if ds is None:
-        ds = Dataset(name=dataset)
-        session.add(ds)
-        session.flush()
-    payload = [
-        {"id": uuid.uuid4(), "ds": ds.id, "ext": ext, "data": json.dumps(row, default=str)}
-        for ext, row in records.items()
-    ]
-    session.execute(
-        text(
-            "INSERT INTO record (id, dataset_id, external_id, data, updated_at) "
-            "VALUES (:id, :ds, :ext, CAST(:data AS jsonb), now()) "
-            "ON CONFLICT (dataset_id, external_id) DO UPDATE SET data = EXCLUDED.data, "
-            "updated_at = now()"
-        ),
-        payload,
-    )
-    audit.record(
-        session,
-        actor=actor,
-        action="records.imported",
-        target=dataset,
-        details={"file": path.name, "records": len(payload)},
-    )
-    return {"dataset": dataset, "records": len(payload)}
-
-
-def get_dataset(session: Session, name: str) -> Dataset:
-    ds = session.exec(select(Dataset).where(Dataset.name == name)).first()
-    if ds is None:
-        raise NotFound(f"dataset {name!r} not found")
-    return ds
-
-
-# -- embeddings -----------------------------------------------------------------------------------
 
 
 def resolve_secret(ref: str | None) -> str | None:
@@ -247,6 +128,27 @@ def _encoder(emb: Embedding, settings: Settings, base_url: str | None = None) ->
     )
 
 
+def embed_query(
+    emb: Embedding, settings: Settings, texts: list[str], base_url: str | None = None
+) -> np.ndarray:
+    """Embed texts with an embedding's model and stored reducer (and bow vocabulary)."""
+    if emb.platform == "bow" and emb.encoder_state:
+        from nlphub.embeddings.platforms import BowEncoder
+
+        encoder: Encoder = BowEncoder.from_bytes(emb.encoder_state)
+    elif emb.platform == "spark" and emb.encoder_state:
+        from nlphub.embeddings.spark.encoder import SparkEncoder
+
+        encoder = SparkEncoder.from_bytes(emb.encoder_state)
+    else:
+        encoder = _encoder(emb, settings, base_url)
+    reducer = Reducer.from_bytes(emb.reducer_state or b"")
+    try:
+        return reducer.transform(encoder.encode(texts))
+    finally:
+        encoder.close()
+
+
 def _set(emb_id: uuid.UUID, **values: Any) -> None:
     with session_scope() as session:
         emb = session.get(Embedding, emb_id, with_for_update=True)
@@ -300,130 +202,6 @@ def _texts(session: Session, emb: Embedding) -> list[tuple[uuid.UUID, str]]:
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _vec(values: np.ndarray) -> str:
-    return "[" + ",".join(f"{float(v):.7g}" for v in values) + "]"
-
-
-def _store_window(
-    emb_id: uuid.UUID, reducer: Reducer, flush: Sequence[tuple[Sequence[uuid.UUID], np.ndarray]]
-) -> None:
-    """Project and store one window's batches in one transaction. (The HNSW index is built
-    after the last window: see docs/decisions.md, HNSW index built after the vectors are
-    stored.)"""
-    from threadpoolctl import threadpool_limits
-
-    ids = [rid for chunk_ids, _ in flush for rid in chunk_ids]
-    # One BLAS thread: the model runs on every core meanwhile, and BLAS threads spinning
-    # beside it slow both (see docs/decisions.md, Projecting a window on one BLAS thread).
-    with threadpool_limits(limits=1, user_api="blas"):
-        vectors = np.vstack([reducer.transform(chunk) for _, chunk in flush])
-    with session_scope() as session:
-        _store(session, emb_id, ids, vectors)
-
-
-def _store(
-    session: Session, emb_id: uuid.UUID, ids: Sequence[uuid.UUID], vectors: np.ndarray
-) -> None:
-    # Shares the row lock that delete_embedding takes exclusively: a batch is stored before a
-    # delete (which then removes it) or not at all.
-    state = session.execute(
-        text("SELECT state FROM embedding WHERE id = :e FOR SHARE"), {"e": emb_id}
-    ).scalar()
-    if state is None or state == "deleted":
-        raise Cancelled(f"embedding {emb_id} was deleted while it was computed; stopped")
-    if len(ids) != len(vectors):
-        raise EmbeddingError(f"{len(ids)} records but {len(vectors)} vectors")
-    if not ids:
-        return
-    # Binary COPY into a per-connection staging table, then one upsert: far cheaper than an
-    # INSERT per row (see docs/decisions.md, Storing vectors: binary COPY and one upsert).
-    session.execute(text(_STAGING_TABLE))
-    raw = session.connection().connection.driver_connection
-    assert raw is not None
-    with raw.cursor() as cursor, cursor.copy(_STAGING_COPY) as copy:
-        copy.write(_copy_rows(ids, vectors))
-    session.execute(text(_STAGING_UPSERT), {"e": emb_id})
-
-
-_STAGING_TABLE = (
-    "CREATE TEMP TABLE IF NOT EXISTS embedding_vector_in "
-    "(record_id uuid NOT NULL, vector vector NOT NULL) ON COMMIT DELETE ROWS"
-)
-_STAGING_COPY = "COPY embedding_vector_in (record_id, vector) FROM STDIN WITH (FORMAT BINARY)"
-_STAGING_UPSERT = (
-    "INSERT INTO embedding_vector (embedding_id, record_id, vector) "
-    "SELECT :e, record_id, vector FROM embedding_vector_in "
-    "ON CONFLICT (embedding_id, record_id) DO UPDATE SET vector = EXCLUDED.vector"
-)
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no extension
-_COPY_TRAILER = b"\xff\xff"
-
-
-def _copy_rows(ids: Sequence[uuid.UUID], vectors: np.ndarray) -> bytes:
-    """PostgreSQL's binary COPY format for (uuid, vector) rows, built with numpy: per row the
-    field count, the uuid, and pgvector's binary vector (dimensions, unused, float32s)."""
-    dims = int(vectors.shape[1])
-    row = np.dtype(
-        [
-            ("fields", ">i2"),
-            ("uuid_len", ">i4"),
-            ("uuid", "V16"),
-            ("vector_len", ">i4"),
-            ("dims", ">i2"),
-            ("unused", ">i2"),
-            ("values", ">f4", (dims,)),
-        ]
-    )
-    rows = np.zeros(len(ids), dtype=row)
-    rows["fields"], rows["uuid_len"], rows["vector_len"] = 2, 16, 4 + 4 * dims
-    rows["uuid"] = np.frombuffer(b"".join(rid.bytes for rid in ids), dtype="V16")
-    rows["dims"] = dims
-    rows["values"] = vectors
-    return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
-
-
-#: Memory an HNSW build needs per vector besides the vector itself (pgvector's graph), and a
-#: margin over it (see docs/decisions.md, HNSW build: parallel workers and the memory the
-#: graph needs).
-_HNSW_BYTES_PER_VECTOR, _HNSW_MARGIN, _HNSW_MIN_MEMORY = 700, 1.5, 64 << 20
-
-
-def _index(session: Session, emb: Embedding, rows: int | None = None) -> None:
-    """Build the embedding's partial HNSW index (`rows`: its vectors, counted when None)."""
-    name = f"ix_embedding_vector_{emb.id.hex}"
-    dims = int(emb.output_dims or 0)
-    if rows is None:
-        rows = session.execute(
-            text("SELECT count(*) FROM embedding_vector WHERE embedding_id = :e"), {"e": emb.id}
-        ).scalar_one()
-    need = max(_HNSW_MIN_MEMORY, int(rows * (4 * dims + _HNSW_BYTES_PER_VECTOR) * _HNSW_MARGIN))
-    # For this transaction only: parallel workers (max_parallel_maintenance_workers) whatever
-    # the table's size — the build runs once the model is done and the CPUs are free — and
-    # maintenance_work_mem cut to what the graph needs (a parallel build sets up all of it in
-    # shared memory first), never above the server's setting. See docs/decisions.md, HNSW
-    # build: parallel workers and the memory the graph needs.
-    session.execute(
-        text(
-            "SELECT set_config('min_parallel_table_scan_size', '0', true), "
-            "set_config('maintenance_work_mem', (LEAST(pg_size_bytes("
-            "current_setting('maintenance_work_mem')), :need) / 1024)::bigint || 'kB', true)"
-        ),
-        {"need": need},
-    )
-    session.execute(
-        text(
-            f"CREATE INDEX IF NOT EXISTS {name} ON embedding_vector USING hnsw "
-            f"((vector::vector({int(emb.output_dims or 0)})) vector_cosine_ops) "
-            f"WITH (m = {HNSW_M}, ef_construction = {hnsw_ef_construction(rows)}) "
-            f"WHERE embedding_id = '{emb.id}'"
-        )
-    )
-
-
-class Cancelled(Refused):
-    """The embedding was deleted while it was being computed."""
 
 
 def compute(
@@ -659,193 +437,3 @@ def delete_embedding(session: Session, emb_id: uuid.UUID, *, actor: str) -> None
     session.execute(text("DELETE FROM embedding_vector WHERE embedding_id = :e"), {"e": emb.id})
     session.execute(text("DELETE FROM token_vector WHERE embedding_id = :e"), {"e": emb.id})
     audit.record(session, actor=actor, action="embedding.deleted", target=str(emb.id))
-
-
-# -- search ---------------------------------------------------------------------------------------
-
-
-def _latest(session: Session, dataset: str, embedding_id: uuid.UUID | None) -> Embedding:
-    ds = get_dataset(session, dataset)
-    query = select(Embedding).where(
-        Embedding.dataset_id == ds.id,
-        Embedding.state == "finished",
-        Embedding.granularity == "attribute",
-    )
-    if embedding_id is not None:
-        query = query.where(Embedding.id == embedding_id)
-    emb = session.exec(query.order_by(col(Embedding.finished_at).desc())).first()
-    if emb is None:
-        raise NotFound(f"dataset {dataset!r} has no finished attribute-level embedding")
-    return emb
-
-
-def embed_query(
-    emb: Embedding, settings: Settings, texts: list[str], base_url: str | None = None
-) -> np.ndarray:
-    """Embed texts with an embedding's model and stored reducer (and bow vocabulary)."""
-    if emb.platform == "bow" and emb.encoder_state:
-        from nlphub.embeddings.platforms import BowEncoder
-
-        encoder: Encoder = BowEncoder.from_bytes(emb.encoder_state)
-    elif emb.platform == "spark" and emb.encoder_state:
-        from nlphub.embeddings.spark.encoder import SparkEncoder
-
-        encoder = SparkEncoder.from_bytes(emb.encoder_state)
-    else:
-        encoder = _encoder(emb, settings, base_url)
-    reducer = Reducer.from_bytes(emb.reducer_state or b"")
-    try:
-        return reducer.transform(encoder.encode(texts))
-    finally:
-        encoder.close()
-
-
-#: The embedding a search uses: the dataset's newest finished attribute-level one, or the
-#: one asked for (psycopg parameters `ds`, `eid`).
-_SEARCHED = (
-    "SELECT e.id, e.output_dims, d.id AS dataset_id FROM dataset d "
-    "JOIN embedding e ON e.dataset_id = d.id "
-    "WHERE d.name = %(ds)s AND e.state = 'finished' AND e.granularity = 'attribute' "
-    "AND (CAST(%(eid)s AS uuid) IS NULL OR e.id = CAST(%(eid)s AS uuid)) "
-    "ORDER BY e.finished_at DESC LIMIT 1"
-)
-#: That embedding, and a record's vector in it (`x`; NULL when the record has none).
-_FIND = (
-    f"WITH target AS MATERIALIZED ({_SEARCHED}) "
-    "SELECT target.id, target.output_dims, (SELECT v.vector::text FROM record r "
-    "JOIN embedding_vector v ON v.record_id = r.id AND v.embedding_id = target.id "
-    "WHERE r.dataset_id = target.dataset_id AND r.external_id = %(x)s) AS vector FROM target"
-)
-#: For one statement only (its implicit transaction): the HNSW candidates, and a generic plan
-#: (a search's text names its embedding, so that plan keeps the partial index).
-_SEARCH_SETTINGS = (
-    "SELECT set_config('hnsw.ef_search', %(ef)s, true), "
-    "set_config('plan_cache_mode', 'force_generic_plan', true)"
-)
-#: (database, dataset, embedding asked for) -> (the embedding searched, its dimensions), per
-#: process, so that a record's search is one statement (`_by_record` checks it is still the
-#: one to search). At most `_TARGETS_MAX` entries.
-_TARGETS: dict[tuple[str, str, uuid.UUID | None], tuple[uuid.UUID, int]] = {}
-_TARGETS_MAX = 1024
-_EF_SEARCH_MAX = 1000  # pgvector's limit
-
-
-def _knn(emb_id: uuid.UUID, dims: int, query: str, limit: int, check: str = "") -> str:
-    """A kNN over the embedding's partial HNSW index, to the vector `query` (SQL), of the
-    rows that also pass `check`. Its text names the embedding and the dimensions: the index
-    is partial, on `vector::vector(dims)`."""
-    vector = f"(v.vector::vector({int(dims)}))"
-    return (
-        f"SELECT r.external_id, 1 - ({vector} <=> {query}) AS score "
-        f"FROM embedding_vector v JOIN record r ON r.id = v.record_id "
-        f"WHERE v.embedding_id = '{uuid.UUID(str(emb_id))}' {check}"
-        f"ORDER BY {vector} <=> {query} LIMIT {int(limit)}"
-    )
-
-
-def _by_vector(emb_id: uuid.UUID, dims: int, limit: int) -> str:
-    """The nearest vectors to the vector `q` (its text form)."""
-    return _knn(emb_id, dims, f"CAST(%(q)s AS vector({int(dims)}))", limit)
-
-
-def _by_record(emb_id: uuid.UUID, dims: int, limit: int) -> str:
-    """The nearest vectors to record `x`'s, in one statement: no rows when `emb_id` is not
-    the embedding to search any more (a newer one finished) or `x` has no vector in it."""
-    emb = uuid.UUID(str(emb_id))
-    return (
-        f"WITH target AS MATERIALIZED ({_SEARCHED}), "
-        f"q AS MATERIALIZED (SELECT v.vector::vector({int(dims)}) AS qv FROM record r "
-        f"JOIN embedding_vector v ON v.record_id = r.id AND v.embedding_id = '{emb}' "
-        f"WHERE r.dataset_id = (SELECT dataset_id FROM target) AND r.external_id = %(x)s) "
-    ) + _knn(
-        emb,
-        dims,
-        "(SELECT qv FROM q)",
-        limit,
-        check=f"AND (SELECT id FROM target) = '{emb}' AND (SELECT qv FROM q) IS NOT NULL ",
-    )
-
-
-def _search(
-    conn: Connection, sql: str, params: dict[str, Any], rows: int = 0
-) -> list[tuple[Any, ...]]:
-    """Run `sql` (a search for `rows` rows) with `_SEARCH_SETTINGS` in one round trip: a
-    pipeline on an autocommit connection, whose two statements share the implicit transaction
-    until its sync. The statement is prepared on the connection (psycopg keeps it), so later
-    searches are not planned again (see docs/decisions.md, Neural search in one prepared
-    round trip)."""
-    ef = min(_EF_SEARCH_MAX, max(EF_SEARCH, rows))
-    with driver_connection(conn, sql, params) as dbapi:
-        with dbapi.pipeline():
-            dbapi.execute(_SEARCH_SETTINGS, {"ef": str(ef)})
-            cursor = dbapi.execute(sql, params, prepare=True)
-        return list(cursor.fetchall())
-
-
-def _find(
-    conn: Connection, dataset: str, embedding_id: uuid.UUID | None, record: str | None
-) -> tuple[uuid.UUID, int, str | None]:
-    """(embedding to search, its dimensions, `record`'s vector in it or None); NotFound
-    names what is missing."""
-    params = {"ds": dataset, "eid": embedding_id, "x": record}
-    with driver_connection(conn, _FIND, params) as dbapi:
-        row = dbapi.execute(_FIND, params).fetchone()
-    if row is None:
-        with Session(conn) as session:
-            _latest(session, dataset, embedding_id)  # raises the error that names what is missing
-        raise NotFound(f"dataset {dataset!r} has no finished attribute-level embedding")
-    return row[0], int(row[1] or 0), row[2]
-
-
-def similar(
-    settings: Settings,
-    *,
-    dataset: str,
-    k: int = 10,
-    record: str | None = None,
-    query: str | None = None,
-    embedding_id: uuid.UUID | None = None,
-) -> list[dict[str, Any]]:
-    """Nearest records by cosine similarity (HNSW index) to a record or a query text.
-
-    A record's search is one statement, one round trip, once this process has searched the
-    dataset: the embedding to search and its dimensions are remembered, and the statement
-    itself checks that they are still right (when not, they are looked up again, with the
-    record's vector, which the search then uses). A query
-    text is embedded with the embedding's model and reducer, loaded only for that."""
-    if (record is None) == (query is None):
-        raise Refused("give a record id or a query text")
-    engine = autocommit_engine()
-    key = (str(engine.url), dataset, embedding_id)
-    with engine.connect() as conn:
-        if record is not None:
-            known = _TARGETS.get(key)
-            if known is not None:
-                params = {"ds": dataset, "eid": embedding_id, "x": record}
-                rows = _search(conn, _by_record(*known, k + 1), params, k + 1)
-                if rows:
-                    return _hits(rows, record, k)
-            emb_id, dims, vector = _find(conn, dataset, embedding_id, record)
-            if vector is None:
-                raise NotFound(f"record {record!r} has no vector in embedding {emb_id}")
-            if len(_TARGETS) >= _TARGETS_MAX:
-                _TARGETS.clear()
-            _TARGETS[key] = (emb_id, dims)
-            rows = _search(conn, _by_vector(emb_id, dims, k + 1), {"q": vector}, k + 1)
-            return _hits(rows, record, k)
-        emb_id, dims, _ = _find(conn, dataset, embedding_id, None)
-    with Session(get_engine()) as session:
-        emb = session.get(Embedding, emb_id)
-    if emb is None:  # deleted since
-        raise NotFound(f"dataset {dataset!r} has no finished attribute-level embedding")
-    vector = _vec(embed_query(emb, settings, [query or ""])[0])
-    with engine.connect() as conn:
-        return _hits(_search(conn, _by_vector(emb_id, dims, k), {"q": vector}, k), None, k)
-
-
-def _hits(rows: Sequence[tuple[Any, ...]], record: str | None, k: int) -> list[dict[str, Any]]:
-    return [
-        {"id": external_id, "score": round(float(score), 6)}
-        for external_id, score in rows
-        if external_id != record
-    ][:k]

@@ -48,7 +48,7 @@ import pytest
 from sqlmodel import Session, select
 
 import nlphub
-from nlphub.embeddings.service import import_records
+from nlphub.embeddings.records import import_records
 from nlphub.hub.mirror import build_mirror, write_resource_dir
 from nlphub.hub.server import MirrorServer
 from nlphub.hub.service import request_download

@@ -19,7 +19,8 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 import nlphub
-from nlphub.embeddings.service import EF_SEARCH, ImportRejected, import_records, similar
+from nlphub.embeddings.records import ImportRejected, import_records
+from nlphub.embeddings.search import EF_SEARCH, similar
 from schemas.db import get_engine, session_scope
 from schemas.settings import get_settings
 from schemas.states import JobState
@@ -236,24 +237,24 @@ def test_similar_remembers_the_embedding_and_notices_a_newer_one(
     embedding; that statement notices a newer finished embedding, or the remembered one
     deleted, and the search looks the embedding up again. (Scores are compared: the records
     come in 12 copies, whose order among equal scores is the index's.)"""
-    import nlphub.embeddings.service as service
+    import nlphub.embeddings.search as search
     from nlphub.embeddings.service import delete_embedding
     from schemas.db import autocommit_engine
 
     _load(tmp_path, _records(12))
     first = _computed(16)
     key = (str(autocommit_engine().url), "news", None)
-    assert key not in service._TARGETS
+    assert key not in search._TARGETS
     hits = similar(get_settings(), dataset="news", record="food-0-0", k=15)
-    assert len(hits) == 15 and service._TARGETS[key] == (first, 16)
+    assert len(hits) == 15 and search._TARGETS[key] == (first, 16)
     looked_up: list[str | None] = []
-    find = service._find
+    find = search._find
 
     def counted(conn: Any, dataset: str, embedding_id: Any, record: str | None) -> Any:
         looked_up.append(record)
         return find(conn, dataset, embedding_id, record)
 
-    monkeypatch.setattr(service, "_find", counted)
+    monkeypatch.setattr(search, "_find", counted)
     assert _scores(similar(get_settings(), dataset="news", record="food-0-0", k=15)) == _scores(
         hits
     )
@@ -263,7 +264,7 @@ def test_similar_remembers_the_embedding_and_notices_a_newer_one(
     second = _computed(8)
     newer = similar(get_settings(), dataset="news", record="food-0-0", k=15)
     assert looked_up == ["nope", "food-0-0"]
-    assert service._TARGETS[key] == (second, 8)
+    assert search._TARGETS[key] == (second, 8)
     assert _scores(newer) == _scores(
         similar(get_settings(), dataset="news", record="food-0-0", k=15, embedding_id=second)
     )
@@ -273,22 +274,22 @@ def test_similar_remembers_the_embedding_and_notices_a_newer_one(
     assert _scores(similar(get_settings(), dataset="news", record="food-0-0", k=15)) == _scores(
         hits
     )
-    assert service._TARGETS[key] == (first, 16)
+    assert search._TARGETS[key] == (first, 16)
 
 
 def test_similar_returns_more_rows_than_ef_search(env, tmp_path, monkeypatch) -> None:
     """pgvector returns at most hnsw.ef_search rows: a search for more raises it for that
     statement (up to pgvector's 1000)."""
-    import nlphub.embeddings.service as service
+    import nlphub.embeddings.search as search
 
     _load(tmp_path, _records(12))  # 144 records
     _computed(16)
-    monkeypatch.setattr(service, "EF_SEARCH", 40)
+    monkeypatch.setattr(search, "EF_SEARCH", 40)
     # With 144 rows the planner would sort them all; searched through the index, as at scale.
     monkeypatch.setattr(
-        service,
+        search,
         "_SEARCH_SETTINGS",
-        service._SEARCH_SETTINGS + ", set_config('enable_seqscan', 'off', true)",
+        search._SEARCH_SETTINGS + ", set_config('enable_seqscan', 'off', true)",
     )
     by_record = similar(get_settings(), dataset="news", record="food-0-0", k=150)
     assert len(by_record) == 143 and "food-0-0" not in {h["id"] for h in by_record}
@@ -299,12 +300,12 @@ def test_similar_returns_more_rows_than_ef_search(env, tmp_path, monkeypatch) ->
 def test_search_settings_hold_for_its_statement_only(env) -> None:
     """`_search` sends hnsw.ef_search and a generic plan with its statement, in one round
     trip; neither outlives that statement on the pooled connection."""
-    import nlphub.embeddings.service as service
+    import nlphub.embeddings.search as search
     from schemas.db import autocommit_engine
 
     with autocommit_engine().connect() as conn:
         settings = "SELECT current_setting('hnsw.ef_search'), current_setting('plan_cache_mode')"
-        assert service._search(conn, settings, {}) == [(str(EF_SEARCH), "force_generic_plan")]
+        assert search._search(conn, settings, {}) == [(str(EF_SEARCH), "force_generic_plan")]
         after = conn.exec_driver_sql(
             "SELECT current_setting('hnsw.ef_search', true), current_setting('plan_cache_mode')"
         ).one()
@@ -318,20 +319,20 @@ def test_search_errors_are_sqlalchemys_and_a_lost_connection_is_temporary(env) -
     import psycopg
     import sqlalchemy.exc
 
-    import nlphub.embeddings.service as service
+    import nlphub.embeddings.search as search
     from schemas.db import autocommit_engine
     from tasks.base import is_temporary
 
     with autocommit_engine().connect() as conn:
         with pytest.raises(sqlalchemy.exc.DBAPIError) as bad:
-            service._search(conn, "SELECT 1/0", {})
+            search._search(conn, "SELECT 1/0", {})
         assert not bad.value.connection_invalidated and not is_temporary(bad.value)
-        assert service._search(conn, "SELECT 1", {}) == [(1,)]  # the connection goes on
+        assert search._search(conn, "SELECT 1", {}) == [(1,)]  # the connection goes on
         pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
         with psycopg.connect(env["database_url"], autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
         with pytest.raises(sqlalchemy.exc.DBAPIError) as lost:
-            service._search(conn, "SELECT 1", {})
+            search._search(conn, "SELECT 1", {})
         assert lost.value.connection_invalidated and is_temporary(lost.value)
 
 
@@ -621,7 +622,7 @@ def test_hnsw_build_memory_is_sized_to_the_vectors(env) -> None:
     all of it up first), never raised above the server's setting; only for that transaction."""
     from types import SimpleNamespace
 
-    from nlphub.embeddings.service import _index
+    from nlphub.embeddings.vectors import _index
 
     def build_memory(rows: int) -> int:
         emb = SimpleNamespace(id=uuid.uuid4(), output_dims=64)
@@ -655,7 +656,8 @@ def test_texts_read_by_json_type(env, tmp_path) -> None:
     from types import SimpleNamespace
 
     from nlphub.embeddings.platforms import EmbeddingError
-    from nlphub.embeddings.service import _texts, get_dataset
+    from nlphub.embeddings.records import get_dataset
+    from nlphub.embeddings.service import _texts
 
     rows: list[dict[str, Any]] = [
         {"id": "b", "text": "zwei Wörter", "n": 1},

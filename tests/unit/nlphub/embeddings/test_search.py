@@ -1,4 +1,4 @@
-"""Search parameters of `embeddings.service` (the statements themselves: tests/integration)."""
+"""Search parameters of `embeddings.search` and `.vectors` (statements: tests/integration)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 
-from nlphub.embeddings.service import HNSW_LARGE, _by_record, _by_vector, _knn, hnsw_ef_construction
+from nlphub.embeddings.search import _by_record, _by_vector, _knn
+from nlphub.embeddings.vectors import HNSW_LARGE, hnsw_ef_construction
 
 
 @pytest.mark.parametrize(
