@@ -233,8 +233,9 @@ def test_upload_task_rejects_with_every_problem_in_job_and_audit(
 # -- the whole unit corpus, through the service, with the database and the disk checked -------
 
 from nlphub.uploads.archive import DEFAULT_LIMITS  # noqa: E402
-from tests.unit.nlphub.uploads.test_archive import TREE_CASES, ZIP_CASES  # noqa: E402
-from tests.unit.nlphub.uploads.test_sparknlp import RESOURCE_CASES  # noqa: E402
+from tests.unit.nlphub.uploads.test_archive import ZIP_CASES  # noqa: E402
+from tests.unit.nlphub.uploads.test_archive_tree import TREE_CASES  # noqa: E402
+from tests.unit.nlphub.uploads.test_sparknlp_rejects import RESOURCE_CASES  # noqa: E402
 
 ZIPS = [c for c in ZIP_CASES if c.limits == DEFAULT_LIMITS]
 TREES = [c for c in TREE_CASES if c.limits == DEFAULT_LIMITS]
