@@ -1,0 +1,1 @@
+"""Beat: the whole schedule (`schedule`) and the scheduler that lets one beat send (`locked`)."""

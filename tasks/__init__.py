@@ -1,0 +1,1 @@
+"""Thin Celery tasks: validate the payload, call one domain function, decide retries (`base`)."""

@@ -1,6 +1,7 @@
 """Embeddings for records, refinery style: encode, reduce with PCA, keep the reducer.
 
-Typed domain code with no database and no Celery:
+The encoders, the reducer and token vectors below touch no database or broker (`lint-imports`
+checks it); `records`, `service` (the compute job), `vectors` and `search` work on Postgres.
 
 - `make_encoder(platform, model, ...)` → an `Encoder` (bow / huggingface / spark / openai /
   azure / cohere); see `nlphub.embeddings.registry`, the encoders in

@@ -1,0 +1,1 @@
+"""Pre-annotation servers: the models and rules each uses, and debounced redeploy requests."""

@@ -1,7 +1,8 @@
 """ContextualParser rules (Spark NLP for Healthcare): validation, dictionary CSVs, import/export.
 
-Pure domain code (stdlib + pydantic): no database, no tasks. See `nlphub.rules.model` for the rule
-shape and its limits, `nlphub.rules.io` for JSON/ZIP import and ZIP export.
+`nlphub.rules.model` (the rule shape and its limits) and `nlphub.rules.io` (JSON/ZIP import and
+ZIP export) are pure (no database or broker; `lint-imports` checks it) and are what this package
+exports; `nlphub.rules.service` keeps rules in the database.
 """
 
 from nlphub.rules.io import DEFAULT_LIMITS, ImportLimits, export_rules, load_rules

@@ -1,9 +1,10 @@
 """Uploaded and downloaded resources: archive safety and Spark NLP resource validation.
 
-Pure domain code (stdlib + pydantic): no database, no network. `nlphub.uploads.archive`
-inspects and unpacks zips and uploaded folders safely; `nlphub.uploads.sparknlp` checks that an
-unpacked folder is a Spark NLP model, embeddings or pipeline and that it fits the installed
-versions.
+`nlphub.uploads.archive` inspects and unpacks zips and uploaded folders safely;
+`nlphub.uploads.sparknlp` checks that an unpacked folder is a Spark NLP model, embeddings or
+pipeline and that it fits the installed versions. Both are pure (no database, broker or
+network; `lint-imports` checks it) and are what this package exports. `nlphub.uploads.service`
+accepts an upload into the database and installs it (`nlphub.install`).
 """
 
 from nlphub.uploads.archive import (
