@@ -4,7 +4,9 @@ Each event's `hash` is sha256 over the previous event's hash and the event's bod
 actor, action, target, job, details), so a changed row — or a row removed from the middle —
 breaks the chain at that row. The database computes the chain on insert (trigger
 `audit_event_chain`, under a transaction-scoped advisory lock so the chain never forks and seq
-order is commit order); `verify_chain` recomputes every hash here, independently.
+order is commit order); `verify_chain` recomputes every hash here, independently. Every
+statement that writes events bounds its lock waits (`lock_timeout`): a transaction that keeps
+the chain lock too long makes other writers fail (temporary, retried), not freeze.
 """
 
 from __future__ import annotations
@@ -18,20 +20,30 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from psycopg.errors import LockNotAvailable
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from nlphub.redact import redact
 from schemas.models import AuditEvent
+from schemas.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 SEP = "\x1f"
 
+#: Bounds the lock waits of the statement (and of the rest of its transaction) that writes
+#: audit events: `SET LOCAL lock_timeout` in that statement itself, no round trip of its own.
+#: Part of every statement that inserts into audit_event, evaluated before the row reaches the
+#: chain trigger's lock (see `lock_timeout`).
+BOUND_LOCK_WAITS = "SELECT set_config('lock_timeout', :lock_timeout, true) AS bounded"
+
 INSERT_SQL = (
     "INSERT INTO audit_event (actor, action, target, job_id, details, prev_hash, hash) "
-    "VALUES (:actor, :action, :target, :job_id, CAST(:details AS jsonb), '', '') RETURNING seq"
+    "SELECT :actor, :action, :target, :job_id, CAST(:details AS jsonb), '', '' "
+    f"FROM ({BOUND_LOCK_WAITS}) AS bounded RETURNING seq"
 )
 
 
@@ -60,6 +72,20 @@ def event_hash(prev_hash: str, body: str) -> str:
     return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
 
 
+def lock_timeout() -> str:
+    """How long a statement writing audit events waits for a lock, as Postgres'
+    `lock_timeout` (NLPHUB_AUDIT_LOCK_TIMEOUT, 5 s; '0ms' waits forever).
+
+    The chain trigger takes a transaction-level advisory lock (the chain lock) that its
+    transaction keeps until it commits. A transaction that holds it while it waits for
+    something else (file or network I/O, or an audit write on a second connection, which
+    waits for the first: a deadlock Postgres cannot see) would freeze every audit write, job
+    inserts and starts included. Bounded, such a mistake fails loudly instead: Postgres raises
+    lock_not_available (SQLSTATE 55P03), an OperationalError, which tasks retry as
+    temporary."""
+    return f"{round(get_settings().audit_lock_timeout * 1000)}ms"
+
+
 def audit_params(
     *,
     actor: str,
@@ -68,13 +94,15 @@ def audit_params(
     job_id: uuid.UUID | str | None = None,
     details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Bind parameters for INSERT_SQL (details redacted: no secret ever reaches the log)."""
+    """Bind parameters for INSERT_SQL (details redacted: no secret ever reaches the log), and
+    for BOUND_LOCK_WAITS."""
     return {
         "actor": actor[:255],
         "action": action,
         "target": target[:512] if target else None,
         "job_id": uuid.UUID(str(job_id)) if job_id else None,
         "details": canonical(redact(details or {})),
+        "lock_timeout": lock_timeout(),
     }
 
 
@@ -90,9 +118,24 @@ def record(
     job_id: uuid.UUID | str | None = None,
     details: dict[str, Any] | None = None,
 ) -> int:
-    """Append one event in the caller's transaction (kept only if that commits); its seq."""
+    """Append one event in the caller's transaction (kept only if that commits); its seq.
+
+    From this statement to its commit the transaction holds the audit chain's lock: keep it
+    short, with no file or network I/O and no other connection's audit write before the
+    commit; its lock waits are bounded from here on (`lock_timeout`)."""
     params = audit_params(actor=actor, action=action, target=target, job_id=job_id, details=details)
-    seq = session.execute(_INSERT, params).scalar_one()
+    try:
+        seq = session.execute(_INSERT, params).scalar_one()
+    except OperationalError as exc:
+        if isinstance(exc.orig, LockNotAvailable):
+            log.error(
+                "audit %s %s: no lock within %s (the audit chain's lock? see pg_locks): %s",
+                action,
+                target or "-",
+                params["lock_timeout"],
+                exc.orig,
+            )
+        raise
     log.info("audit %s %s by %s", action, target or "-", actor)
     return int(seq)
 

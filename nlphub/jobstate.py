@@ -4,6 +4,7 @@ State changes are single statements: the row update and its audit event together
 trip each — an UPDATE guarded by the state machine (only from states that may legally move to
 the target) and the audit INSERT in the same statement — so recording every transition stays
 cheap enough to do for every job (they run as prepared statements: `schemas.prepared`).
+Each bounds its own lock waits too (`nlphub.audit.lock_timeout`), in the same statement.
 The outbox's look-ups, progress, and the listings the CLI shows are here too.
 """
 
@@ -19,7 +20,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, func, text
 from sqlmodel import Session, col, select
 
-from nlphub.audit import audit_params, canonical
+from nlphub.audit import BOUND_LOCK_WAITS, audit_params, canonical
 from nlphub.redact import redact
 from schemas.db import get_engine
 from schemas.models import Job, utcnow
@@ -49,6 +50,10 @@ class Outcome:
     attempts: int | None
     #: With lock="take": whether this session got the job's run lock.
     locked: bool = False
+    #: With `payload`: whether the job's row was made for this task and payload (False: a
+    #: delivery under another job's id, and nothing changed); None when there is no row or
+    #: nothing was compared.
+    matches: bool | None = None
 
 
 def transition(
@@ -66,8 +71,13 @@ def transition(
     lock_key: int | None = None,
     lock: Literal["take", "release"] | None = None,
     flush: bool = True,
+    payload: dict[str, Any] | None = None,
 ) -> Outcome:
     """Move the job to `target` and audit it, in one statement.
+
+    With `payload` (a delivery's), the row changes only if it was made for `task` with this
+    payload (compared as stored: redacted, as jsonb), and the run lock is not taken otherwise:
+    a message sent under another job's id (Flower's `task_id`) leaves that job as it was.
 
     `lock="take"` first tries the session advisory lock `lock_key` and changes nothing if it
     is held elsewhere; `lock="release"` releases it in the same statement (after the change is
@@ -88,29 +98,52 @@ def transition(
         result=canonical(redact(result)) if result is not None else None,
         k=lock_key,
     )
+    check = payload is not None
+    if check:
+        params.update(task=task, payload=canonical(redact(payload)))
     take = lock == "take"
-    row = one_row(conn, _transition_sql(target, lock, flush), params)
+    row = one_row(conn, _transition_sql(target, lock, flush, check), params)
     attempts = None if row["attempts"] is None else int(row["attempts"])
-    return Outcome(attempts, row["got"] == "t" if take else False)
+    same = row.get("same")
+    return Outcome(
+        attempts, row["got"] == "t" if take else False, None if same is None else same == "t"
+    )
+
+
+#: In the statement's first CTE (l), which j reads before any row reaches the audit inserts:
+#: the statement's lock waits are bounded (`nlphub.audit.BOUND_LOCK_WAITS`).
+_BOUNDED = ", set_config('lock_timeout', :lock_timeout, true) AS bounded"
 
 
 @functools.cache
 def _transition_sql(
-    target: JobState, lock: Literal["take", "release"] | None, flush: bool = True
+    target: JobState,
+    lock: Literal["take", "release"] | None,
+    flush: bool = True,
+    check: bool = False,
 ) -> str:
-    """The statement for one (target, lock, flush), built once."""
+    """The statement for one (target, lock, flush, check), built once. `check`: the row must
+    be the delivered task's with the delivered payload (no lock taken, nothing changed, else)."""
     take = lock == "take"
     no_wait = "" if flush else ", set_config('synchronous_commit', 'off', true) AS no_wait"
+    try_lock = "pg_try_advisory_lock(:k)" if take else "true"
+    same, where = "", ""
+    if check:
+        # The delivered task and payload against the row's: a mismatch takes no lock and
+        # changes nothing. No row yet (sent without our API): the lock is taken as before.
+        match = "task = :task AND payload = CAST(:payload AS jsonb)"
+        same, where = f", {match} AS same", f" AND {match}"
+        try_lock = f"CASE WHEN (SELECT same FROM o) IS NOT FALSE THEN {try_lock} ELSE false END"
     return f"""
-            WITH l AS MATERIALIZED (
-                SELECT {"pg_try_advisory_lock(:k)" if take else "true"} AS got {no_wait}
-            ), o AS (
+            WITH o AS {"MATERIALIZED " if check else ""}(
                 -- the state before this statement (all CTEs share one snapshot; no FOR UPDATE:
                 -- a row updated by this same statement could not be locked again)
-                SELECT state AS old_state FROM job WHERE id = :id
+                SELECT state AS old_state {same} FROM job WHERE id = :id
+            ), l AS MATERIALIZED (
+                SELECT {try_lock} AS got {no_wait} {_BOUNDED}
             ), j AS (
                 UPDATE job SET state = :state, updated_at = now() {_SETS[target]}
-                WHERE id = :id AND state = ANY(:allowed) AND (SELECT got FROM l)
+                WHERE id = :id AND state = ANY(:allowed) AND (SELECT got FROM l){where}
                 RETURNING id, attempts
             ), r AS (
                 -- starting a job that was waiting also records that a worker received it
@@ -130,12 +163,16 @@ def _transition_sql(
             )
             SELECT (SELECT attempts FROM j) AS attempts, (SELECT got FROM l) AS got,
                    (SELECT count(*) FROM a) + (SELECT count(*) FROM r) AS audited
+                   {", (SELECT same FROM o) AS same" if check else ""}
                    {", pg_advisory_unlock(:k) AS released" if lock == "release" else ""}
             """
 
 
-_INSERT_JOB = """
-            WITH j AS (
+_INSERT_JOB = f"""
+            WITH l AS MATERIALIZED (
+                -- joined to the audit insert's row: this statement's lock waits are bounded
+                {BOUND_LOCK_WAITS}
+            ), j AS (
                 INSERT INTO job (id, task, queue, payload, state, progress, attempts,
                                  requested_by, created_at, updated_at, published_at)
                 VALUES (:id, :task, :queue, CAST(:payload AS jsonb), :state, 0, 0, :by,
@@ -144,7 +181,8 @@ _INSERT_JOB = """
                 RETURNING id
             ), a AS (
                 INSERT INTO audit_event (actor, action, target, job_id, details, prev_hash, hash)
-                SELECT :actor, :action, :target, j.id, CAST(:details AS jsonb), '', '' FROM j
+                SELECT :actor, :action, :target, j.id, CAST(:details AS jsonb), '', ''
+                FROM j CROSS JOIN l
                 RETURNING seq
             )
             SELECT (SELECT count(*) FROM j) AS inserted, (SELECT count(*) FROM a) AS audited

@@ -8,6 +8,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ TRASH_PREFIX = ".trash-"
 CHUNK = 1 << 20
 
 ProgressFn = Callable[[float, float, str], None]
+#: Opens one unit of work: a session whose transaction commits when the block ends.
+SessionFactory = Callable[[], AbstractContextManager[Session]]
 
 
 def install_dir(
@@ -127,45 +130,80 @@ def _trash_dirs(root: Path) -> Iterable[Path]:
             yield from (p for p in base.iterdir() if p.name.startswith(TRASH_PREFIX))
 
 
-def _check_files(
-    res: Resource,
-    report: InventoryReport,
-    per_resource: dict[str, int],
-    *,
-    verify_checksums: bool,
-) -> str | None:
-    """What is wrong with `res`'s files (missing, or not the checksum recorded), or None;
-    counted in `report`, their size in `per_resource` and on the row."""
-    path = Path(res.install_path) if res.install_path else None
+@dataclass(frozen=True)
+class _Seen:
+    """A resource as the inventory read it, before checking its files (no transaction open)."""
+
+    id: uuid.UUID
+    label: str
+    install_path: str | None
+    checksum: str | None
+
+
+@dataclass(frozen=True)
+class _Finding:
+    """What checking one resource's files found: `problem` (None when they verify), `missing`,
+    and the tree's checksum and size when the files are there."""
+
+    problem: str | None
+    missing: bool = False
+    checksum: str | None = None
+    size: int | None = None
+
+
+def _check_files(seen: _Seen, *, verify_checksums: bool) -> _Finding:
+    """What is wrong with `seen`'s files (missing, or not the checksum recorded). File I/O
+    only: it runs with no transaction open."""
+    path = Path(seen.install_path) if seen.install_path else None
     if path is None or not path.exists():
-        report.missing.append(res.label)
-        return f"files missing at {path}"
-    if verify_checksums or res.checksum is None:
+        return _Finding(f"files missing at {path}", missing=True)
+    if verify_checksums or seen.checksum is None:
         checksum, size = tree_checksum(path)
     else:
-        checksum, size = res.checksum, bytes_on_disk(path)
-    res.bytes_on_disk = size
-    per_resource[res.label] = size
-    if res.checksum is None:
-        res.checksum = checksum
-    elif checksum != res.checksum:
-        report.corrupt.append(res.label)
-        return f"checksum mismatch: stored {res.checksum[:12]}…, on disk {checksum[:12]}…"
-    else:
-        report.verified += 1
-    return None
+        checksum, size = seen.checksum, bytes_on_disk(path)
+    if seen.checksum is not None and checksum != seen.checksum:
+        problem = f"checksum mismatch: stored {seen.checksum[:12]}…, on disk {checksum[:12]}…"
+        return _Finding(problem, checksum=checksum, size=size)
+    return _Finding(None, checksum=checksum, size=size)
 
 
 def _record_check(
     session: Session,
-    res: Resource,
-    problem: str | None,
+    seen: _Seen,
+    finding: _Finding,
     report: InventoryReport,
+    per_resource: dict[str, int],
     *,
     actor: str,
     job_id: uuid.UUID | None,
 ) -> None:
-    """A problem → invalid; an invalid one whose files verify again → installed (audited)."""
+    """Record one resource's finding in the caller's (short) transaction: a problem → invalid;
+    an invalid one whose files verify again → installed (audited); its size and a first
+    checksum on the row. Counted in `report`, its size in `per_resource`. A row that changed
+    while its files were read (deleted, reinstalled elsewhere, checksummed by another
+    inventory) is left as it is: the finding is about files it no longer describes."""
+    res = session.get(Resource, seen.id, with_for_update=True)
+    if (
+        res is None
+        or res.state not in RESOURCE_ON_DISK
+        or res.install_path != seen.install_path
+        or res.checksum != seen.checksum
+    ):
+        log.info("inventory: %s changed while it was checked; left as it is", seen.label)
+        return
+    problem = finding.problem
+    if finding.missing:
+        report.missing.append(res.label)
+    else:
+        assert finding.size is not None
+        res.bytes_on_disk = finding.size
+        per_resource[res.label] = finding.size
+        if res.checksum is None:
+            res.checksum = finding.checksum
+        elif problem:
+            report.corrupt.append(res.label)
+        else:
+            report.verified += 1
     if problem and res.state != ResourceState.INVALID:
         res.move_to(ResourceState.INVALID, error=problem)
         audit.record(
@@ -191,7 +229,7 @@ def _record_check(
 
 
 def inventory(
-    session: Session,
+    session_factory: SessionFactory,
     root: Path,
     *,
     actor: str,
@@ -201,21 +239,36 @@ def inventory(
 ) -> InventoryReport:
     """Reconcile `resource` rows with `root`: files missing or corrupt → invalid (audited);
     invalid ones whose files verify again → installed; folders no row knows → orphans;
-    leftovers of interrupted deletes → removed. Safe to run twice."""
+    leftovers of interrupted deletes → removed. Safe to run twice.
+
+    Each unit of work is its own short transaction from `session_factory` (a context manager
+    that commits, e.g. `schemas.db.session_scope`): the rows are read, then each resource's
+    files are checked (hashing a large tree takes long) and `progress` reported with no
+    transaction open, then its finding is recorded, audit event included, in a transaction of
+    its own. So the audit chain's lock, which a transaction holds from its first audit event
+    to its commit, is never held across file I/O, nor while `progress` writes its own audit
+    event on another connection (which would wait for it forever)."""
     report = InventoryReport()
-    rows = session.exec(
-        select(Resource).where(col(Resource.state).in_([s.value for s in RESOURCE_ON_DISK]))
-    ).all()
+    with session_factory() as session:
+        rows = [
+            _Seen(res.id, res.label, res.install_path, res.checksum)
+            for res in session.exec(
+                select(Resource)
+                .where(col(Resource.state).in_([s.value for s in RESOURCE_ON_DISK]))
+                .order_by(col(Resource.name), col(Resource.language), col(Resource.version))
+            ).all()
+        ]
     known: set[Path] = set()
     per_resource: dict[str, int] = {}
-    for index, res in enumerate(rows):
+    for index, seen in enumerate(rows):
         report.checked += 1
         if progress:
-            progress(index, len(rows), f"checking {res.label}")
-        if res.install_path:
-            known.add(Path(res.install_path).resolve())
-        problem = _check_files(res, report, per_resource, verify_checksums=verify_checksums)
-        _record_check(session, res, problem, report, actor=actor, job_id=job_id)
+            progress(index, len(rows), f"checking {seen.label}")
+        if seen.install_path:
+            known.add(Path(seen.install_path).resolve())
+        finding = _check_files(seen, verify_checksums=verify_checksums)
+        with session_factory() as session:
+            _record_check(session, seen, finding, report, per_resource, actor=actor, job_id=job_id)
     for path in _on_disk_dirs(root):
         if path.resolve() not in known:
             report.orphans.append(str(path))
@@ -223,19 +276,19 @@ def inventory(
         shutil.rmtree(trash, ignore_errors=True)
         report.trash_removed.append(str(trash))
     report.disk = asdict(disk_usage(root, per_resource))
-    audit.record(
-        session,
-        actor=actor,
-        action="inventory.completed",
-        target=str(root),
-        job_id=job_id,
-        details={k: v for k, v in report.as_dict().items() if k != "disk"}
-        | {
-            "total_bytes": report.disk["used_by_resources"],
-            "free_bytes": report.disk["free_bytes"],
-        },
-    )
-    session.flush()
+    with session_factory() as session:
+        audit.record(
+            session,
+            actor=actor,
+            action="inventory.completed",
+            target=str(root),
+            job_id=job_id,
+            details={k: v for k, v in report.as_dict().items() if k != "disk"}
+            | {
+                "total_bytes": report.disk["used_by_resources"],
+                "free_bytes": report.disk["free_bytes"],
+            },
+        )
     return report
 
 

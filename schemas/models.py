@@ -322,7 +322,10 @@ class Embedding(SQLModel, table=True):
     state: str = Field(default="initializing", max_length=16, index=True)
     progress: float = Field(default=0.0)
     error: str | None = Field(default=None, sa_type=Text)
+    #: the credential (`NLPHUB_CREDENTIALS`) an HTTP platform's key comes from, and the endpoint
+    #: it was allowed to go to when the embedding was created: every later use sends it there
     api_key_ref: str | None = Field(default=None, max_length=255)
+    base_url: str | None = Field(default=None, max_length=2048)
     encoder_state: bytes | None = Field(default=None, sa_type=LargeBinary)
     reducer_state: bytes | None = Field(default=None, sa_type=LargeBinary)
     job_id: uuid.UUID | None = Field(default=None)

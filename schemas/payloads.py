@@ -138,7 +138,9 @@ class RulesExportPayload(Payload):
 
 
 class ComputeEmbeddingsPayload(Payload):
-    """Embed a dataset's text attribute (API keys by reference: an environment variable name)."""
+    """Embed a dataset's text attribute. An HTTP platform's key is named, never given:
+    `api_key_ref` names a credential the operator declared (`NLPHUB_CREDENTIALS`), and
+    `base_url` (else the platform's default) must be one of that credential's endpoints."""
 
     dataset: str = Field(min_length=1, max_length=255)
     attribute: str = Field(min_length=1, max_length=255)
@@ -146,13 +148,17 @@ class ComputeEmbeddingsPayload(Payload):
     model: str = Field(min_length=1, max_length=512)
     granularity: Literal["attribute", "token"] = "attribute"
     dims: int | None = Field(default=None, ge=1, le=4096)
-    api_key_ref: str | None = Field(default=None, max_length=128, pattern=r"^[A-Z][A-Z0-9_]+$")
+    api_key_ref: str | None = Field(
+        default=None, max_length=128, pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$"
+    )
     base_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
     embedding_id: uuid.UUID | None = None
 
 
 class EmbedRecordsPayload(Payload):
-    """Embed new or edited records with an embedding's stored model and reducer."""
+    """Embed new or edited records with an embedding's stored model, reducer, credential and
+    endpoint. `base_url` is accepted for compatibility and ignored: the key goes only to the
+    endpoint stored with the embedding."""
 
     embedding_id: uuid.UUID
     records: list[str] = Field(min_length=1, max_length=100_000)

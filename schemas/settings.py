@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Where `nlphub up` records the URLs of the embedded servers it started, relative to NLPHUB_HOME.
@@ -101,6 +101,18 @@ class Settings(BaseSettings):
     retry_backoff_max_seconds: float = Field(
         default=300.0, gt=0, le=86400, validation_alias="NLPHUB_RETRY_BACKOFF_MAX"
     )
+    audit_lock_timeout: float = Field(
+        default=5.0, ge=0, le=600, validation_alias="NLPHUB_AUDIT_LOCK_TIMEOUT"
+    )
+    """Seconds a statement that writes audit events waits for a lock (the audit chain's lock,
+    held by a transaction from its first audit event to its commit, above all) before it fails
+    as a temporary error, retried; 0 waits forever. `nlphub.audit.lock_timeout`."""
+
+    # -- security: hub input --
+    max_download_bytes: int = Field(
+        default=50 * 1024**3, ge=1, validation_alias="NLPHUB_MAX_DOWNLOAD_BYTES"
+    )
+    """Most bytes a hub archive whose size the hub does not declare may have (50 GiB)."""
 
     @field_validator("hub_urls", "licensed_hub_urls", mode="before")
     @classmethod
@@ -175,6 +187,99 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
+    # -- security: credentials --
+    credentials: Annotated[dict[str, dict[str, Any]], NoDecode] = Field(
+        default_factory=dict, validation_alias="NLPHUB_CREDENTIALS"
+    )
+    """The API keys a payload's `api_key_ref` may name, each bound to the endpoints it may be
+    sent to: a JSON object, credential name → {"env": "<variable holding the key>",
+    "base_urls": ["https://…", …], "allow_http": false}. The policy is `nlphub.credentials`."""
+
+    @field_validator("credentials", mode="before")
+    @classmethod
+    def _parse_credentials(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                return {}
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ValueError(
+                    'must be a JSON object: {"NAME": {"env": "VARIABLE", '
+                    '"base_urls": ["https://…"], "allow_http": false}}'
+                ) from None
+        if not isinstance(value, dict):
+            raise ValueError("must be a JSON object of credential name → credential")
+        return value
+
+    @field_validator("credentials")
+    @classmethod
+    def _check_credentials(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        import re
+        from urllib.parse import urlsplit
+
+        own = {
+            str(field.validation_alias)
+            for field in cls.model_fields.values()
+            if isinstance(field.validation_alias, str)
+        }
+        checked: dict[str, dict[str, Any]] = {}
+        for name, spec in value.items():
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{0,127}", name):
+                raise ValueError(
+                    f"credential name {name[:40]!r} must be a letter then up to 127 letters, "
+                    "digits, '_', '.' or '-'"
+                )
+            unknown = sorted(set(spec) - {"env", "base_urls", "allow_http"})
+            if unknown:
+                raise ValueError(
+                    f"credential {name!r}: unknown key {unknown[0]!r} "
+                    "(known: env, base_urls, allow_http)"
+                )
+            env = spec.get("env")
+            if not isinstance(env, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", env):
+                raise ValueError(f"credential {name!r}: env must name an environment variable")
+            if env in own:
+                raise ValueError(
+                    f"credential {name!r}: env {env} is one of nlphub's own settings, not an "
+                    "API key"
+                )
+            allow_http = spec.get("allow_http", False)
+            if not isinstance(allow_http, bool):
+                raise ValueError(f"credential {name!r}: allow_http must be true or false")
+            urls = spec.get("base_urls")
+            if not isinstance(urls, list) or not urls:
+                raise ValueError(
+                    f"credential {name!r}: base_urls must be a non-empty list of the endpoints "
+                    "its key may be sent to"
+                )
+            for url in urls:
+                try:
+                    parts = urlsplit(url) if isinstance(url, str) else None
+                    port_ok = parts is not None and (parts.port or 0) >= 0
+                except ValueError:
+                    parts, port_ok = None, False
+                if (
+                    parts is None
+                    or not port_ok
+                    or parts.scheme not in ("http", "https")
+                    or not parts.hostname
+                ):
+                    raise ValueError(
+                        f"credential {name!r}: base_urls must be http(s)://host[:port][/path] URLs"
+                    )
+                if parts.username is not None or parts.password is not None:
+                    raise ValueError(f"credential {name!r}: a base_url carries a user or password")
+                if parts.query or parts.fragment:
+                    raise ValueError(f"credential {name!r}: a base_url has a query or fragment")
+                if parts.scheme == "http" and not allow_http:
+                    raise ValueError(
+                        f"credential {name!r}: base_url {url} is plain http; use https, or set "
+                        '"allow_http": true for this credential'
+                    )
+            checked[name] = {"env": env, "base_urls": list(urls), "allow_http": allow_http}
+        return checked
+
     # -- derived values ------------------------------------------------------------------------
 
     @property
@@ -232,6 +337,41 @@ class Settings(BaseSettings):
                 f"NLPHUB_HOME={self.home}): set it, or start the stack with `nlphub up`"
             )
         return url
+
+    # -- security: paths and uploads --
+    incoming_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, validation_alias="NLPHUB_INCOMING_ROOTS"
+    )
+    """Folders that paths in payloads (uploads, rules files) may be read from: absolute paths,
+    separated by commas or the OS path separator (``:``); default ``NLPHUB_HOME/incoming``."""
+    export_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, validation_alias="NLPHUB_EXPORT_ROOTS"
+    )
+    """Folders that rules exports may be written into; default ``NLPHUB_HOME/exports``."""
+
+    @field_validator("incoming_roots", "export_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = value.replace(os.pathsep, ",").split(",")
+            value = [part.strip() for part in parts if part.strip()]
+        return value
+
+    @field_validator("incoming_roots", "export_roots")
+    @classmethod
+    def _check_roots(cls, value: list[Path]) -> list[Path]:
+        for root in value:
+            if not root.is_absolute():
+                raise ValueError(f"{str(root)!r} is not an absolute path")
+        return [Path(os.path.normpath(root)) for root in value]
+
+    @model_validator(mode="after")
+    def _default_roots(self) -> Settings:
+        if not self.incoming_roots:
+            self.incoming_roots = [self.home / "incoming"]
+        if not self.export_roots:
+            self.export_roots = [self.home / "exports"]
+        return self
 
 
 def _first_error_line(exc: ValidationError) -> str:

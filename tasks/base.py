@@ -33,7 +33,7 @@ import httpx
 import redis.exceptions
 import sqlalchemy.exc
 from celery import Task
-from celery.exceptions import Retry
+from celery.exceptions import Reject, Retry
 from celery.signals import worker_init, worker_process_init
 from sqlalchemy import Connection, text
 
@@ -219,6 +219,7 @@ class NlphubTask(Task):
         result of a job that already finished; while another delivery holds the lock (for
         longer than RUN_LOCK_WAIT), a retry later."""
         worker = self.request.hostname
+        delivered = payload.model_dump(mode="json")
         for _ in range(2):
             deadline = time.monotonic() + RUN_LOCK_WAIT
             while True:
@@ -237,7 +238,10 @@ class NlphubTask(Task):
                     # nothing after it, the worker's next statement fails (temporary: retried)
                     # and the message, acknowledged only at the end, is delivered again.
                     flush=False,
+                    payload=delivered,
                 )
+                if outcome.matches is False:
+                    raise _another_jobs_id(job_id)
                 if outcome.locked or time.monotonic() >= deadline:
                     break
                 time.sleep(RUN_LOCK_POLL)
@@ -261,7 +265,7 @@ class NlphubTask(Task):
                 job_id,
                 task=self.name,
                 queue=spec_for(self.name).queue,
-                payload=payload.model_dump(mode="json"),
+                payload=delivered,
                 requested_by=payload.requested_by,
                 state=JobState.RECEIVED,
                 action="job.received",
@@ -280,9 +284,12 @@ class NlphubTask(Task):
         result: dict[str, Any] | None = None,
         error: str | None = None,
         details: dict[str, Any] | None = None,
+        payload: dict[str, Any] | None = None,
     ) -> bool:
         """Record an outcome once (when a duplicate delivery finished first, nothing changes)
-        and release the run lock in the same statement. True when the lock was released."""
+        and release the run lock in the same statement. True when the lock was released.
+        With `payload` (a delivery that was not started), only a row made for this task and
+        payload changes; another job's is refused (`_another_jobs_id`)."""
         action = {
             JobState.SUCCEEDED: "job.succeeded",
             JobState.FAILED: "job.failed",
@@ -291,7 +298,7 @@ class NlphubTask(Task):
         info = {**(details or {}), **({"error": error} if error else {})}
         if result:
             info["result"] = result
-        transition(
+        outcome = transition(
             conn,
             job_id,
             state,
@@ -303,7 +310,10 @@ class NlphubTask(Task):
             result=result,
             lock_key=key,
             lock="release" if key is not None else None,
+            payload=payload,
         )
+        if outcome.matches is False:
+            raise _another_jobs_id(job_id)
         if error:
             log.warning("%s[%s] %s: %s", self.name, job_id, state.value, error)
         return key is not None
@@ -324,8 +334,20 @@ class NlphubTask(Task):
             action="job.received",
             published=True,
         )
-        self._record(conn, job_id, JobState.FAILED, requested_by, None, error=str(exc))
+        self._record(
+            conn, job_id, JobState.FAILED, requested_by, None, error=str(exc), payload=kwargs
+        )
         raise exc
+
+
+def _another_jobs_id(job_id: uuid.UUID) -> Reject:
+    """A delivery whose task id is a job made for another task or payload (e.g. Flower's
+    `task_id` set to a queued job's id): not run, not retried, that job left as it was."""
+    return Reject(
+        f"refused: task id {job_id} belongs to another job (a different task or payload); "
+        "this delivery was not run. Send it without a task id, or with a new one",
+        requeue=False,
+    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -15,7 +15,9 @@ from tasks.base import JobContext, nlphub_task
 def compute_embeddings(job: JobContext, payload: ComputeEmbeddingsPayload) -> dict[str, Any]:
     """Embed a dataset's attribute (attribute or token level), reduce with PCA, store the
     vectors (pgvector, HNSW cosine index) and the fitted reducer. Side effects: the embedding
-    row, vectors, audit events. Safe to run twice: vectors are upserted per record."""
+    row, vectors, audit events. Safe to run twice: vectors are upserted per record.
+    `api_key_ref` names a declared credential and `base_url` must be one of its endpoints
+    (`nlphub.credentials`); for an existing `embedding_id` its stored ones are used."""
     embedding_id = payload.embedding_id or service.embedding_of_job(job.id)
     if embedding_id is None:  # the first delivery creates it; a redelivery finds it
         with session_scope() as session:
@@ -29,8 +31,10 @@ def compute_embeddings(job: JobContext, payload: ComputeEmbeddingsPayload) -> di
                     payload.granularity,
                     payload.dims,
                     payload.api_key_ref,
+                    payload.base_url,
                 ),
                 actor=payload.requested_by,
+                settings=get_settings(),
             )
             emb.job_id = job.id
             embedding_id = emb.id
@@ -39,17 +43,19 @@ def compute_embeddings(job: JobContext, payload: ComputeEmbeddingsPayload) -> di
         get_settings(),
         actor=payload.requested_by,
         progress=job.progress,
-        base_url=payload.base_url,
     )
 
 
 @nlphub_task("nlphub.embed_records")
 def embed_records(job: JobContext, payload: EmbedRecordsPayload) -> dict[str, Any]:
-    """Embed new or edited records with the embedding's stored model and reducer (no refit).
+    """Embed new or edited records with the embedding's stored model and reducer (no refit),
+    and its stored credential and endpoint: a `base_url` in this payload is ignored (kept for
+    compatibility), so a key is never sent where its embedding was not allowed to send it.
     Side effects: their vectors (upserted). Safe to run twice."""
-    return service.embed_records(
-        payload.embedding_id, payload.records, get_settings(), base_url=payload.base_url
-    )
+    out = service.embed_records(payload.embedding_id, payload.records, get_settings())
+    if payload.base_url is not None:
+        out["note"] = "base_url ignored: records are embedded with the embedding's own endpoint"
+    return out
 
 
 @nlphub_task("nlphub.similar")

@@ -79,16 +79,16 @@ def check_updates(job: JobContext, payload: CheckUpdatesPayload) -> dict[str, An
     synced: dict[str, Any] = {}
     if payload.sync:
         synced = sync_hubs(payload.requested_by)
-    with session_scope() as session:
-        out = updates.check_updates(
-            session,
-            get_settings(),
-            actor=payload.requested_by,
-            reason=payload.reason,
-            min_interval=payload.min_interval,
-            hub_errors=synced.get("errors", []),
-            hub_warnings=synced.get("warnings", []),
-        )
+    # Its own short transactions; the webhook is called after the notices commit.
+    out = updates.check_updates(
+        session_scope,
+        get_settings(),
+        actor=payload.requested_by,
+        reason=payload.reason,
+        min_interval=payload.min_interval,
+        hub_errors=synced.get("errors", []),
+        hub_warnings=synced.get("warnings", []),
+    )
     return {
         **out,
         "hub_errors": synced.get("errors", []),

@@ -16,7 +16,7 @@ def redeploy_preannotation(job: JobContext, payload: RedeployPayload) -> dict[st
     """Call each pre-annotation server with pending changes older than the debounce window,
     once for all of them; failures stay pending with their error. Side effects: HTTP calls to
     the servers, redeploy rows, audit events. Safe to run twice (a done redeploy is not
-    repeated; concurrent runs lock each row)."""
+    repeated; concurrent runs skip the server another run is calling)."""
     debounce = (
         payload.debounce
         if payload.debounce is not None

@@ -16,15 +16,16 @@ def inventory(job: JobContext, payload: InventoryPayload) -> dict[str, Any]:
     """Scan NLPHUB_HOME, reconcile `resource` rows with the files, verify checksums, report disk
     usage. Side effects: resource states (installed ⇄ invalid), checksums and sizes, removal of
     leftovers of interrupted deletes, audit events. Safe to run twice."""
-    with session_scope() as session:
-        report = resources.inventory(
-            session,
-            get_settings().resources_dir,
-            actor=payload.requested_by,
-            job_id=job.id,
-            verify_checksums=payload.verify_checksums,
-            progress=job.progress,
-        )
+    # A transaction per finding, none open while files are hashed or progress is reported
+    # (progress audits on its own connection): see nlphub.resources.inventory.
+    report = resources.inventory(
+        session_scope,
+        get_settings().resources_dir,
+        actor=payload.requested_by,
+        job_id=job.id,
+        verify_checksums=payload.verify_checksums,
+        progress=job.progress,
+    )
     return report.as_dict()
 
 

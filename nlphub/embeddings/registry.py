@@ -14,12 +14,13 @@ from typing import Any
 from nlphub.embeddings.platforms.base import EmbeddingError, Encoder
 from nlphub.embeddings.platforms.bow import BowEncoder
 from nlphub.embeddings.platforms.cohere import CohereEncoder
+from nlphub.embeddings.platforms.http import HttpEncoder
 from nlphub.embeddings.platforms.huggingface import HuggingFaceEncoder
 from nlphub.embeddings.platforms.models import check_backend, split_model_options
 from nlphub.embeddings.platforms.openai import AzureOpenAIEncoder, OpenAIEncoder
 from schemas.embedding_platforms import PLATFORMS
 
-__all__ = ["PLATFORMS", "make_encoder"]
+__all__ = ["PLATFORMS", "http_platform", "make_encoder"]
 
 #: Other names accepted for a platform (lower case).
 _PLATFORM_ALIASES = {
@@ -45,6 +46,13 @@ def _platform_key(platform: str) -> str:
     """`platform` as `PLATFORMS` spells it (case, spaces and aliases such as ``hf`` undone)."""
     key = platform.strip().lower()
     return _PLATFORM_ALIASES.get(key, key)
+
+
+def http_platform(platform: str) -> type[HttpEncoder] | None:
+    """The encoder class of an HTTP platform (``openai``, ``azure``, ``cohere``: the ones that
+    send an API key, to `default_base_url` unless told otherwise), or None for a local one."""
+    cls = _CLASSES.get(_platform_key(platform))
+    return cls if isinstance(cls, type) and issubclass(cls, HttpEncoder) else None
 
 
 def make_encoder(

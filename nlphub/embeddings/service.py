@@ -7,13 +7,16 @@ sees 16 attribute batches per call, so it pads less), PCA fitted on the first ba
 fitted reducer (and a bag-of-words vocabulary) is stored so new or edited records — and search
 queries — are embedded later with the same projection. Vectors are
 upserted per (embedding, record), so a redelivered job never duplicates them.
+
+API keys (the HTTP platforms) follow `nlphub.credentials`: `api_key_ref` names a credential
+the operator declared, and the endpoint it is sent to is checked when the embedding is created
+and stored with it; every later use (compute, `embed_records`, query embedding for search)
+sends the key to that stored endpoint only, checked again against the policy.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,41 +27,25 @@ import numpy as np
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
-from nlphub import audit
+from nlphub import audit, credentials
 from nlphub.embeddings.platforms import EmbeddingError, Encoder
 from nlphub.embeddings.records import get_dataset
 from nlphub.embeddings.reduce import Reducer
-from nlphub.embeddings.registry import make_encoder
+from nlphub.embeddings.registry import http_platform, make_encoder
 from nlphub.embeddings.tokens import token_vectors
 from nlphub.embeddings.vectors import Cancelled, _index, _store, _store_window, _vec
 from nlphub.errors import NotFound
 from schemas.db import session_scope
 from schemas.embedding_platforms import PLATFORMS
 from schemas.models import Dataset, Embedding, utcnow
-from schemas.settings import Settings
+from schemas.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 ATTRIBUTE_BATCH, TOKEN_BATCH = 128, 32
 ENCODE_WINDOW_BATCHES = 16  # batches of ATTRIBUTE_BATCH per encode() call
-_SECRET_REF = re.compile(r"^[A-Z][A-Z0-9_]{1,127}$")
 
 Progress = Callable[[float, float | None, str | None], None]
-
-
-def resolve_secret(ref: str | None) -> str | None:
-    """An API key by reference: the name of an environment variable the workers have."""
-    if ref is None:
-        return None
-    if not _SECRET_REF.match(ref):
-        raise EmbeddingError(
-            f"api_key_ref {ref!r} must name an environment variable "
-            "(e.g. OPENAI_API_KEY); keys are never passed in task arguments"
-        )
-    value = os.environ.get(ref)
-    if not value:
-        raise EmbeddingError(f"the API key {ref} is not set in the workers' environment")
-    return value
 
 
 @dataclass
@@ -73,11 +60,37 @@ class EmbeddingSpec:
     base_url: str | None = None
 
 
-def create_embedding(session: Session, spec: EmbeddingSpec, *, actor: str) -> Embedding:
+def _endpoint(spec: EmbeddingSpec, settings: Settings) -> str | None:
+    """The endpoint an HTTP platform's key will be sent to, allowed by the credential policy
+    (None for a local platform, which takes neither a key nor an endpoint)."""
+    cls = http_platform(spec.platform)
+    if cls is None:
+        if spec.api_key_ref is not None or spec.base_url is not None:
+            raise EmbeddingError(
+                f"{spec.platform} runs on the workers and takes no api_key_ref or base_url "
+                "(only openai, azure and cohere send requests)"
+            )
+        return None
+    return credentials.endpoint(
+        settings,
+        spec.api_key_ref,
+        platform=cls.platform,
+        base_url=spec.base_url,
+        default_base_url=cls.default_base_url,
+    )
+
+
+def create_embedding(
+    session: Session, spec: EmbeddingSpec, *, actor: str, settings: Settings | None = None
+) -> Embedding:
+    """A new embedding row (state initializing). An HTTP platform's credential and endpoint are
+    checked here (`nlphub.credentials`) and the endpoint is stored: later uses send the key
+    there only."""
     if spec.platform not in PLATFORMS:
         raise EmbeddingError(f"unknown platform {spec.platform!r} (known: {', '.join(PLATFORMS)})")
     if spec.granularity not in ("attribute", "token"):
         raise EmbeddingError("granularity must be attribute or token")
+    base_url = _endpoint(spec, settings or get_settings())
     ds = get_dataset(session, spec.dataset)
     dims = spec.dims or (64 if spec.granularity == "attribute" else 16)
     emb = Embedding(
@@ -88,21 +101,25 @@ def create_embedding(session: Session, spec: EmbeddingSpec, *, actor: str) -> Em
         granularity=spec.granularity,
         target_dims=dims,
         api_key_ref=spec.api_key_ref,
+        base_url=base_url,
     )
     session.add(emb)
     session.flush()
+    details: dict[str, Any] = {
+        "embedding": str(emb.id),
+        "platform": spec.platform,
+        "model": spec.model,
+        "granularity": spec.granularity,
+        "dims": dims,
+    }
+    if base_url is not None:  # which credential goes where: names only, never a key
+        details |= {"api_key_ref": spec.api_key_ref, "base_url": base_url}
     audit.record(
         session,
         actor=actor,
         action="embedding.created",
         target=f"{spec.dataset}.{spec.attribute}",
-        details={
-            "embedding": str(emb.id),
-            "platform": spec.platform,
-            "model": spec.model,
-            "granularity": spec.granularity,
-            "dims": dims,
-        },
+        details=details,
     )
     return emb
 
@@ -113,24 +130,34 @@ def embedding_of_job(job_id: uuid.UUID) -> uuid.UUID | None:
         return session.exec(select(Embedding.id).where(Embedding.job_id == job_id)).first()
 
 
-def _encoder(emb: Embedding, settings: Settings, base_url: str | None = None) -> Encoder:
-    options: dict[str, Any] = {}
+def _encoder(emb: Embedding, settings: Settings) -> Encoder:
+    """The embedding's encoder. An HTTP platform's key comes from the credential policy and
+    goes to the embedding's stored endpoint only (an embedding stored before endpoints were:
+    the platform's default), whatever a later payload asks."""
     if emb.platform == "spark":
         return make_encoder("spark", emb.model)
+    cls = http_platform(emb.platform)
+    if cls is not None:
+        grant = credentials.resolve(
+            settings,
+            emb.api_key_ref,
+            platform=cls.platform,
+            base_url=emb.base_url,
+            default_base_url=cls.default_base_url,
+        )
+        return make_encoder(
+            emb.platform,
+            emb.model,
+            api_key=grant.key,
+            base_url=grant.base_url,
+        )
+    options: dict[str, Any] = {}
     if emb.platform == "huggingface":
         options["cache_dir"] = str(settings.home / "models")
-    return make_encoder(
-        emb.platform,
-        emb.model,
-        api_key=resolve_secret(emb.api_key_ref),
-        base_url=base_url,
-        **options,
-    )
+    return make_encoder(emb.platform, emb.model, **options)
 
 
-def embed_query(
-    emb: Embedding, settings: Settings, texts: list[str], base_url: str | None = None
-) -> np.ndarray:
+def embed_query(emb: Embedding, settings: Settings, texts: list[str]) -> np.ndarray:
     """Embed texts with an embedding's model and stored reducer (and bow vocabulary)."""
     if emb.platform == "bow" and emb.encoder_state:
         from nlphub.embeddings.platforms import BowEncoder
@@ -141,7 +168,7 @@ def embed_query(
 
         encoder = SparkEncoder.from_bytes(emb.encoder_state)
     else:
-        encoder = _encoder(emb, settings, base_url)
+        encoder = _encoder(emb, settings)
     reducer = Reducer.from_bytes(emb.reducer_state or b"")
     try:
         return reducer.transform(encoder.encode(texts))
@@ -211,9 +238,9 @@ def compute(
     actor: str,
     progress: Progress,
     fit_batches: int = 5,
-    base_url: str | None = None,
 ) -> dict[str, Any]:
-    """Compute (or finish computing) one embedding. Safe to run again: vectors are upserted."""
+    """Compute (or finish computing) one embedding. Safe to run again: vectors are upserted.
+    An HTTP platform's key goes to the embedding's stored endpoint only."""
     with session_scope() as session:
         emb = session.get(Embedding, emb_id)
         if emb is None:
@@ -227,7 +254,7 @@ def compute(
     try:
         with session_scope() as session:
             items = _texts(session, snapshot)
-        encoder = _encoder(snapshot, settings, base_url)
+        encoder = _encoder(snapshot, settings)
         _set(emb_id, state="encoding")
         if snapshot.granularity == "token":
             out = _compute_tokens(snapshot, encoder, items, progress)
@@ -387,10 +414,9 @@ def _compute_tokens(
     }
 
 
-def embed_records(
-    emb_id: uuid.UUID, records: list[str], settings: Settings, *, base_url: str | None = None
-) -> dict[str, Any]:
-    """New or edited records, embedded with the stored model and reducer (no refit)."""
+def embed_records(emb_id: uuid.UUID, records: list[str], settings: Settings) -> dict[str, Any]:
+    """New or edited records, embedded with the stored model and reducer (no refit), and an
+    HTTP platform's stored credential and endpoint (never one a later payload names)."""
     with session_scope() as session:
         emb = session.get(Embedding, emb_id)
         if emb is None or emb.state != "finished":
@@ -410,7 +436,7 @@ def embed_records(
             raise EmbeddingError(
                 f"attribute {emb.attribute!r} is not text in records {', '.join(bad[:10])}"
             )
-        vectors = embed_query(emb, settings, [r.value for r in rows], base_url)
+        vectors = embed_query(emb, settings, [r.value for r in rows])
         _store(session, emb.id, [r.id for r in rows], vectors)
     return {"embedding": str(emb_id), "records": len(rows)}
 

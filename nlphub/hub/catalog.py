@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 from urllib.request import url2pathname
 
 import httpx
@@ -92,9 +92,16 @@ class HubFolder:
         return f"{self.url}/{METADATA_FILE}"
 
 
-def archive_url(folder: HubFolder, entry: HubEntry) -> str:
-    """Where the archive of ``entry`` lives: ``<folder url>/<archive name>``."""
-    return f"{folder.url}/{entry.archive_name}"
+def archive_url(folder: HubFolder | str, entry: HubEntry) -> str:
+    """Where the archive of ``entry`` lives: ``<folder url>/<archive name>``.
+
+    The archive name is one path segment, percent-quoted (``urllib.parse.quote`` with no safe
+    characters): whatever a name held, it could not add a segment, a query or a fragment. (A
+    `HubEntry`'s name and language already follow the hub's naming, which quoting leaves as
+    it is.) ``folder`` is a `HubFolder` or its URL.
+    """
+    base = folder.url if isinstance(folder, HubFolder) else folder.rstrip("/")
+    return f"{base}/{quote(entry.archive_name, safe='')}"
 
 
 class _HubSettings(Protocol):

@@ -15,10 +15,20 @@ only when the whole file is there and its size and MD5 are right does it ``fsync
 * two processes never write the same ``.partial``: the writer holds an ``flock`` on it, which
   the kernel drops when the process dies, so no stale lock survives a crash.
 
+Hub input is not trusted:
+
+* a download stops at the size the hub declares (or, without one, at ``Content-Length``): a
+  longer body is a corrupted archive (``SizeMismatch``); with neither it stops at ``max_size``
+  (``DownloadTooLarge``); either way the ``.partial`` is removed;
+* a ``file://`` archive must be a regular file whose resolved path (symbolic links followed)
+  is inside its hub folder, the folder of the URL: no ``.``/``..`` segments, no query or
+  fragment, nothing outside the mirror is opened (``OutsideHubFolder``).
+
 Failures are ``DownloadError``s. ``TemporaryDownloadError`` (network errors, cut transfers,
 5xx, 408/429) keeps the ``.partial`` so the caller's retry resumes; every other
 ``DownloadError`` is permanent (``HubHTTPError`` for 4xx, ``ChecksumMismatch``, ``SizeMismatch``,
-``NotEnoughSpace``) and removes the ``.partial`` where its bytes are useless.
+``DownloadTooLarge``, ``OutsideHubFolder``, ``NotEnoughSpace``) and removes the ``.partial``
+where its bytes are useless.
 
 No database, no Celery: the caller decides retries and records results.
 """
@@ -33,6 +43,7 @@ import os
 import queue
 import re
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,11 +56,14 @@ from urllib.request import url2pathname
 import httpx
 
 __all__ = [
+    "DEFAULT_MAX_SIZE",
     "ChecksumMismatch",
     "DownloadError",
+    "DownloadTooLarge",
     "FetchResult",
     "HubHTTPError",
     "NotEnoughSpace",
+    "OutsideHubFolder",
     "Progress",
     "SizeMismatch",
     "TemporaryDownloadError",
@@ -73,6 +87,9 @@ _TEMPORARY_CLIENT_ERRORS = frozenset({408, 425, 429})
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
 _UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)", re.IGNORECASE)
 _READ_CHUNK = 1 << 20
+DEFAULT_MAX_SIZE = 50 * (1 << 30)
+"""Most bytes of an archive whose size the hub does not declare (``NLPHUB_MAX_DOWNLOAD_BYTES``)."""
+MAX_SIZE_SETTING = "NLPHUB_MAX_DOWNLOAD_BYTES"
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -99,7 +116,17 @@ class ChecksumMismatch(DownloadError):
 
 
 class SizeMismatch(DownloadError):
-    """The file is longer than, or not the size the hub stated. Permanent."""
+    """A corrupted archive: longer than, or not the size the hub (or Content-Length) states.
+    Permanent; the ``.partial`` is removed."""
+
+
+class DownloadTooLarge(DownloadError):
+    """An archive without a declared size went past the download limit (``max_size``).
+    Permanent; the ``.partial`` is removed."""
+
+
+class OutsideHubFolder(DownloadError):
+    """A ``file://`` archive that is not a regular file inside its hub folder. Permanent."""
 
 
 class NotEnoughSpace(DownloadError):
@@ -279,10 +306,51 @@ class _Throttle:
 
 
 def _file_path(url: str) -> Path:
+    """The file a ``file://`` archive URL names, once it is known to be inside its hub folder.
+
+    The hub folder is the URL's folder (an archive URL is ``<folder>/<archive name>``). Refused
+    (``OutsideHubFolder``): a query or fragment, ``.`` or ``..`` segments, a NUL, or a path
+    whose resolution (symbolic links followed, whether or not the target exists) leaves the
+    folder. The message names the URL only, never where a link leads.
+    """
     parsed = urlparse(url)
     if parsed.netloc not in ("", "localhost"):
         raise DownloadError(f"cannot read {url}: file:// URLs must be local")
-    return Path(url2pathname(unquote(parsed.path)))
+    refused = OutsideHubFolder(
+        f"refused to read {url}: a hub archive must be a file inside its hub folder"
+    )
+    if parsed.query or parsed.fragment or parsed.params:
+        raise refused
+    text = url2pathname(unquote(parsed.path))
+    folder, _, name = text.rpartition("/")
+    segments = text.split("/")
+    if "\x00" in text or not name or any(part in (".", "..") for part in segments):
+        raise refused
+    root = Path(folder or "/")
+    try:
+        inside = (root / name).resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a symbolic link loop
+        inside = False
+    if not inside:
+        raise refused
+    return root / name
+
+
+def _open_source(url: str) -> IO[bytes]:
+    """The ``file://`` archive, opened: a regular file inside its hub folder."""
+    source = _file_path(url)
+    try:
+        # Non-blocking, so that a FIFO is refused below instead of waiting for a writer.
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise HubHTTPError(url, 404, "Not Found (no such file)") from None
+    except OSError as exc:
+        raise TemporaryDownloadError(f"cannot read {url}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OutsideHubFolder(f"refused to read {url}: it is not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -378,6 +446,7 @@ def fetch(
     chunk_size: int = 1 << 20,
     timeout: float = 60.0,
     sha256: bool = True,
+    max_size: int = DEFAULT_MAX_SIZE,
 ) -> FetchResult:
     """Download ``url`` to ``dest``, resuming an earlier ``.partial``, and verify it.
 
@@ -385,7 +454,8 @@ def fetch(
         url: ``http://``, ``https://`` or ``file://``.
         dest: the final path; its directory is created if needed.
         expected_md5: the hub's MD5 (any case); ``None`` or empty skips the check.
-        expected_size: the size the hub states, if any; the file must have it.
+        expected_size: the size the hub states, if any; the file must have it, and a longer
+            body stops the download at once (a corrupted archive).
         client: an httpx client to use (its own timeouts then apply); a new one otherwise.
         progress: called with ``(done_bytes, total_bytes)`` at most ~10 times a second and
             once at the end with ``done == total``.
@@ -396,6 +466,8 @@ def fetch(
         sha256: also compute the file's SHA-256 (MD5 is always computed). Off, the download
             costs one hash less (`nlphub.hub.install` then records the SHA-256 of the unpacked
             tree).
+        max_size: without ``expected_size``, the most bytes the file may have (whatever its
+            ``Content-Length`` says); more stops the download (``DownloadTooLarge``).
 
     Returns:
         The verified file, now at ``dest``.
@@ -405,6 +477,10 @@ def fetch(
             process writing the same ``.partial``: retry; the ``.partial`` is kept.
         HubHTTPError: any other 4xx (``.partial`` removed).
         ChecksumMismatch, SizeMismatch: the file is not the hub's (``.partial`` removed).
+        DownloadTooLarge: no declared size and more than ``max_size`` bytes (``.partial``
+            removed).
+        OutsideHubFolder: a ``file://`` archive that is not a regular file inside its hub
+            folder.
         DownloadError: any other permanent failure (e.g. a missing ``file://`` source).
     """
     md5 = (expected_md5 or "").strip().upper() or None
@@ -418,10 +494,18 @@ def fetch(
     partial = _Partial(partial_path(dest), sha256)
     try:
         if url.startswith("file://"):
-            hashes, resumed = _copy_file(url, partial, expected_size, progress, chunk_size)
+            hashes, resumed = _copy_file(
+                url, partial, _Limits(expected_size, max_size), progress, chunk_size
+            )
         else:
             hashes, resumed = _download(
-                url, partial, expected_size, client, progress, chunk_size, timeout
+                url,
+                partial,
+                _Limits(expected_size, max_size),
+                client,
+                progress,
+                chunk_size,
+                timeout,
             )
         actual = hashes.md5.hexdigest().upper()
         if md5 is not None and actual != md5:
@@ -444,10 +528,61 @@ def fetch(
     return FetchResult(dest, hashes.size, actual, hashes.sha256, resumed)
 
 
-def _check_total(url: str, partial: _Partial, total: int | None, expected: int | None) -> None:
-    if total is not None and expected is not None and total != expected:
+@dataclass(frozen=True)
+class _Limits:
+    """How long the archive may be: the hub's declared size, else at most ``max_size``."""
+
+    declared: int | None
+    max_size: int
+
+    def bound(
+        self, total: int | None, stated: str = "its Content-Length says"
+    ) -> tuple[int, str | None]:
+        """The most bytes to accept, and why (``None``: only the download limit bounds it).
+
+        ``total`` is the size the source states (``Content-Length``, a file's size), if any;
+        ``stated`` says where it comes from.
+        """
+        if self.declared is not None:
+            return self.declared, "the hub declares"
+        if total is not None:
+            return total, stated
+        return self.max_size, None
+
+
+def _corrupted(url: str, problem: str) -> SizeMismatch:
+    return SizeMismatch(f"the archive at {url} is corrupted: {problem}")
+
+
+def _too_large(url: str, max_size: int) -> DownloadTooLarge:
+    return DownloadTooLarge(
+        f"download of {url} stopped: the hub declares no size for this archive and it is "
+        f"larger than the download limit of {human_size(max_size)} ({MAX_SIZE_SETTING})"
+    )
+
+
+def _check_total(url: str, partial: _Partial, total: int | None, limits: _Limits) -> None:
+    """A source whose stated size is not the hub's, or too large without one: permanent."""
+    if total is None:
+        return
+    if limits.declared is not None and total != limits.declared:
         partial.discard()
-        raise SizeMismatch(f"{url} is {total} bytes but the hub says {expected}")
+        raise _corrupted(url, f"it is {total} bytes but the hub says {limits.declared}")
+    if limits.declared is None and total > limits.max_size:
+        partial.discard()
+        raise _too_large(url, limits.max_size)
+
+
+def _check_room(
+    url: str, partial: _Partial, done: int, more: int, limit: int, why: str | None, max_size: int
+) -> None:
+    """Refuse ``more`` bytes that would take the file past ``limit`` (checked before writing)."""
+    if done + more <= limit:
+        return
+    partial.discard()
+    if why is None:
+        raise _too_large(url, max_size)
+    raise _corrupted(url, f"it is longer than the {limit} bytes {why}")
 
 
 def _finish_size(
@@ -461,28 +596,27 @@ def _finish_size(
         raise TemporaryDownloadError(f"transfer of {url} ended after {done} of {want} bytes")
     if done > want:
         partial.discard()
-        raise SizeMismatch(f"{url} sent {done} bytes but should be {want}")
+        raise _corrupted(url, f"it sent {done} bytes but should be {want}")
 
 
 def _copy_file(
     url: str,
     partial: _Partial,
-    expected_size: int | None,
+    limits: _Limits,
     progress: Progress | None,
     chunk_size: int,
 ) -> tuple[_Hashes, int]:
-    source = _file_path(url)
     try:
-        src = source.open("rb")
-    except FileNotFoundError:
-        partial.discard()
-        raise HubHTTPError(url, 404, "Not Found (no such file)") from None
-    except OSError as exc:
-        raise TemporaryDownloadError(f"cannot read {url}: {exc}") from exc
+        src = _open_source(url)
+    except DownloadError as exc:
+        if not isinstance(exc, TemporaryDownloadError):
+            partial.discard()
+        raise
     throttle = _Throttle(progress)
     with src:
         total = os.fstat(src.fileno()).st_size
-        _check_total(url, partial, total, expected_size)
+        _check_total(url, partial, total, limits)
+        limit, why = limits.bound(total, "the file had when it was opened")
         hashes = _Hashes(partial.sha256)
         offset = os.fstat(partial.handle.fileno()).st_size
         if offset > total:
@@ -494,13 +628,16 @@ def _copy_file(
         src.seek(offset)
         throttle(offset, total)
         try:
-            while data := src.read(chunk_size):
+            # Never more than one byte past the limit is read: a file growing while it is
+            # copied (or lying about its size) cannot make the copy endless.
+            while data := src.read(min(chunk_size, limit - hashes.size + 1)):
+                _check_room(url, partial, hashes.size, len(data), limit, why, limits.max_size)
                 partial.handle.write(data)
                 hashes.update(data)
                 throttle(hashes.size, total)
         except OSError as exc:
-            raise TemporaryDownloadError(f"copying {url} failed: {exc}") from exc
-    _finish_size(url, partial, hashes.size, total, expected_size)
+            raise TemporaryDownloadError(f"copying {url} failed: {exc.strerror or exc}") from exc
+    _finish_size(url, partial, hashes.size, total, limits.declared)
     throttle(hashes.size, hashes.size, final=True)
     return hashes, offset
 
@@ -542,15 +679,16 @@ def _client(client: httpx.Client | None, timeout: float) -> Iterator[httpx.Clien
 def _download(
     url: str,
     partial: _Partial,
-    expected_size: int | None,
+    limits: _Limits,
     client: httpx.Client | None,
     progress: Progress | None,
     chunk_size: int,
     timeout: float,
 ) -> tuple[_Hashes, int]:
+    expected_size = limits.declared
     hashes = _Hashes(partial.sha256)
     offset = os.fstat(partial.handle.fileno()).st_size
-    if expected_size is not None and offset > expected_size:
+    if offset > (limits.max_size if expected_size is None else expected_size):
         hashes = partial.restart()
         offset = 0
     if offset:
@@ -580,7 +718,7 @@ def _download(
                             partial,
                             hashes,
                             offset,
-                            expected_size,
+                            limits,
                             throttle,
                             chunk_size,
                         )
@@ -592,7 +730,7 @@ def _download(
             except httpx.RequestError as exc:  # e.g. too many redirects, undecodable body
                 raise DownloadError(f"download of {url} failed: {exc}") from exc
             if response.status_code == 416 and _complete_416(response, offset):
-                _check_total(url, partial, offset, expected_size)
+                _check_total(url, partial, offset, limits)
                 throttle(offset, offset, final=True)
                 return hashes, offset  # the .partial was already complete
             logger.info(
@@ -636,26 +774,25 @@ def _receive(
     partial: _Partial,
     hashes: _Hashes,
     offset: int,
-    expected_size: int | None,
+    limits: _Limits,
     throttle: _Throttle,
     chunk_size: int,
 ) -> None:
-    """Write the body into the .partial from ``offset`` on, hashing it."""
+    """Write the body into the .partial from ``offset`` on, hashing it; stop at the limit."""
     total = _total_of(response, offset)
-    _check_total(url, partial, total, expected_size)
-    limit = total if total is not None else expected_size
+    _check_total(url, partial, total, limits)
+    limit, why = limits.bound(total)
     handle = partial.handle
     handle.seek(offset)
     throttle(offset, total)
-    # Whatever arrives (at most 64 KiB a read) is written at once, so a cut loses nothing.
+    # Whatever arrives (at most 64 KiB a read) is written at once, so a cut loses nothing; a
+    # chunk that would take the file past its limit is refused before it is written.
     for data in response.iter_bytes():
+        _check_room(url, partial, hashes.size, len(data), limit, why, limits.max_size)
         handle.write(data)
         hashes.update(data)
-        if limit is not None and hashes.size > limit:
-            partial.discard()
-            raise SizeMismatch(f"{url} sent more than the {limit} bytes it should be")
         throttle(hashes.size, total)
-    _finish_size(url, partial, hashes.size, total, expected_size)
+    _finish_size(url, partial, hashes.size, total, limits.declared)
     throttle(hashes.size, hashes.size, final=True)
 
 
@@ -673,12 +810,8 @@ def head_size(url: str, client: httpx.Client | None = None, *, timeout: float = 
         HubHTTPError: another 4xx, or a ``file://`` path that does not exist (404).
     """
     if url.startswith("file://"):
-        try:
-            return _file_path(url).stat().st_size
-        except FileNotFoundError:
-            raise HubHTTPError(url, 404, "Not Found (no such file)") from None
-        except OSError as exc:
-            raise TemporaryDownloadError(f"cannot stat {url}: {exc}") from exc
+        with _open_source(url) as source:
+            return os.fstat(source.fileno()).st_size
     kwargs: dict[str, Any] = {"headers": {"Accept-Encoding": "identity"}, "follow_redirects": True}
     try:
         with _client(client, timeout) as http:

@@ -5,7 +5,8 @@ redelivery:
 
 1. `_claim`: `queued`/`downloading` → `downloading`, for this job;
 2. `_download`: stream the archive to `<home>/downloads/<archive>` (`.partial` while
-   incomplete, resumed with HTTP Range), check the hub's MD5 (the archive's own SHA-256 is
+   incomplete, resumed with HTTP Range), stopped at the hub's declared size (else at
+   `NLPHUB_MAX_DOWNLOAD_BYTES`), check the hub's MD5 (the archive's own SHA-256 is
    recorded only when the hub gives no MD5), then `downloading` → `verifying`;
 3. `_unpack_and_validate`: unpack safely into a staging folder next to the install folder,
    validate it as a Spark NLP resource of the expected kind; the tree's SHA-256 (recorded as
@@ -229,6 +230,8 @@ def _download(
         expected_size=snapshot.size_bytes,
         progress=report,
         timeout=settings.hub_timeout,
+        # Stops at the hub's declared size; without one, at NLPHUB_MAX_DOWNLOAD_BYTES.
+        max_size=settings.max_download_bytes,
         # With the hub's MD5 the archive is verified, and the unpacked tree's SHA-256 is
         # recorded; the archive's own SHA-256 is only worth a pass when there is no MD5.
         sha256=not snapshot.archive_md5,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -34,6 +35,7 @@ __all__ = [
     "EmbeddingType",
     "HubEntry",
     "ResourceKind",
+    "check_hub_name",
     "embedding_type_of",
     "explain_no_match",
     "parse_metadata",
@@ -53,6 +55,29 @@ SPARK_NAME = "Spark"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MD5_HEX_LENGTH = 32
 _HEX_DIGITS = frozenset("0123456789ABCDEF")
+# The hub's naming: ASCII letters, digits, "_", "." and "-", not starting with "." (so never
+# "." or ".."). An archive name is built from the name and language, and becomes one segment
+# of a URL and a file name: nothing else may reach it ("/", "?", "%", "\\", spaces, ...).
+_HUB_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_SHOWN_CHARS = 60
+
+
+def check_hub_name(value: str, *, allow_empty: bool = False) -> str:
+    """``value`` if it follows the hub's naming, else ``ValueError`` saying what is wrong.
+
+    Letters (ASCII), digits, ``_``, ``.`` and ``-`` only, and no leading ``.`` (``.`` and
+    ``..`` included). ``allow_empty`` accepts ``""`` (a language that matches any).
+    """
+    if value == "" and allow_empty:
+        return value
+    shown = value if len(value) <= _SHOWN_CHARS else value[:_SHOWN_CHARS] + "..."
+    if not _HUB_NAME.fullmatch(value):
+        raise ValueError(
+            f"{shown!r} does not follow the hub's naming (letters, digits, '_', '.' and '-' only)"
+        )
+    if value.startswith("."):
+        raise ValueError(f"{shown!r} does not follow the hub's naming (it starts with '.')")
+    return value
 
 
 def _to_version(value: Any) -> Version | None:
@@ -138,7 +163,9 @@ class HubEntry(BaseModel):
     """One line of a hub folder's ``metadata.json``.
 
     Field aliases are the hub's camelCase keys; Python names work too. ``edition`` is not in
-    the hub's file: the caller states the edition of the folder the line came from.
+    the hub's file: the caller states the edition of the folder the line came from. ``name``
+    and ``language`` follow the hub's naming (``check_hub_name``; the language may be empty),
+    so ``archive_name`` is always one plain file name.
     """
 
     model_config = ConfigDict(
@@ -167,6 +194,17 @@ class HubEntry(BaseModel):
     def _aware_time(cls, value: datetime) -> datetime:
         # The hub writes UTC ("...Z"); a naive time is read as UTC too.
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+    @field_validator("name")
+    @classmethod
+    def _hub_name(cls, value: str) -> str:
+        return check_hub_name(value)
+
+    @field_validator("language")
+    @classmethod
+    def _hub_language(cls, value: str) -> str:
+        # An empty language is the hub's "any language".
+        return check_hub_name(value, allow_empty=True)
 
     @field_validator("annotator", "engine", mode="before")
     @classmethod
@@ -279,7 +317,8 @@ def parse_metadata(
     """Read a ``metadata.json`` (JSON Lines) into entries, skipping malformed lines.
 
     Blank lines are skipped silently. A malformed line (bad JSON, not an object, missing
-    ``name``/``language``/``time``, a bad version, time or checksum) is skipped and gives a
+    ``name``/``language``/``time``, a ``name`` or ``language`` outside the hub's naming (see
+    ``check_hub_name``), a bad version, time or checksum) is skipped and gives a
     warning ``"<source> line <n>: <problem>"`` (1-based), also logged at WARNING level.
     Every entry gets ``edition``, the edition of the folder the file came from.
 

@@ -8,9 +8,9 @@ Files are streamed in chunks. Only regular files inside the folder are served: n
 listings, no hidden (dot) files, no ``..``, no symbolic links leading out of the folder.
 
 `Faults` lets tests make the server misbehave at runtime: cut a transfer short, answer with an
-error status, fail a few times before recovering, send wrong bytes or another body, or send
-slowly (always, or a few times before recovering); and it records every request so tests can
-assert, e.g., that a resume used ``Range``.
+error status, fail a few times before recovering, send wrong bytes or another body, send a body
+with no length and no end, or send slowly (always, or a few times before recovering); and it
+records every request so tests can assert, e.g., that a resume used ``Range``.
 
 Stdlib only (``http.server``).
 """
@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -67,6 +68,9 @@ class Faults:
     - ``corrupt``: paths whose bytes are sent flipped (same length, wrong content).
     - ``body_for``: path -> bytes sent instead of the file, with 200 (a proxy's HTML page, a
       garbage ``metadata.json``), every time. No ranges or validators.
+    - ``endless_for``: path -> N: a 200 with no ``Content-Length`` whose body is N junk bytes,
+      then the connection closed (a body with no end the client can know: N only keeps a test
+      from hanging), every time. No ranges or validators.
     - ``delay_per_chunk``: seconds to sleep before each body chunk (a slow server).
     - ``slow_times``: path -> N: the next N bodies of the path are sent with ``slow_delay``
       seconds before each chunk (a server that stalls, then recovers).
@@ -81,6 +85,7 @@ class Faults:
     fail_status: int = int(HTTPStatus.INTERNAL_SERVER_ERROR)
     corrupt: set[str] = field(default_factory=set)
     body_for: dict[str, bytes] = field(default_factory=dict)
+    endless_for: dict[str, int] = field(default_factory=dict)
     delay_per_chunk: float = 0.0
     slow_times: dict[str, int] = field(default_factory=dict)
     slow_delay: float = 5.0
@@ -98,6 +103,7 @@ class Faults:
             self.fail_status = int(HTTPStatus.INTERNAL_SERVER_ERROR)
             self.corrupt.clear()
             self.body_for.clear()
+            self.endless_for.clear()
             self.delay_per_chunk = 0.0
             self.slow_times.clear()
             self.slow_delay = 5.0
@@ -146,6 +152,11 @@ class Faults:
         with self._lock:
             key = self._lookup(self.body_for, path)
             return None if key is None else self.body_for[key]
+
+    def _endless(self, path: str) -> int | None:
+        with self._lock:
+            key = self._lookup(self.endless_for, path)
+            return None if key is None else self.endless_for[key]
 
     def _take_cut(self, path: str) -> int | None:
         """The byte count to cut this body at (consumed), or None."""
@@ -239,6 +250,10 @@ class _Handler(BaseHTTPRequestHandler):
             if send_body:
                 self.wfile.write(body)
             return
+        endless = faults._endless(path)
+        if endless is not None:
+            self._send_endless(endless, path, send_body)
+            return
         file = self._resolve(path)
         if file is None:
             self._send_plain(HTTPStatus.NOT_FOUND, "404 not found\n", send_body)
@@ -299,6 +314,26 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, TimeoutError) as exc:
             logger.info("client went away during %s: %s", path, exc)
             self.close_connection = True
+
+    def _send_endless(self, size: int, path: str, send_body: bool) -> None:
+        """A 200 without ``Content-Length``: ``size`` junk bytes, then the connection closed."""
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", _content_type(path))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        if not send_body:
+            return
+        chunk = _FLIP * (CHUNK_SIZE // len(_FLIP))
+        sent = 0
+        try:
+            while sent < size:
+                piece = chunk[: size - sent]
+                self.wfile.write(piece)
+                sent += len(piece)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, TimeoutError) as exc:
+            logger.info("client went away after %d bytes of endless %s: %s", sent, path, exc)
 
     def _send_body(self, fh: BinaryIO, path: str, start: int, length: int) -> None:
         faults = self.server.faults
@@ -422,6 +457,11 @@ class _HTTPServer(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            # A client that stopped reading (e.g. a download refused as too long) and hung up.
+            logger.info("client %s went away: %s", client_address, error)
+            return
         logger.exception("error while serving %s", client_address)
 
 

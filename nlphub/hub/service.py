@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 
 from nlphub import audit
 from nlphub.errors import NotFound, Refused
+from nlphub.hub.catalog import archive_url
 from nlphub.hub.licence import Licence, LicenceError, licence_problem, load_licence
 from nlphub.hub.metadata import HubEntry
 from nlphub.install import Installed
@@ -51,7 +52,7 @@ def _v(text: str | None) -> Version | None:
 def row_from_entry(entry: HubEntry, folder_url: str, now: datetime) -> HubEntryRow:
     return HubEntryRow(
         folder_url=folder_url,
-        archive_url=f"{folder_url}/{entry.archive_name}",
+        archive_url=archive_url(folder_url, entry),
         name=entry.name,
         language=entry.language,
         lib_version=str(entry.lib_version) if entry.lib_version else None,

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -26,13 +27,14 @@ from nlphub.errors import NlphubError, NotFound, Refused
 from nlphub.hub.service import request_download, resolve
 from nlphub.install import Installed
 from nlphub.versions import Version
+from schemas.db import autocommit_engine
 from schemas.models import HubEntryRow, Resource, ResourceSource, UpdateNotice, utcnow
 from schemas.settings import Settings
 from schemas.states import RESOURCE_INSTALLED
 
 log = logging.getLogger(__name__)
 
-_CHECK_LOCK = 0x75706463  # "updc": one check at a time in the cluster
+_CHECK_LOCK = 0x75706463  # "updc": one check at a time in the cluster (`_one_check`)
 
 
 def _newer(candidate: str | None, current: str | None) -> bool:
@@ -114,8 +116,66 @@ def _new_notice(
     return info
 
 
-def check_updates(
+@contextmanager
+def _one_check() -> Iterator[bool]:
+    """Whether this process may run the cluster's one update check now: a session-level
+    advisory lock that is only ever tried, never waited for, held on a connection of its own
+    with no transaction open (so across the webhook call, which runs after the check's commit),
+    released at the end, or by Postgres if this process dies."""
+    with autocommit_engine().connect() as conn:
+        got = bool(
+            conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _CHECK_LOCK}).scalar()
+        )
+        try:
+            yield got
+        finally:
+            if got and not conn.closed and not conn.invalidated:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _CHECK_LOCK})
+
+
+def _unannounced(session: Session) -> list[dict[str, Any]]:
+    """Notices recorded (`update.found`) after the last completed check (`update.checked`):
+    found by a check that died before or while it called the webhook. Announced again, so
+    the webhook hears of every notice at least once. Audit `seq` is commit order."""
+    rows = session.execute(
+        text(
+            "SELECT details FROM audit_event WHERE action = 'update.found' AND seq > "
+            "coalesce((SELECT max(seq) FROM audit_event WHERE action = 'update.checked'), 0) "
+            "ORDER BY seq"
+        )
+    ).all()
+    return [dict(row.details) for row in rows]
+
+
+def _record_checked(
     session: Session,
+    *,
+    actor: str,
+    reason: str,
+    checked: int,
+    found: int,
+    problem: str | None,
+    hub_errors: Sequence[str],
+    hub_warnings: Sequence[str],
+) -> None:
+    audit.record(
+        session,
+        actor=actor,
+        action="update.checked",
+        target="hub",
+        details={
+            "reason": reason,
+            "checked": checked,
+            "new_notices": found,
+            **({"notify": problem} if problem else {}),
+            **({"hub_errors": list(hub_errors)} if hub_errors else {}),
+            **({"hub_warnings": list(hub_warnings[:20])} if hub_warnings else {}),
+        },
+    )
+
+
+def check_updates(
+    session_factory: Callable[[], AbstractContextManager[Session]],
     settings: Settings,
     *,
     actor: str,
@@ -128,43 +188,55 @@ def check_updates(
     `min_interval`, a check that ran less than that many seconds ago makes this one a no-op
     (start-up checks from several processes collapse into one). `hub_errors` (hubs that could
     not be read, so their last synced catalog was used) and `hub_warnings` (malformed
-    metadata.json lines) of the sync before it are recorded with the check."""
-    if not session.execute(
-        text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _CHECK_LOCK}
-    ).scalar():
-        return {"skipped": "another update check is running"}
-    if min_interval > 0:
-        last = session.execute(
-            text("SELECT max(at) FROM audit_event WHERE action = 'update.checked'")
-        ).scalar()
-        if last is not None and utcnow() - last < timedelta(seconds=min_interval):
-            return {"skipped": f"checked at {last.isoformat()}"}
-    installed = Installed.from_settings(settings)
-    newest_installed = _newest_installed(session)
-    found: list[dict[str, Any]] = []
-    for res in newest_installed.values():
-        try:
-            entry = resolve(session, installed, name=res.name, language=res.language)
-        except NlphubError:
-            continue
-        info = _new_notice(session, res, entry, actor=actor)
-        if info is not None:
-            found.append(info)
-    problem = notify(settings, found)
-    audit.record(
-        session,
-        actor=actor,
-        action="update.checked",
-        target="hub",
-        details={
-            "reason": reason,
-            "checked": len(newest_installed),
-            "new_notices": len(found),
-            **({"notify": problem} if problem else {}),
-            **({"hub_errors": list(hub_errors)} if hub_errors else {}),
-            **({"hub_warnings": list(hub_warnings[:20])} if hub_warnings else {}),
-        },
-    )
+    metadata.json lines) of the sync before it are recorded with the check.
+
+    `session_factory` opens a unit of work that commits (`schemas.db.session_scope`). The
+    notices (and their `update.found` events) commit first; the webhook is called after that
+    commit, with no transaction open, and `update.checked` (with the webhook's outcome) is
+    recorded in a short transaction after it: the audit chain's lock is never held while the
+    network is waited for."""
+    with _one_check() as got:
+        if not got:
+            return {"skipped": "another update check is running"}
+        with session_factory() as session:
+            if min_interval > 0:
+                last = session.execute(
+                    text("SELECT max(at) FROM audit_event WHERE action = 'update.checked'")
+                ).scalar()
+                if last is not None and utcnow() - last < timedelta(seconds=min_interval):
+                    return {"skipped": f"checked at {last.isoformat()}"}
+            earlier = _unannounced(session) if settings.update_webhook else []
+            installed = Installed.from_settings(settings)
+            newest_installed = _newest_installed(session)
+            found: list[dict[str, Any]] = []
+            for res in newest_installed.values():
+                try:
+                    entry = resolve(session, installed, name=res.name, language=res.language)
+                except NlphubError:
+                    continue
+                info = _new_notice(session, res, entry, actor=actor)
+                if info is not None:
+                    found.append(info)
+            announce = earlier + found if settings.update_webhook else []
+
+            def checked(session: Session, problem: str | None) -> None:
+                _record_checked(
+                    session,
+                    actor=actor,
+                    reason=reason,
+                    checked=len(newest_installed),
+                    found=len(found),
+                    problem=problem,
+                    hub_errors=hub_errors,
+                    hub_warnings=hub_warnings,
+                )
+
+            if not announce:
+                checked(session, None)  # no webhook call: recorded with the notices
+        if announce:
+            problem = notify(settings, announce)  # after the commit, no transaction open
+            with session_factory() as session:
+                checked(session, problem)
     return {"checked": len(newest_installed), "new": found}
 
 

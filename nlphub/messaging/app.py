@@ -66,6 +66,9 @@ def build_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "worker_send_task_events": True,
         "worker_prefetch_multiplier": 1,
+        # Only nlphub.* task messages are run; Celery's built-ins (celery.*) and unknown names
+        # are refused before anything runs (nlphub.messaging.consumer).
+        "worker_consumer": "nlphub.messaging.consumer:Consumer",
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         # Redis keeps a fetched message unacknowledged (in Redis) until the visibility timeout;

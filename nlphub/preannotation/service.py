@@ -4,7 +4,8 @@ A change to a rule, or installing / updating / deleting a model, that a server u
 pending redeploy for that server ("Redeploy preannotation server to apply these changes").
 Beat calls `run_redeploys`: each server whose last change is older than the debounce window is
 redeployed once, however many changes piled up (debounce), through its HTTP endpoint; a
-failure stays pending with its error, visible in `nlphub redeploys`, and is retried.
+failure stays pending with its error, visible in `nlphub redeploys`, and is retried. The
+endpoint is called with no transaction open (a change requested meanwhile never waits for it).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy import Connection, text
 from sqlmodel import Session, col, select
 
 from nlphub import audit
 from nlphub.errors import NotFound, Refused
+from schemas.db import autocommit_engine
 from schemas.models import PreannotationServer, Redeploy, Resource, utcnow
 from schemas.states import RESOURCE_ON_DISK
 
@@ -159,6 +162,105 @@ def redeploy_server(
     return RedeployOutcome(server.name, False, last)
 
 
+#: Advisory lock namespace ("rdep") of a redeploy being sent: `pg_try_advisory_lock(ns, key)`.
+_SENDING_LOCK = 0x72646570
+
+
+def _appended(before: list[str], after: list[str]) -> list[str]:
+    """The reasons `request_redeploys` appended to `before` to make `after` (it keeps the last
+    50): the shortest tail of `after` whose rest is a suffix of `before` (at least one)."""
+    for count in range(1, len(after) + 1):
+        rest = after[: len(after) - count]
+        if not rest or before[-len(rest) :] == rest:
+            return after[len(after) - count :]
+    return after
+
+
+def _send_one(
+    session_factory: Any,
+    sending: Connection,
+    redeploy_id: uuid.UUID,
+    *,
+    http: httpx.Client,
+    actor: str,
+) -> dict[str, Any] | None:
+    """Redeploy one server for one pending row; None when there is nothing to do (done, gone,
+    or being sent by another run right now). No transaction is open during the POST: the row
+    is read in one short transaction and the outcome recorded in another, so a change
+    requested meanwhile (which locks the pending row and writes an audit event) never waits
+    for the network. Concurrent runs skip a row this one is sending (a session-level advisory
+    lock on `sending`, only ever tried, released at the end, or by Postgres if the process
+    dies)."""
+    lock = {"ns": _SENDING_LOCK, "id": str(redeploy_id)}
+    if not sending.execute(
+        text("SELECT pg_try_advisory_lock(CAST(:ns AS integer), hashtext(:id))"), lock
+    ).scalar():
+        return None
+    try:
+        with session_factory() as session:
+            row = session.get(Redeploy, redeploy_id)
+            if row is None or row.state != "pending":
+                return None
+            found = session.get(PreannotationServer, row.server_id)
+            if found is None:
+                row.state = "done"
+                session.add(row)
+                return None
+            server = PreannotationServer(
+                id=found.id,
+                name=found.name,
+                url=found.url,
+                models=list(found.models),
+                rules=list(found.rules),
+            )
+            sent_reasons, sent_change = list(row.reasons), row.last_change_at
+        outcome = redeploy_server(server, client=http)  # no transaction open
+        with session_factory() as session:
+            row = session.get(Redeploy, redeploy_id, with_for_update=True)
+            if row is None or row.state != "pending":
+                return None
+            row.attempts += 1
+            if outcome.ok:
+                if row.last_change_at != sent_change:
+                    # changes requested while the server was called: not in this redeploy, so
+                    # they wait for the next one (as if they had come right after it)
+                    session.add(
+                        Redeploy(
+                            server_id=row.server_id,
+                            reasons=_appended(sent_reasons, row.reasons),
+                            last_change_at=row.last_change_at,
+                        )
+                    )
+                    row.reasons = sent_reasons
+                row.state, row.done_at, row.last_error = "done", utcnow(), None
+            else:
+                row.last_error = outcome.detail
+            session.add(row)
+            audit.record(
+                session,
+                actor=actor,
+                action="redeploy.done" if outcome.ok else "redeploy.failed",
+                target=server.name,
+                details={
+                    "changes": len(sent_reasons),
+                    "reasons": sent_reasons[-10:],
+                    "attempt": row.attempts,
+                    "detail": outcome.detail,
+                },
+            )
+            return {
+                "server": server.name,
+                "ok": outcome.ok,
+                "detail": outcome.detail,
+                "changes": len(sent_reasons),
+            }
+    finally:
+        if not sending.closed and not sending.invalidated:
+            sending.execute(
+                text("SELECT pg_advisory_unlock(CAST(:ns AS integer), hashtext(:id))"), lock
+            )
+
+
 def run_redeploys(
     session_factory: Any,
     *,
@@ -166,7 +268,8 @@ def run_redeploys(
     actor: str = "beat",
     client: httpx.Client | None = None,
 ) -> list[dict[str, Any]]:
-    """Redeploy every server whose pending changes are older than `debounce` seconds."""
+    """Redeploy every server whose pending changes are older than `debounce` seconds; each
+    server is called with no transaction open (`_send_one`)."""
     done: list[dict[str, Any]] = []
     cutoff = utcnow() - timedelta(seconds=debounce)
     with session_factory() as session:
@@ -175,45 +278,16 @@ def run_redeploys(
                 Redeploy.state == "pending", col(Redeploy.last_change_at) <= cutoff
             )
         ).all()
+    if not due:
+        return done
     own = client is None
     http = client or httpx.Client(timeout=10.0)
     try:
-        for redeploy_id in due:
-            with session_factory() as session:
-                row = session.get(Redeploy, redeploy_id, with_for_update=True)
-                if row is None or row.state != "pending":
-                    continue
-                server = session.get(PreannotationServer, row.server_id)
-                if server is None:
-                    row.state = "done"
-                    continue
-                outcome = redeploy_server(server, client=http)
-                row.attempts += 1
-                if outcome.ok:
-                    row.state, row.done_at, row.last_error = "done", utcnow(), None
-                else:
-                    row.last_error = outcome.detail
-                session.add(row)
-                audit.record(
-                    session,
-                    actor=actor,
-                    action="redeploy.done" if outcome.ok else "redeploy.failed",
-                    target=server.name,
-                    details={
-                        "changes": len(row.reasons),
-                        "reasons": row.reasons[-10:],
-                        "attempt": row.attempts,
-                        "detail": outcome.detail,
-                    },
-                )
-                done.append(
-                    {
-                        "server": server.name,
-                        "ok": outcome.ok,
-                        "detail": outcome.detail,
-                        "changes": len(row.reasons),
-                    }
-                )
+        with autocommit_engine().connect() as sending:
+            for redeploy_id in due:
+                outcome = _send_one(session_factory, sending, redeploy_id, http=http, actor=actor)
+                if outcome is not None:
+                    done.append(outcome)
     finally:
         if own:
             http.close()

@@ -2,6 +2,10 @@
 
 Every change records a pending redeploy for the pre-annotation servers that use the rule
 ("Redeploy preannotation server to apply these changes").
+
+Files named by callers (`import_rules_file`, `export_to_file`) are confined to the configured
+roots by `nlphub.paths`: read from ``NLPHUB_INCOMING_ROOTS`` (at most the import limit, checked
+before reading), written into ``NLPHUB_EXPORT_ROOTS`` (atomically, through no symbolic link).
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from sqlmodel import Session, col, select
 
 from nlphub import audit
 from nlphub.errors import NotFound
+from nlphub.paths import Roots, read_confined, write_confined
 from nlphub.preannotation.service import REDEPLOY_MESSAGE, request_redeploys
-from nlphub.rules.io import export_rules, load_rules
+from nlphub.rules.io import DEFAULT_LIMITS, export_rules, load_rules
 from nlphub.rules.model import RuleError, RuleSpec, validate_rule
 from schemas.models import Rule, utcnow
 
@@ -151,6 +156,25 @@ def import_rules(
         details={"rules": names, "replaced": sorted(existing)},
     )
     return _changed(session, names, actor=actor, action="rule.imported")
+
+
+def import_rules_file(
+    session: Session, path: str, *, roots: Roots, actor: str, replace: bool = False
+) -> RuleChange:
+    """`import_rules` from the file at `path`, a regular file inside `roots` reached through no
+    symbolic link, refused (`nlphub.paths.PathRefused`) above the import size limit before
+    anything is read."""
+    data, filename = read_confined(path, roots, max_bytes=DEFAULT_LIMITS.max_input_bytes)
+    return import_rules(session, data, filename=filename, actor=actor, replace=replace)
+
+
+def export_to_file(
+    session: Session, path: str, *, roots: Roots, names: list[str] | None = None
+) -> int:
+    """Write `export` to `path` inside `roots` (`nlphub.paths.write_confined`); its size."""
+    data = export(session, names)
+    write_confined(path, roots, data)
+    return len(data)
 
 
 def export(session: Session, names: list[str] | None = None) -> bytes:

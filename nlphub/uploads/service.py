@@ -6,13 +6,28 @@ a fully valid upload is installed (`source = upload`) through the install every 
 (`nlphub.install.install_resource`: rename into place, record, release the resources waiting
 for it, redeploys). A rejected upload leaves nothing behind: no files, no resource row — only
 the job and its audit events.
+
+The caller (a tenant) is trusted with nothing:
+
+- the path must lie in ``NLPHUB_INCOMING_ROOTS`` and is opened through no symbolic link
+  (`nlphub.paths`); everything after is read through the opened descriptor;
+- the unpacked size (a zip's declared sizes, a folder's files) must fit the free-space rule of
+  downloads (twice the size free) before anything is copied or extracted;
+- the edition is the one of the upload's classes (`ResourceInfo.library` through
+  `schemas.editions.EDITION_OF_LIBRARY`); a caller-given edition must agree with it, and every
+  licensed edition among the classes needs a valid licence that covers it.
+
+The licence and free-space rules are the hub's; `nlphub.hub` depends on this package, so they
+come in as an `UploadGuards` (`nlphub.hub.policy.upload_guards`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import shutil
 import uuid
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,16 +36,20 @@ from sqlmodel import Session, col, select
 
 from nlphub.errors import NlphubError
 from nlphub.install import Installed, Staged, install_resource, missing_dependencies
+from nlphub.paths import Opened, PathRefused, copy_tree, incoming_roots, open_confined, tree_size
 from nlphub.resources import install_dir, tree_checksum
 from nlphub.uploads.archive import (
+    DEFAULT_LIMITS,
+    ArchiveProblem,
     ProblemError,
     check_tree,
+    format_size,
     remove_extraction,
     resource_root,
     safe_extract,
 )
 from nlphub.uploads.sparknlp import ResourceInfo, check_compatibility, validate_resource
-from schemas.editions import EDITION_OF_LIBRARY, OPEN_SOURCE
+from schemas.editions import EDITION_OF_LIBRARY, EDITIONS, LIBRARY_LABEL, OPEN_SOURCE
 from schemas.models import Resource, ResourceKind, ResourceSource
 from schemas.settings import Settings
 from schemas.states import RESOURCE_INSTALLED, ResourceState
@@ -45,6 +64,16 @@ class UploadRejected(NlphubError):
         self.problems = problems
         lines = "\n".join(f"- {p}" for p in problems)
         super().__init__(f"upload {source} rejected ({len(problems)} problems):\n{lines}")
+
+
+@dataclass(frozen=True)
+class UploadGuards:
+    """The hub's rules an upload must pass (see the module docstring)."""
+
+    licence_problem: Callable[[str], str | None]
+    """Why resources of an edition may not be used under the configured licence, or None."""
+    space_problem: Callable[[Path, int], str | None]
+    """Why ``size`` bytes may not be written below ``path`` (the free-space rule), or None."""
 
 
 @dataclass
@@ -80,36 +109,104 @@ class UploadResult:
         }
 
 
-def _unpack(req: UploadRequest, staging: Path) -> tuple[Path, dict[str, tuple[int, str]] | None]:
+def _declared_size(archive: Path) -> int | None:
+    """What a zip says it unpacks to (its entries' uncompressed sizes); None when it cannot be
+    read (`safe_extract` then says why)."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            return sum(info.file_size for info in zf.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
+        return None
+
+
+def _check_space(guards: UploadGuards, staging: Path, size: int) -> None:
+    problem = guards.space_problem(staging.parent, size)
+    if problem:
+        raise ArchiveProblem([problem])
+
+
+def _copy_folder(source: Opened, staging: Path, guards: UploadGuards) -> None:
+    """Copy an uploaded folder into `staging` (measured first, links never followed)."""
+    limits = DEFAULT_LIMITS
+    entries, size = tree_size(source.fd, max_entries=limits.max_entries, shown=source.shown)
+    problems = []
+    if entries == 0:
+        problems.append("directory is empty")
+    if entries > limits.max_entries:
+        problems.append(f"folder has more than {limits.max_entries} entries, the limit")
+    if size > limits.max_total_bytes:
+        problems.append(
+            f"folder holds {format_size(size)}, above the limit of "
+            f"{format_size(limits.max_total_bytes)}"
+        )
+    if problems:
+        raise ArchiveProblem(problems)
+    _check_space(guards, staging, size)
+    problems = copy_tree(
+        source.fd, staging, max_entries=entries, max_bytes=size, shown=source.shown
+    )
+    try:
+        check_tree(staging)  # names, per-file sizes, on the copy
+    except ArchiveProblem as exc:
+        problems += exc.problems
+    if problems:
+        raise ArchiveProblem(problems)
+
+
+def _unpack(
+    req: UploadRequest, settings: Settings, staging: Path, guards: UploadGuards
+) -> tuple[Path, dict[str, tuple[int, str]] | None]:
     """Bring the upload into `staging` (safely); the resource's root inside it, and each
     file's size and SHA-256 when they were hashed on the way (a zip)."""
-    source = req.path
-    if not source.exists():
-        raise UploadRejected(
-            str(source),
-            [f"{source} does not exist (the path must be on storage the workers share)"],
-        )
-    if source.is_symlink():
-        raise UploadRejected(str(source), [f"{source} is a symbolic link"])
+    try:
+        source = open_confined(str(req.path), incoming_roots(settings))
+    except PathRefused as exc:
+        raise UploadRejected(str(req.path), [str(exc)]) from None
     digests = None
-    if source.is_dir():
-        check_tree(source)
-        shutil.copytree(source, staging, symlinks=True)
-        check_tree(staging)  # the tree may have changed while it was copied
-    elif source.is_file():
-        digests = safe_extract(source, staging)
-    else:
-        raise UploadRejected(str(source), [f"{source} is neither a zip file nor a folder"])
+    with source:
+        if source.is_dir:
+            _copy_folder(source, staging, guards)
+        else:  # a regular file: read as a zip, through the opened descriptor
+            limits = DEFAULT_LIMITS
+            size = _declared_size(source.path)
+            if size is not None:
+                _check_space(guards, staging, size)
+                # What was measured is all that may be written (the file may change meanwhile).
+                cap = min(size, limits.max_total_bytes)
+                limits = dataclasses.replace(limits, max_total_bytes=cap)
+            digests = safe_extract(source.path, staging, limits)
     return resource_root(staging), digests
 
 
-def _validate(req: UploadRequest, root: Path, settings: Settings) -> ResourceInfo:
+def _validate(req: UploadRequest, root: Path, settings: Settings) -> tuple[ResourceInfo, list[str]]:
     info = validate_resource(root, kind=req.kind, labels=req.labels)  # type: ignore[arg-type]
     installed = Installed.from_settings(settings)
-    problems = check_compatibility(info, installed.versions, installed.spark)
-    if problems:
-        raise UploadRejected(str(req.path), problems)
-    return info
+    return info, check_compatibility(info, installed.versions, installed.spark)
+
+
+def _edition(req: UploadRequest, info: ResourceInfo, guards: UploadGuards) -> tuple[str, list[str]]:
+    """The upload's edition (from its classes) and the problems with it: a caller-given
+    edition that contradicts the classes, a licensed edition without a valid licence."""
+    edition = EDITION_OF_LIBRARY.get(info.library, OPEN_SOURCE)
+    problems: list[str] = []
+    if req.edition is not None:
+        wanted = {e.lower(): e for e in EDITIONS}.get(req.edition.strip().lower())
+        if wanted is None:
+            problems.append(
+                f"edition {req.edition[:64]!r} is not an edition (known: {', '.join(EDITIONS)})"
+            )
+        elif wanted != edition:
+            problems.append(
+                f"edition {wanted!r} contradicts the upload's classes: {info.simple_name} is "
+                f"{LIBRARY_LABEL.get(info.library, info.library)}, edition {edition!r} (leave "
+                "the edition out: it comes from the classes)"
+            )
+    # Every licensed edition among the classes (a pipeline may mix them), the resource's first.
+    needed = [edition] + [EDITION_OF_LIBRARY.get(lib, OPEN_SOURCE) for lib in info.libraries]
+    for each in dict.fromkeys(needed):
+        if each != OPEN_SOURCE and (problem := guards.licence_problem(each)):
+            problems.append(problem)
+    return edition, problems
 
 
 def _installed_by(res: Resource, job_id: uuid.UUID | None) -> bool:
@@ -139,28 +236,32 @@ def _present(session: Session, req: UploadRequest, version: str) -> Resource | N
 
 
 def _stage(
-    req: UploadRequest, settings: Settings, staging: Path, target: Path
-) -> tuple[Staged, ResourceInfo]:
-    """Unpack, validate and checksum the upload in `staging`; `UploadRejected` with every
-    problem, or when `target` holds other files than these that no resource owns."""
+    req: UploadRequest, settings: Settings, staging: Path, target: Path, guards: UploadGuards
+) -> tuple[Staged, ResourceInfo, str]:
+    """Unpack, validate and checksum the upload in `staging`; its edition. `UploadRejected`
+    with every problem, or when `target` holds other files than these that no resource owns."""
     orphan = target.exists() or target.is_symlink()
     try:
-        root, digests = _unpack(req, staging)
-        info = _validate(req, root, settings)
+        root, digests = _unpack(req, settings, staging, guards)
+        info, problems = _validate(req, root, settings)
     except ProblemError as exc:
         raise UploadRejected(str(req.path), list(exc.problems)) from None
+    edition, edition_problems = _edition(req, info, guards)
+    if problems or edition_problems:
+        raise UploadRejected(str(req.path), problems + edition_problems)
     staged = Staged.of(root, info.storage_refs, staging=staging, digests=digests)
     if orphan and not _same_files(target, staged.checksum):
         raise UploadRejected(
             str(req.path),
             [
-                f"{target} already exists but no resource owns it (run `nlphub inventory` and "
-                "remove the orphan folder)"
+                f"{req.name} ({req.language}, {req.version or 'upload'}) already has files on "
+                "the server that no resource owns (an administrator must run `nlphub "
+                "inventory` and remove the orphan folder)"
             ],
         )
     # Same files: renamed into place by an earlier delivery of this upload whose worker died
     # before its commit; the install puts them in place again from staging.
-    return staged, info
+    return staged, info, edition
 
 
 def _new_row(
@@ -169,6 +270,7 @@ def _new_row(
     kind: ResourceKind,
     version: str,
     info: ResourceInfo,
+    edition: str,
     size: int,
 ) -> Resource:
     """The upload's resource row (`verifying` until it is installed), replacing a deleted
@@ -188,7 +290,7 @@ def _new_row(
         language=req.language,
         version=version,
         kind=kind,
-        edition=req.edition or EDITION_OF_LIBRARY.get(info.library, OPEN_SOURCE),
+        edition=edition,
         source=ResourceSource.UPLOAD,
         spark_version=info.spark_version,
         lib_version=info.lib_version,
@@ -212,9 +314,12 @@ def _missing_notice(req: UploadRequest, missing: list[str]) -> str:
     )
 
 
-def accept_upload(session: Session, settings: Settings, req: UploadRequest) -> UploadResult:
+def accept_upload(
+    session: Session, settings: Settings, req: UploadRequest, *, guards: UploadGuards
+) -> UploadResult:
     """Validate and install an upload, or raise `UploadRejected` listing every problem. The
-    caller commits right after (the install renames the files into place just before)."""
+    caller commits right after (the install renames the files into place just before).
+    `guards`: the licence and free-space rules (`nlphub.hub.policy.upload_guards(settings)`)."""
     kind = ResourceKind(req.kind)
     version = req.version or "upload"
     target = install_dir(settings.resources_dir, kind, req.name, req.language, version)
@@ -236,8 +341,8 @@ def accept_upload(session: Session, settings: Settings, req: UploadRequest) -> U
                     "upload with another --version"
                 ],
             )
-        staged, info = _stage(req, settings, staging, target)
-        res = _new_row(session, req, kind, version, info, staged.size)
+        staged, info, edition = _stage(req, settings, staging, target, guards)
+        res = _new_row(session, req, kind, version, info, edition, staged.size)
         done = install_resource(
             session,
             res,

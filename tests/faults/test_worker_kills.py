@@ -50,6 +50,7 @@ from sqlmodel import Session, select
 import nlphub
 from nlphub.embeddings.records import import_records
 from nlphub.hub.mirror import build_mirror, write_resource_dir
+from nlphub.hub.policy import upload_guards
 from nlphub.hub.server import MirrorServer
 from nlphub.hub.service import request_download
 from nlphub.hub.sync import sync_hubs
@@ -236,11 +237,13 @@ def _upload_model(tmp: Path, i: int) -> Resource:
     folder = write_resource_dir(
         res(name, "NerDLModel", storage_ref=_dep(i), labels=["PER", "LOC"]), tmp / name
     )
+    settings = get_settings()
     with session_scope() as session:
         out = accept_upload(
             session,
-            get_settings(),
+            settings,
             UploadRequest(path=folder, kind="model", name=name, labels=["PER", "LOC"]),
+            guards=upload_guards(settings),
         )
     assert out.missing == [_dep(i)], out
     with Session(get_engine()) as session:
@@ -278,7 +281,11 @@ def _dependency_trial(rig: Rig, tmp: Path, i: int) -> None:
 
 
 @pytest.mark.timeout(900)
-def test_dependency_fetch_killed_mid_run_downloads_once(hub, rig_factory, tmp_path) -> None:
+def test_dependency_fetch_killed_mid_run_downloads_once(
+    hub, rig_factory, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("NLPHUB_INCOMING_ROOTS", str(tmp_path / "models"))
+    get_settings.cache_clear()
     rig = rig_factory("default,downloads")
     for i in range(TRIALS):
         _dependency_trial(rig, tmp_path / "models", i)
@@ -349,10 +356,11 @@ def test_upload_validation_killed_mid_run_installs_once(
     env, rig_factory, tmp_path, monkeypatch
 ) -> None:
     monkeypatch.setenv("NLPHUB_LIBRARY_VERSIONS", LIBS)
-    get_settings.cache_clear()
-    rig = rig_factory("default")
     incoming = tmp_path / "incoming"
     incoming.mkdir()
+    monkeypatch.setenv("NLPHUB_INCOMING_ROOTS", str(incoming))  # before the rig's worker starts
+    get_settings.cache_clear()
+    rig = rig_factory("default")
     for i in range(TRIALS):
         _upload_trial(rig, incoming, i)
     kinds = get_settings().resources_dir / ResourceKind.EMBEDDINGS.value
@@ -495,8 +503,7 @@ def _old_versions() -> None:
                     bytes_on_disk=size,
                 )
             )
-        session.flush()
-        out = check_updates(session, settings, actor="test", reason="test")
+    out = check_updates(session_scope, settings, actor="test", reason="test")
     assert len(out["new"]) == TRIALS, out
 
 

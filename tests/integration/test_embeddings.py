@@ -457,12 +457,17 @@ def test_openai_platform_with_key_by_reference(
     url, handler = openai_server
     secret = f"sk-marker-{uuid.uuid4().hex}"
     monkeypatch.setenv("NLPHUB_TEST_OPENAI_KEY", secret)
+    # The payload names a credential the operator declared, bound to this (plain http,
+    # loopback) endpoint; the variable holding the key is the operator's business.
+    declared = {"env": "NLPHUB_TEST_OPENAI_KEY", "base_urls": [url], "allow_http": True}
+    monkeypatch.setenv("NLPHUB_CREDENTIALS", json.dumps({"test-openai": declared}))
+    get_settings.cache_clear()
     _load(tmp_path, _records())
     job = _compute(
         wait_job,
         platform="openai",
         model="text-embedding-3-small",
-        api_key_ref="NLPHUB_TEST_OPENAI_KEY",
+        api_key_ref="test-openai",
         base_url=url,
         dims=4,
     )
@@ -499,7 +504,12 @@ def test_openai_platform_with_key_by_reference(
         ),
         (
             {"platform": "openai", "model": "m", "api_key_ref": "NLPHUB_MISSING_KEY"},
-            "the API key NLPHUB_MISSING_KEY is not set",
+            "api_key_ref 'NLPHUB_MISSING_KEY' is not a declared credential",
+        ),
+        ({"platform": "cohere", "model": "m"}, "cohere needs api_key_ref"),
+        (
+            {"platform": "bow", "model": "count", "api_key_ref": "anything"},
+            "bow runs on the workers and takes no api_key_ref or base_url",
         ),
         ({"dataset": "ghost", "platform": "bow", "model": "count"}, "dataset 'ghost' not found"),
     ],

@@ -55,8 +55,9 @@ DOWNLOAD_RESULT = {
 
 
 @pytest.fixture
-def libs(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def libs(env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NLPHUB_LIBRARY_VERSIONS", LIBS)
+    monkeypatch.setenv("NLPHUB_INCOMING_ROOTS", str(tmp_path))  # the uploads are made there
     get_settings.cache_clear()
 
 

@@ -475,7 +475,7 @@ def test_migration_0006_resolves_the_chain_sequence_and_drops_the_target_index(e
     upgrade, and after still form one verifiable chain."""
     from schemas.db import head_revision
 
-    assert head_revision() == "0006"
+    assert head_revision() >= "0006"  # 0006 or a later revision (0007: embedding.base_url)
     lookup = "pg_get_serial_sequence"
     nlphub.enqueue("nlphub.ping", requested_by="t")  # no worker: the job stays queued
     assert lookup not in _chain_body(env)

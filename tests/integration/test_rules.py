@@ -118,10 +118,10 @@ def test_editing_a_rule_used_by_a_server_asks_for_a_redeploy(env, audit_actions)
     assert "rule.edited" in audit_actions() and "redeploy.requested" in audit_actions()
 
 
-def test_rule_tasks_for_other_apps(env, worker, wait_job, tmp_path) -> None:
+def test_rule_tasks_for_other_apps(env, worker, wait_job) -> None:
     job = wait_job(nlphub.enqueue("nlphub.rules_import", {"content": json.dumps([HEIGHT])}))
     assert job.state == JobState.SUCCEEDED, job.error
-    out = tmp_path / "rules.zip"
+    out = env["home"] / "exports" / "rules.zip"  # NLPHUB_EXPORT_ROOTS' default
     job = wait_job(nlphub.enqueue("nlphub.rules_export", {"path": str(out)}))
     assert job.state == JobState.SUCCEEDED and zipfile.ZipFile(out).namelist() == ["height.json"]
     bad = wait_job(

@@ -11,6 +11,7 @@ import pytest
 from sqlmodel import Session, select
 
 import nlphub
+from nlphub.hub.policy import upload_guards
 from nlphub.uploads.service import UploadRejected, UploadRequest, accept_upload
 from schemas.db import get_engine
 from schemas.models import Resource, ResourceSource
@@ -30,9 +31,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def uploads(env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("NLPHUB_LIBRARY_VERSIONS", "spark-nlp=5.5.0,spark=3.5.0")
-    get_settings.cache_clear()
     folder = tmp_path / "incoming"
     folder.mkdir()
+    monkeypatch.setenv("NLPHUB_INCOMING_ROOTS", str(folder))  # uploads are read only from there
+    get_settings.cache_clear()
     return folder
 
 
@@ -52,7 +54,8 @@ def _accept(**kw: Any) -> Any:
     req = UploadRequest(**kw)
     with Session(get_engine()) as session:
         try:
-            result = accept_upload(session, get_settings(), req)
+            settings = get_settings()
+            result = accept_upload(session, settings, req, guards=upload_guards(settings))
         except BaseException:
             session.rollback()
             raise

@@ -53,8 +53,12 @@ def embeddings_compute(
     model: str = typer.Option(..., help="e.g. tfidf, all-MiniLM-L6-v2, text-embedding-3-small"),
     granularity: str = typer.Option("attribute", help="attribute or token"),
     dims: int | None = typer.Option(None, help="PCA dimensions (64 attribute / 16 token)"),
-    api_key_ref: str | None = typer.Option(None, help="Environment variable with the key."),
-    base_url: str | None = typer.Option(None),
+    api_key_ref: str | None = typer.Option(
+        None, help="Credential declared in NLPHUB_CREDENTIALS (openai, azure, cohere)."
+    ),
+    base_url: str | None = typer.Option(
+        None, help="Endpoint: one of the credential's base_urls (default: the platform's)."
+    ),
     wait: bool = typer.Option(True),
 ) -> None:
     """Embed a dataset's text attribute (progress bar with --wait)."""

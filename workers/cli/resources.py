@@ -50,12 +50,16 @@ def delete(
 @clear_errors
 @needs_database
 def upload(
-    path: str = typer.Argument(..., help="Zip file or folder on storage the workers share."),
+    path: str = typer.Argument(
+        ..., help="Zip file or folder in NLPHUB_INCOMING_ROOTS (storage the workers share)."
+    ),
     kind: str = typer.Option(..., help="model, embeddings or pipeline"),
     name: str = typer.Option(...),
     language: str = typer.Option("en", "--language", "-l"),
     labels: str | None = typer.Option(None, help="Labels an NER model predicts: L1,L2,…"),
-    edition: str | None = typer.Option(None, help="Default: from the classes' library."),
+    edition: str | None = typer.Option(
+        None, help="Always that of the classes' library; one given must match it."
+    ),
     version: str | None = typer.Option(None),
     wait: bool = typer.Option(True),
 ) -> None:

@@ -3,7 +3,9 @@
 Requests are batched; 429 and 5xx answers are retried with backoff (honouring ``Retry-After``),
 and a temporary failure that outlasts the retries raises `TemporaryEmbeddingError` so the task
 can retry later. Keys are held in a wrapper whose repr is ``'***'`` and are scrubbed from every
-message; they are sent only in request headers.
+message; they are sent only in request headers, and the client an encoder opens never follows
+a redirect (a key goes to `base_url` only). Which key may go to which `base_url` is not decided
+here: the service asks the credential policy (`nlphub.credentials`) before it builds an encoder.
 """
 
 from __future__ import annotations
@@ -154,7 +156,7 @@ class HttpEncoder:
         key_source: str | None = None,
     ) -> None:
         if not api_key:
-            where = key_source or "the worker's secrets (an environment variable or secrets file)"
+            where = key_source or "a credential the operator declared (NLPHUB_CREDENTIALS)"
             raise EmbeddingError(
                 f"no API key for {self.platform}: set it in {where} "
                 "(keys are passed by reference, never in task arguments)"
@@ -183,7 +185,9 @@ class HttpEncoder:
         self._sleep = sleep or time.sleep
         self._random = random.Random(seed)
         self._owns_client = client is None
-        self._client = client if client is not None else httpx.Client(timeout=timeout)
+        self._client = (
+            client if client is not None else httpx.Client(timeout=timeout, follow_redirects=False)
+        )
         self._dimension: int | None = None
         #: HTTP requests sent (including retries), for progress and tests.
         self.requests_sent = 0

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import pytest
 
@@ -23,6 +24,7 @@ from nlphub.hub.catalog import (
     folders_from_settings,
     read_catalog,
 )
+from nlphub.hub.metadata import HubEntry
 
 T0 = 1_735_689_600.0  # 2025-01-01 00:00:00 UTC
 T0_TEXT = "2025-01-01 00:00:00 UTC"
@@ -435,3 +437,45 @@ def test_each_entry_knows_its_archive_url(hub: Hub, tmp_path: Path) -> None:
     assert result.folder_url(ner) == public.url
     assert result.url_of(deid) == f"{clinical.url}/deid_en_5.1.0_3.0_1559669094458.zip"
     assert archive_url(public, ner) == f"{public.url}/{ner.archive_name}"
+
+
+# -- hub input (security) ----------------------------------------------------------------------
+
+
+def test_archive_url_quotes_the_archive_name_as_one_segment() -> None:
+    # Built without validation: what the quoting alone guarantees, whatever a name holds.
+    odd = HubEntry.model_construct(
+        name="../up?q=1#frag",
+        language="en",
+        lib_version=None,
+        spark_version=None,
+        is_zipped=True,
+        time=datetime(2024, 1, 1, tzinfo=UTC),
+    )
+    url = archive_url(HubFolder("file:///srv/hub/models/"), odd)
+    assert url == f"file:///srv/hub/models/..%2Fup%3Fq%3D1%23frag_en___{odd.time_ms}.zip"
+    assert archive_url("https://hub/x/", odd) == url.replace(
+        "file:///srv/hub/models", "https://hub/x"
+    )
+    parsed = urlparse(url)
+    assert (parsed.query, parsed.fragment) == ("", "")
+    assert unquote(parsed.path.rsplit("/", 1)[1]) == odd.archive_name
+
+
+def test_unsafe_names_in_a_file_mirror_are_skipped_lines(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    lines = [line("ner_dl"), line("../secret"), line("glove?x"), line("pos", language="../en")]
+    (mirror / "metadata.json").write_text("\n".join(lines) + "\n")
+    folder = HubFolder(mirror.as_uri())
+
+    result = read_catalog([folder], tmp_path / "cache", now=T0)
+
+    assert [e.name for e in result.entries] == ["ner_dl"]
+    assert [w.split(": ", 2)[:2] for w in result.warnings] == [
+        [f"{folder.metadata_url} line 2", "bad field 'name'"],
+        [f"{folder.metadata_url} line 3", "bad field 'name'"],
+        [f"{folder.metadata_url} line 4", "bad field 'language'"],
+    ]
+    assert result.errors == []
+    assert result.url_of(result.entries[0]).startswith(f"{folder.url}/ner_dl_en_")

@@ -20,10 +20,13 @@ import pytest
 
 from nlphub.hub import fetch as fetch_module
 from nlphub.hub.fetch import (
+    DEFAULT_MAX_SIZE,
     ChecksumMismatch,
     DownloadError,
+    DownloadTooLarge,
     HubHTTPError,
     NotEnoughSpace,
+    OutsideHubFolder,
     SizeMismatch,
     TemporaryDownloadError,
     check_free_space,
@@ -49,6 +52,8 @@ class Route:
     """Close the connection after sending this many body bytes (Content-Length stays full)."""
     range_start_shift: int = 0
     """Answer a Range request with a Content-Range starting this many bytes off."""
+    no_length: bool = False
+    """Send no Content-Length: the body ends when the connection closes."""
 
     @property
     def size(self) -> int:
@@ -121,7 +126,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return
             status = 206
         self.send_response(status)
-        self.send_header("Content-Length", str(size - start))
+        if route.no_length:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(size - start))
         if status == 206:
             shown = start + route.range_start_shift
             self.send_header("Content-Range", f"bytes {shown}-{size - 1}/{size}")
@@ -129,9 +138,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if head:
             return
         length = size - start if route.cut_after is None else min(route.cut_after, size - start)
-        for piece in route.read(start, length):
-            self.wfile.write(piece)
-        self.wfile.flush()
+        try:
+            for piece in route.read(start, length):
+                self.wfile.write(piece)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client stopped reading (a body refused as too long)
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -335,8 +347,12 @@ def test_corrupt_partial_is_caught_by_the_checksum(hub: Hub, tmp_path: Path) -> 
 def test_size_other_than_the_hubs_is_refused(hub: Hub, tmp_path: Path) -> None:
     hub.routes["/a.zip"] = Route(DATA)
     dest = tmp_path / "a.zip"
-    with pytest.raises(SizeMismatch, match=f"is {len(DATA)} bytes but the hub says 10"):
-        fetch(hub.url("/a.zip"), dest, expected_md5=None, expected_size=10)
+    url = hub.url("/a.zip")
+    with pytest.raises(SizeMismatch) as caught:
+        fetch(url, dest, expected_md5=None, expected_size=10)
+    assert str(caught.value) == (
+        f"the archive at {url} is corrupted: it is {len(DATA)} bytes but the hub says 10"
+    )
     assert not dest.exists()
     assert not partial_path(dest).exists()
 
@@ -426,6 +442,206 @@ def test_head_size(hub: Hub, tmp_path: Path) -> None:
     source = tmp_path / "a.zip"
     source.write_bytes(b"12345")
     assert head_size(source.as_uri()) == 5
+
+
+# -- hub input: sizes and file:// folders (security) -------------------------------------------
+
+
+def _progress() -> tuple[list[int], Any]:
+    seen: list[int] = []
+    return seen, lambda done, total: seen.append(done)
+
+
+def test_a_body_longer_than_the_declared_size_stops_there(hub: Hub, tmp_path: Path) -> None:
+    hub.routes["/a.zip"] = Route(DATA, no_length=True)  # no Content-Length to check first
+    dest = tmp_path / "a.zip"
+    url = hub.url("/a.zip")
+    seen, progress = _progress()
+
+    with pytest.raises(SizeMismatch) as caught:
+        fetch(url, dest, expected_md5=None, expected_size=1000, progress=progress)
+
+    assert str(caught.value) == (
+        f"the archive at {url} is corrupted: it is longer than the 1000 bytes the hub declares"
+    )
+    assert max(seen, default=0) <= 1000  # nothing past the declared size was written
+    assert not dest.exists() and not partial_path(dest).exists()
+
+
+def test_without_a_declared_size_an_endless_body_stops_at_the_limit(
+    hub: Hub, tmp_path: Path
+) -> None:
+    hub.routes["/a.zip"] = Route(payload(4 * MiB), no_length=True)
+    dest = tmp_path / "a.zip"
+    url = hub.url("/a.zip")
+    seen, progress = _progress()
+
+    with pytest.raises(DownloadTooLarge) as caught:
+        fetch(url, dest, expected_md5=None, max_size=100_000, progress=progress)
+
+    assert not isinstance(caught.value, TemporaryDownloadError)
+    assert str(caught.value) == (
+        f"download of {url} stopped: the hub declares no size for this archive and it is "
+        "larger than the download limit of 97.7 KiB (NLPHUB_MAX_DOWNLOAD_BYTES)"
+    )
+    assert max(seen, default=0) <= 100_000
+    assert not dest.exists() and not partial_path(dest).exists()
+
+
+def test_without_a_declared_size_a_content_length_over_the_limit_is_refused_at_once(
+    hub: Hub, tmp_path: Path
+) -> None:
+    hub.routes["/a.zip"] = Route(DATA)
+    dest = tmp_path / "a.zip"
+    seen, progress = _progress()
+    with pytest.raises(DownloadTooLarge, match="larger than the download limit of 1000 B"):
+        fetch(hub.url("/a.zip"), dest, expected_md5=None, max_size=1000, progress=progress)
+    assert seen == []
+    assert not partial_path(dest).exists()
+
+
+def test_the_limit_lets_a_body_of_exactly_that_size_through(hub: Hub, tmp_path: Path) -> None:
+    hub.routes["/a.zip"] = Route(DATA, no_length=True)
+    result = fetch(hub.url("/a.zip"), tmp_path / "a.zip", expected_md5=None, max_size=len(DATA))
+    assert result.size == len(DATA)
+    assert DEFAULT_MAX_SIZE == 50 * GiB
+
+
+def test_the_declared_size_not_the_limit_bounds_a_declared_archive(
+    hub: Hub, tmp_path: Path
+) -> None:
+    hub.routes["/a.zip"] = Route(DATA)
+    result = fetch(
+        hub.url("/a.zip"),
+        tmp_path / "a.zip",
+        expected_md5=None,
+        expected_size=len(DATA),
+        max_size=10,
+    )
+    assert result.size == len(DATA)
+
+
+def test_a_resumed_partial_over_the_limit_starts_over(hub: Hub, tmp_path: Path) -> None:
+    hub.routes["/a.zip"] = Route(DATA)
+    dest = tmp_path / "a.zip"
+    partial_path(dest).write_bytes(b"x" * 2000)
+    with pytest.raises(DownloadTooLarge):
+        fetch(hub.url("/a.zip"), dest, expected_md5=None, max_size=1000)
+    assert "range" not in hub.requests[0].headers
+    assert not partial_path(dest).exists()
+
+
+@pytest.fixture
+def mirror_dir(tmp_path: Path) -> Path:
+    """A file:// hub folder, with a secret next to it (outside it) and links of both kinds."""
+    folder = tmp_path / "hub" / "models"
+    folder.mkdir(parents=True)
+    (folder / "a.zip").write_bytes(DATA)
+    (tmp_path / "hub" / "secret.zip").write_bytes(b"secret outside the mirror")
+    (folder / "escape.zip").symlink_to(tmp_path / "hub" / "secret.zip")
+    (folder / "dangling.zip").symlink_to(tmp_path / "hub" / "nowhere.zip")
+    (folder / "inside.zip").symlink_to(folder / "a.zip")
+    (folder / "sub").mkdir()
+    os.mkfifo(folder / "pipe.zip")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "/../secret.zip",
+        "/..%2Fsecret.zip",
+        "/sub/../../secret.zip",
+        "/./a.zip",
+        "/escape.zip",
+        "/dangling.zip",
+        "/a.zip?x=1",
+        "/a.zip#frag",
+        "/",
+        "/a%00.zip",
+    ],
+)
+def test_file_archives_outside_their_folder_are_refused(
+    mirror_dir: Path, tmp_path: Path, tail: str
+) -> None:
+    url = mirror_dir.as_uri() + tail
+    dest = tmp_path / "out" / "a.zip"
+    partial_path(dest).parent.mkdir()
+    partial_path(dest).write_bytes(b"old")
+
+    with pytest.raises(OutsideHubFolder) as caught:
+        fetch(url, dest, expected_md5=None)
+
+    assert str(caught.value) == (
+        f"refused to read {url}: a hub archive must be a file inside its hub folder"
+    )
+    assert "nowhere" not in str(caught.value)
+    assert not dest.exists() and not partial_path(dest).exists()
+    with pytest.raises(OutsideHubFolder):
+        head_size(url)
+
+
+@pytest.mark.parametrize("name", ["pipe.zip", "sub"])
+def test_file_archives_must_be_regular_files(mirror_dir: Path, tmp_path: Path, name: str) -> None:
+    url = (mirror_dir / name).as_uri()
+    with pytest.raises(OutsideHubFolder, match="it is not a regular file"):
+        fetch(url, tmp_path / "a.zip", expected_md5=None, timeout=2)
+    assert not partial_path(tmp_path / "a.zip").exists()
+
+
+def test_a_link_inside_the_folder_is_followed(mirror_dir: Path, tmp_path: Path) -> None:
+    result = fetch((mirror_dir / "inside.zip").as_uri(), tmp_path / "a.zip", expected_md5=None)
+    assert result.md5 == md5_of(DATA)
+    assert head_size((mirror_dir / "inside.zip").as_uri()) == len(DATA)
+
+
+def test_file_archives_are_bounded_like_downloads(mirror_dir: Path, tmp_path: Path) -> None:
+    url = (mirror_dir / "a.zip").as_uri()
+    dest = tmp_path / "a.zip"
+    with pytest.raises(SizeMismatch, match="is corrupted: it is 300000 bytes but the hub says 10"):
+        fetch(url, dest, expected_md5=None, expected_size=10)
+    with pytest.raises(DownloadTooLarge, match="larger than the download limit of 1000 B"):
+        fetch(url, dest, expected_md5=None, max_size=1000)
+    assert not dest.exists() and not partial_path(dest).exists()
+
+
+def test_a_file_growing_while_copied_stops_at_its_size(
+    mirror_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A source that grows after its size was taken (a file being appended to while copied).
+    real = fetch_module._open_source
+
+    class Growing:
+        def __init__(self, handle: Any) -> None:
+            self.handle = handle
+            self.grown = False
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.handle, name)
+
+        def __enter__(self) -> Growing:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.handle.close()
+
+        def read(self, size: int = -1) -> bytes:
+            if not self.grown:
+                self.grown = True
+                with (mirror_dir / "a.zip").open("ab") as more:
+                    more.write(b"more" * 1000)
+            return bytes(self.handle.read(size))
+
+    def growing(url: str) -> Any:
+        return Growing(real(url))
+
+    monkeypatch.setattr(fetch_module, "_open_source", growing)
+    url = (mirror_dir / "a.zip").as_uri()
+    with pytest.raises(
+        SizeMismatch, match=f"longer than the {len(DATA)} bytes the file had when it was opened"
+    ):
+        fetch(url, tmp_path / "a.zip", expected_md5=None)
+    assert not partial_path(tmp_path / "a.zip").exists()
 
 
 # -- progress and memory -----------------------------------------------------------------------

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from hypothesis import given, settings
@@ -14,6 +16,7 @@ from pydantic import ValidationError
 
 from nlphub.hub.metadata import (
     HubEntry,
+    check_hub_name,
     embedding_type_of,
     explain_no_match,
     parse_metadata,
@@ -416,6 +419,93 @@ def test_parse_keeps_good_lines_and_warns_for_each_bad_one(kinds: list[str]) -> 
     assert len(entries) == kinds.count("good")
     expected = [f"src line {i}:" for i, k in enumerate(kinds, start=1) if k == "bad"]
     assert [w[: w.index(":") + 1] for w in warnings] == expected
+
+
+# --- names and languages: the hub's naming (security: hub input) --------------------------
+
+UNSAFE_NAMES = [
+    "../etc/passwd",
+    "..",
+    ".",
+    ".hidden",
+    "a/b",
+    "a\\b",
+    "a?b",
+    "a#b",
+    "a%2Fb",
+    "a b",
+    "a\x00b",
+    "caf\u00e9",
+    "..%2F..%2Fsecret",
+    "x" * 80 + "/",
+]
+
+
+@pytest.mark.parametrize("name", UNSAFE_NAMES)
+def test_a_name_outside_the_hubs_naming_is_a_skipped_line(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    text = "\n".join([line(name="good_1"), line(name=name), line(name="good_2")])
+    with caplog.at_level(logging.WARNING, logger="nlphub.hub.metadata"):
+        entries, warnings = parse_metadata(text, source=SOURCE)
+    assert [e.name for e in entries] == ["good_1", "good_2"]
+    [warning] = warnings
+    assert warning.startswith(f"{SOURCE} line 2: bad field 'name': ")
+    assert "does not follow the hub's naming" in warning
+    assert [r.getMessage() for r in caplog.records] == [warning]
+
+
+@pytest.mark.parametrize("language", ["../en", "e?n", "en/..", ".en", "..", "e n"])
+def test_a_language_outside_the_hubs_naming_is_a_skipped_line(language: str) -> None:
+    entries, warnings = parse_metadata(line(language=language), source=SOURCE)
+    assert entries == []
+    [warning] = warnings
+    assert warning.startswith(f"{SOURCE} line 1: bad field 'language': ")
+    assert "does not follow the hub's naming" in warning
+
+
+def test_the_warning_says_what_is_wrong_and_shortens_a_long_name() -> None:
+    _, [dots] = parse_metadata(line(name=".x"), source="s")
+    assert (
+        dots
+        == "s line 1: bad field 'name': '.x' does not follow the hub's naming (it starts with '.')"
+    )
+    _, [slash] = parse_metadata(line(name="../" + "y" * 100), source="s")
+    assert slash == (
+        "s line 1: bad field 'name': '../" + "y" * 57 + "...' does not follow the hub's naming "
+        "(letters, digits, '_', '.' and '-' only)"
+    )
+
+
+@pytest.mark.parametrize("name", ["ner_dl", "bert-base.cased_v2", "A1", "x..y", "a-"])
+def test_hub_names_are_accepted(name: str) -> None:
+    assert check_hub_name(name) == name
+    assert entry(name=name, language="en").name == name
+
+
+def test_an_empty_language_is_the_hubs_any_language() -> None:
+    assert entry(language="").language == ""
+    with pytest.raises(ValueError, match="does not follow the hub's naming"):
+        check_hub_name("")
+
+
+def test_model_validate_refuses_an_unsafe_name_too() -> None:
+    with pytest.raises(ValidationError, match="does not follow the hub's naming"):
+        entry(name="../x")
+
+
+@PROPERTY
+@given(st.text(max_size=12), st.text(max_size=4))
+def test_an_accepted_entry_has_a_plain_archive_name(name: str, language: str) -> None:
+    data = {"name": name, "language": language, "time": "2024-01-01T00:00:00Z"}
+    entries, warnings = parse_metadata(json.dumps(data), source="s")
+    if not entries:
+        assert len(warnings) == 1
+        return
+    archive = entries[0].archive_name
+    assert re.fullmatch(r"[A-Za-z0-9_.-]+", archive), archive
+    assert not archive.startswith(".")
+    assert quote(archive, safe="") == archive
 
 
 # --- select_newest ------------------------------------------------------------------------

@@ -1,0 +1,56 @@
+"""The hub's rules that an upload must pass too: licences and the free-space rule.
+
+`nlphub.hub` depends on `nlphub.uploads` (it unpacks and validates downloads with it), so the
+upload service cannot import the hub; it asks for these two checks as an `UploadGuards`, which
+`upload_guards` builds from the settings with the hub's own functions (`licence_problem`,
+`check_free_space`): one rule for downloads and uploads alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from nlphub.hub.fetch import NotEnoughSpace, check_free_space, human_size
+from nlphub.hub.licence import Licence, LicenceError, licence_problem, load_licence
+from nlphub.uploads.service import UploadGuards
+from schemas.editions import OPEN_SOURCE
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["upload_guards"]
+
+
+def upload_guards(settings: Settings) -> UploadGuards:
+    """The licence and free-space checks `nlphub.uploads.service.accept_upload` applies."""
+    loaded: list[Licence | None] = []
+
+    def licence_check(edition: str) -> str | None:
+        if edition == OPEN_SOURCE:
+            return None
+        if not loaded:
+            try:
+                loaded.append(load_licence(settings.license_file))
+            except LicenceError as exc:
+                # The reason names the licence file: for the server's log, not for the caller.
+                log.warning("licence unusable for an upload of %s: %s", edition, exc)
+                return (
+                    f"{edition} needs a valid licence: the configured licence cannot be used "
+                    "(an administrator must check NLPHUB_LICENSE_FILE)"
+                )
+        return licence_problem(edition, loaded[0])
+
+    def space_check(path: Path, size: int) -> str | None:
+        try:
+            check_free_space(path, size, what="this upload")
+        except NotEnoughSpace as exc:
+            # Not check_free_space's own message: it names the server folder.
+            return (
+                f"not enough free disk space for this upload: it unpacks to {human_size(size)} "
+                f"and needs {human_size(exc.needed)} free (twice its size), "
+                f"{human_size(exc.available)} available"
+            )
+        return None
+
+    return UploadGuards(licence_problem=licence_check, space_problem=space_check)
