@@ -86,6 +86,53 @@ def lock_timeout() -> str:
     return f"{round(get_settings().audit_lock_timeout * 1000)}ms"
 
 
+#: How many characters of oversized details a truncation marker keeps as a preview.
+PREVIEW_CHARS = 256
+
+
+def _marker(text: str, size: int) -> dict[str, Any]:
+    return {
+        "truncated": True,
+        "bytes": size,
+        "sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "preview": text[:PREVIEW_CHARS],
+    }
+
+
+def bounded_details(details: dict[str, Any]) -> str:
+    """The canonical JSON of `details` (already redacted), bounded: details over
+    NLPHUB_AUDIT_DETAILS_MAX_BYTES serialized have their largest values, one by one, replaced by
+    a marker (`truncated`, `bytes`, the value's `sha256`, a `preview`) until they fit, or, with
+    too many keys, the whole object. Rule contents and rejected payloads never go in whole; the
+    chain hashes what is stored. Cheap for the usual small details: one length check."""
+    text = canonical(details)
+    cap = get_settings().audit_details_max_bytes
+    # Postgres' jsonb text (what the chain hashes) adds a space after each ':' and ',' and a
+    # UTF-8 character takes at most 4 bytes: at most 8 bytes per character here.
+    if len(text) * 8 <= cap:
+        return text
+
+    def stored(value: Any) -> int:
+        return len(
+            json.dumps(
+                value, sort_keys=True, separators=(", ", ": "), ensure_ascii=False, default=str
+            ).encode()
+        )
+
+    if stored(details) <= cap:
+        return text
+    kept = dict(details)
+    sizes = {key: len(canonical(value)) for key, value in kept.items()}
+    for key in sorted(sizes, key=lambda k: -sizes[k]):
+        if sizes[key] <= 4 * PREVIEW_CHARS:
+            break  # no smaller as a marker: the whole object becomes one
+        value = canonical(kept[key])
+        kept[key] = _marker(value, len(value.encode()))
+        if stored(kept) <= cap:
+            return canonical(kept)
+    return canonical(_marker(text, len(text.encode())))
+
+
 def audit_params(
     *,
     actor: str,
@@ -101,7 +148,7 @@ def audit_params(
         "action": action,
         "target": target[:512] if target else None,
         "job_id": uuid.UUID(str(job_id)) if job_id else None,
-        "details": canonical(redact(details or {})),
+        "details": bounded_details(redact(details or {})),
         "lock_timeout": lock_timeout(),
     }
 

@@ -3,12 +3,18 @@
 `enqueue()` writes the `Job` row (and its audit event) first and publishes the Celery message
 only after that transaction commits, with the job id as the task id. If the publish fails or
 the broker loses the message, the job stays `queued` and the reconciler (run by beat)
-publishes it again; redelivery is harmless because every task is idempotent per job id.
+publishes it again; redelivery is harmless because every task is idempotent per job id. A job
+left `started` by a worker that died (its run lock is free) is published again too, after
+NLPHUB_STUCK_AFTER, instead of waiting for the broker's visibility timeout.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import pwd
+import socket
 import uuid
 from typing import Any
 
@@ -77,6 +83,21 @@ def _publish(
     return False
 
 
+@functools.cache
+def _account() -> str:
+    """user@host of this process: the OS account it runs as (not $USER, which it may set)."""
+    try:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except (KeyError, OSError):
+        user = str(os.geteuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def caller_identity() -> dict[str, Any]:
+    """Who enqueues, as this process knows it (recorded beside the claimed `requested_by`)."""
+    return {"via": "python", "process": _account(), "pid": os.getpid()}
+
+
 def enqueue(
     task: str,
     payload: dict[str, Any] | None = None,
@@ -108,6 +129,7 @@ def enqueue(
             payload=body,
             requested_by=model.requested_by,
             published=True,
+            caller=caller_identity(),
         )
 
     if session is None:
@@ -125,16 +147,33 @@ def enqueue(
 
 
 def reconcile_outbox(
-    session: Session, *, grace_seconds: int, republish_after: int, limit: int = 1000
+    session: Session,
+    *,
+    grace_seconds: int,
+    republish_after: int,
+    stuck_after: int | None = None,
+    limit: int = 1000,
 ) -> list[uuid.UUID]:
-    """Publish again the jobs the broker never got or may have lost. Returns their ids.
+    """Publish again the jobs the broker never got or may have lost, and (with `stuck_after`)
+    the started jobs whose worker is gone. Returns their ids. Each `job.republished` audit
+    event names its reason: `never_published`, `broker_lost` or `worker_gone`.
 
-    Which ones: `nlphub.jobstate.unpublished_or_lost`."""
-    stale = jobstate.unpublished_or_lost(
-        session, grace_seconds=grace_seconds, republish_after=republish_after, limit=limit
-    )
+    Which ones: `nlphub.jobstate.unpublished_or_lost` and `nlphub.jobstate.workerless`. A
+    redelivery is safe: the task base takes the job's run lock, and a duplicate finds the job
+    running or finished."""
+    stale = [
+        (job, "never_published" if job.published_at is None else "broker_lost")
+        for job in jobstate.unpublished_or_lost(
+            session, grace_seconds=grace_seconds, republish_after=republish_after, limit=limit
+        )
+    ]
+    if stuck_after is not None:
+        stale += [
+            (job, "worker_gone")
+            for job in jobstate.workerless(session, stuck_after=stuck_after, limit=limit)
+        ]
     republished: list[uuid.UUID] = []
-    for job in stale:
+    for job, reason in stale:
         first = job.published_at is None
         if _send(job.id, job.task, job.queue, job.payload):
             job.published_at = utcnow()
@@ -146,6 +185,6 @@ def reconcile_outbox(
                 action="job.republished",
                 target=job.task,
                 job_id=job.id,
-                details={"first_publish": first},
+                details={"first_publish": first, "reason": reason, "state": str(job.state)},
             )
     return republished

@@ -11,6 +11,7 @@ The outbox's look-ups, progress, and the listings the CLI shows are here too.
 from __future__ import annotations
 
 import functools
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -200,15 +201,16 @@ def insert_job(
     state: JobState = JobState.QUEUED,
     action: str = "job.enqueued",
     published: bool = False,
+    caller: dict[str, Any] | None = None,
 ) -> bool:
-    """Insert the job row and its audit event in one statement; False if the id exists."""
+    """Insert the job row and its audit event in one statement; False if the id exists.
+    `caller`: who sent it as far as this process knows (`requested_by` is only claimed)."""
     clean = redact(payload)
+    details: dict[str, Any] = {"payload": clean, "queue": queue}
+    if caller is not None:
+        details["caller"] = caller
     params = audit_params(
-        actor=requested_by,
-        action=action,
-        target=task,
-        job_id=job_id,
-        details={"payload": clean, "queue": queue},
+        actor=requested_by, action=action, target=task, job_id=job_id, details=details
     )
     params.update(
         id=job_id,
@@ -280,6 +282,46 @@ def unpublished_or_lost(
             .with_for_update(skip_locked=True)
         ).all()
     )
+
+
+def run_lock_key(job_id: uuid.UUID) -> int:
+    """The job's run lock: the session advisory lock a worker holds while it runs the job."""
+    return int.from_bytes(hashlib.blake2b(job_id.bytes, digest_size=8).digest(), "big", signed=True)
+
+
+#: The keys of `:keys` that no session holds: each is taken and at once released (one
+#: statement, on the reconciler's own connection), so nothing stays held.
+_FREE_RUN_LOCKS = """
+    SELECT k FROM unnest(CAST(:keys AS bigint[])) AS k
+    WHERE CASE WHEN pg_try_advisory_lock(k) THEN pg_advisory_unlock(k) ELSE false END
+"""
+
+
+def workerless(session: Session, *, stuck_after: int, limit: int) -> list[Job]:
+    """`started`/`received` jobs whose worker is gone, locked (SKIP LOCKED) for this
+    transaction: untouched (no progress) and not published for `stuck_after` seconds, and
+    their run lock is free — the worker's database session ended (host died, pool process
+    killed), so nothing runs them, and the broker may hold their message until the visibility
+    timeout, or have lost it. A worker that is running the job holds the lock: not returned."""
+    cutoff = utcnow() - timedelta(seconds=stuck_after)
+    candidates = list(
+        session.exec(
+            select(Job)
+            .where(
+                col(Job.state).in_([JobState.STARTED.value, JobState.RECEIVED.value])
+                & (col(Job.updated_at) < cutoff)
+                & (func.coalesce(col(Job.published_at), col(Job.created_at)) < cutoff)
+            )
+            .order_by(col(Job.updated_at))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+    )
+    if not candidates:
+        return []
+    keys = {run_lock_key(job.id): job for job in candidates}
+    free = session.execute(text(_FREE_RUN_LOCKS), {"keys": list(keys)}).scalars().all()
+    return [keys[k] for k in free]
 
 
 def job_counts(session: Session) -> dict[object, int]:

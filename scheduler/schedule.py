@@ -59,6 +59,13 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "kwargs": {**beat, "older_than": 86400.0},
             "options": {"expires": 3600},
         },
+        # Write the audit chain's head outside the database (NLPHUB_AUDIT_ANCHOR_INTERVAL).
+        "audit-anchor": {
+            "task": "nlphub.audit_anchor",
+            "schedule": settings.audit_anchor_interval,
+            "kwargs": beat,
+            "options": {"expires": settings.audit_anchor_interval},
+        },
         # A no-op job through the whole path: proves beat → broker → worker → Postgres works.
         "heartbeat": {
             "task": "nlphub.ping",

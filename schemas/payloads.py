@@ -196,6 +196,10 @@ class ReconcileOutboxPayload(Payload):
     limit: int = Field(default=1000, ge=1, le=100_000)
 
 
+class AuditAnchorPayload(Payload):
+    """Append the audit chain's head to the anchor file outside the database."""
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
@@ -213,6 +217,7 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("nlphub.delete", DeletePayload, "default"),
         TaskSpec("nlphub.reconcile_outbox", ReconcileOutboxPayload, "default"),
         TaskSpec("nlphub.cleanup", CleanupPayload, "default"),
+        TaskSpec("nlphub.audit_anchor", AuditAnchorPayload, "default"),
         TaskSpec("nlphub.download", DownloadPayload, "downloads"),
         TaskSpec("nlphub.fetch_dependencies", ResourcePayload, "default"),
         TaskSpec("nlphub.hub_sync", HubSyncPayload, "default"),

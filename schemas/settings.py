@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     outbox_republish_after: int = Field(
         default=900, ge=10, validation_alias="NLPHUB_OUTBOX_REPUBLISH_AFTER"
     )
+    #: Seconds before a `started`/`received` job whose run lock is free (its worker's database
+    #: session is gone) is published again by the reconciler; far below the visibility timeout.
+    stuck_after_seconds: int = Field(default=180, ge=1, validation_alias="NLPHUB_STUCK_AFTER")
     worker_concurrency: int = Field(default=2, ge=1, le=64, validation_alias="NLPHUB_CONCURRENCY")
     log_level: str = Field(default="INFO", validation_alias="NLPHUB_LOG_LEVEL")
     update_webhook: str | None = Field(default=None, validation_alias="NLPHUB_UPDATE_WEBHOOK")
@@ -107,6 +110,18 @@ class Settings(BaseSettings):
     """Seconds a statement that writes audit events waits for a lock (the audit chain's lock,
     held by a transaction from its first audit event to its commit, above all) before it fails
     as a temporary error, retried; 0 waits forever. `nlphub.audit.lock_timeout`."""
+    audit_details_max_bytes: int = Field(
+        default=16 * 1024, ge=1024, le=2**24, validation_alias="NLPHUB_AUDIT_DETAILS_MAX_BYTES"
+    )
+    """Most bytes an audit event's details may have (serialized): larger details are stored as
+    a marker (`truncated`, `bytes`, `sha256`, a `preview`). `nlphub.audit.bounded_details`."""
+    audit_anchor_dir: Path | None = Field(default=None, validation_alias="NLPHUB_AUDIT_ANCHOR_DIR")
+    """Folder (outside the database) where `nlphub audit anchor` and beat append the audit
+    chain's head; default ``NLPHUB_HOME/audit-anchors``. `nlphub.anchors`."""
+    audit_anchor_interval: float = Field(
+        default=3600.0, ge=10, validation_alias="NLPHUB_AUDIT_ANCHOR_INTERVAL"
+    )
+    """Seconds between the audit chain anchors that beat writes (`nlphub.audit_anchor`)."""
 
     # -- security: hub input --
     max_download_bytes: int = Field(

@@ -20,7 +20,6 @@ Retries (exponential backoff with jitter) are for temporary errors only.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import time
@@ -39,7 +38,13 @@ from sqlalchemy import Connection, text
 
 from nlphub import audit
 from nlphub.errors import GaveUp, NlphubError, TemporaryError
-from nlphub.jobstate import insert_job, record_progress, recorded_outcome, transition
+from nlphub.jobstate import (
+    insert_job,
+    record_progress,
+    recorded_outcome,
+    run_lock_key,
+    transition,
+)
 from nlphub.messaging.app import app
 from schemas.db import dispose_engines, get_engine, held_connection, require_migrated
 from schemas.payloads import Payload, PayloadError, spec_for, validate_payload
@@ -90,7 +95,7 @@ def backoff(retries: int, *, base: float | None = None, cap: float | None = None
 
 
 def _lock_key(job_id: uuid.UUID) -> int:
-    return int.from_bytes(hashlib.blake2b(job_id.bytes, digest_size=8).digest(), "big", signed=True)
+    return run_lock_key(job_id)
 
 
 @dataclass
@@ -270,6 +275,7 @@ class NlphubTask(Task):
                 state=JobState.RECEIVED,
                 action="job.received",
                 published=True,
+                caller=_broker_caller(self),
             )
         raise RuntimeError(f"job {job_id} could not be started")  # pragma: no cover
 
@@ -333,11 +339,20 @@ class NlphubTask(Task):
             state=JobState.RECEIVED,
             action="job.received",
             published=True,
+            caller=_broker_caller(self),
         )
         self._record(
             conn, job_id, JobState.FAILED, requested_by, None, error=str(exc), payload=kwargs
         )
         raise exc
+
+
+def _broker_caller(task: Task) -> dict[str, Any]:
+    """Who sent a message that came without our API (Flower's REST API, beat, any broker
+    client): only `via: broker` is known. Flower checks its user but puts nothing of it in the
+    message, and every header (`origin` too) is the sender's claim: Flower passes its request's
+    options to apply_async as they are."""
+    return {"via": "broker", "origin": task.request.origin}
 
 
 def _another_jobs_id(job_id: uuid.UUID) -> Reject:

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from nlphub.anchors import write_anchor
+from nlphub.hub.service import fail_abandoned_resources
 from nlphub.jobs import reconcile_outbox as reconcile
 from nlphub.resources import cleanup_leftovers
 from schemas.db import session_scope
-from schemas.payloads import CleanupPayload, PingPayload, ReconcileOutboxPayload
+from schemas.payloads import (
+    AuditAnchorPayload,
+    CleanupPayload,
+    PingPayload,
+    ReconcileOutboxPayload,
+)
 from schemas.settings import get_settings
 from tasks.base import JobContext, nlphub_task
 
 
 @nlphub_task("nlphub.reconcile_outbox")
 def reconcile_outbox(job: JobContext, payload: ReconcileOutboxPayload) -> dict[str, Any]:
-    """Publish again jobs that are `queued` but never reached the broker, or were lost by it.
+    """Publish again jobs that are `queued` but never reached the broker, or were lost by it,
+    and `started` jobs whose worker is gone (run lock free after NLPHUB_STUCK_AFTER); fail the
+    resources a finished or missing job left in a transitional state.
     Side effects: Celery messages, `job.published_at`, audit events. Safe to run twice (skips
     rows another reconciler holds; a job published twice runs once)."""
     settings = get_settings()
@@ -23,9 +32,16 @@ def reconcile_outbox(job: JobContext, payload: ReconcileOutboxPayload) -> dict[s
             session,
             grace_seconds=settings.outbox_grace_seconds,
             republish_after=settings.outbox_republish_after,
+            stuck_after=settings.stuck_after_seconds,
             limit=payload.limit,
         )
-    return {"republished": len(ids), "job_ids": [str(i) for i in ids[:50]]}
+        # Resources a finished (or missing) job left queued/downloading/verifying: failed.
+        abandoned = fail_abandoned_resources(session, actor="reconciler", limit=payload.limit)
+    return {
+        "republished": len(ids),
+        "job_ids": [str(i) for i in ids[:50]],
+        "abandoned_resources": abandoned[:50],
+    }
 
 
 @nlphub_task("nlphub.ping")
@@ -46,3 +62,15 @@ def cleanup(job: JobContext, payload: CleanupPayload) -> dict[str, Any]:
             session, get_settings().home, older_than=payload.older_than, actor=payload.requested_by
         )
     return {"removed": len(removed), "paths": removed[:50]}
+
+
+@nlphub_task("nlphub.audit_anchor")
+def audit_anchor(job: JobContext, payload: AuditAnchorPayload) -> dict[str, Any]:
+    """Append the audit chain's head (seq, hash, time) to NLPHUB_AUDIT_ANCHOR_DIR, outside the
+    database, so `nlphub audit verify` sees the newest events deleted or the chain rewritten.
+    Side effects: one line appended to the anchor file. Safe to run twice (one more line)."""
+    with session_scope() as session:
+        anchor = write_anchor(session)
+    if anchor is None:
+        return {"anchored": False}
+    return {"anchored": True, "seq": anchor.seq, "hash": anchor.hash}

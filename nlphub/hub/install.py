@@ -16,8 +16,9 @@ redelivery:
    record, released dependents, applied updates, redeploys) in one transaction, with the
    dependencies to fetch queued in that same transaction.
 
-A resource is visible as installed only after step 4. A failure removes the partial archive
-and the staging folder and leaves the resource `failed`, ready for `nlphub redownload`.
+A resource is visible as installed only after step 4. A failure (any error but a temporary
+one that is retried) removes the partial archive and the staging folder and leaves the
+resource `failed` with its message, ready for `nlphub redownload`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+import sqlalchemy.exc
 from sqlmodel import Session
 
 from nlphub import audit
@@ -64,6 +67,14 @@ from schemas.states import RESOURCE_INSTALLED, ResourceState
 log = logging.getLogger(__name__)
 
 Progress = Callable[[float, float | None, str | None], None]
+#: What the task base may retry (its TEMPORARY_ERRORS, and any database error): left to it,
+#: with the resource as it is, but on the last try.
+_MAYBE_TEMPORARY: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.SQLAlchemyError,
+    httpx.TransportError,
+    ConnectionError,
+    TimeoutError,
+)
 STAGING_PREFIX = ".staging-"
 
 
@@ -139,6 +150,21 @@ def download_and_install(
         if isinstance(exc, NlphubError):
             raise
         raise Refused(message) from exc
+    except Exception as exc:
+        # Anything else (a ValueError from a malformed archive's metadata, a bug) fails the job
+        # too: the resource must not stay `verifying` (or `downloading`) for a dead job. A
+        # database or network error is retried by the task base (the resource stays as it is
+        # for the retry), unless this is the last try.
+        if not last_try and isinstance(exc, _MAYBE_TEMPORARY):
+            raise
+        _fail(
+            resource_id,
+            settings,
+            f"{exc.__class__.__name__}: {str(exc).strip() or 'no message'}",
+            actor=actor,
+            job_id=job_id,
+        )
+        raise
 
 
 def _download_and_install(

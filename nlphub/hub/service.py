@@ -26,13 +26,14 @@ from schemas.editions import OPEN_SOURCE
 from schemas.models import (
     EmbeddingType,
     HubEntryRow,
+    Job,
     Resource,
     ResourceKind,
     ResourceSource,
     utcnow,
 )
 from schemas.settings import Settings
-from schemas.states import RESOURCE_INSTALLED, ResourceState
+from schemas.states import JOB_TERMINAL, RESOURCE_INSTALLED, JobState, ResourceState
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +280,12 @@ def request_download(
         # worker got to, even the install, is this job's own work: carry on with it.
         return DownloadRequest(job_id, res.id, False, entry, ["claimed by this job already"])
     if res is not None and res.state in ACTIVE and res.job_id is not None:
-        return DownloadRequest(res.job_id, res.id, False, entry, ["already being downloaded"])
+        dead = _dead_job(session, res.job_id)
+        if dead is None:
+            return DownloadRequest(res.job_id, res.id, False, entry, ["already being downloaded"])
+        # Its job is over (failed, revoked, or gone) and left it in a transitional state:
+        # fail it with the reason, and queue a new job below (never hand back a dead one).
+        fail_abandoned(session, res, dead, actor=requested_by)
     if res is not None and res.state in RESOURCE_INSTALLED and not redownload:
         raise Refused(
             f"{res.label} is already {res.state.value}; use `nlphub redownload {res.name}` "
@@ -310,6 +316,60 @@ def request_download(
         },
     )
     return DownloadRequest(job_id, res.id, True, entry)
+
+
+def _dead_job(session: Session, job_id: uuid.UUID) -> str | None:
+    """Why the job can no longer move its resource on (None while it may): it finished, or
+    its row is gone."""
+    return _why_over(job_id, session.get(Job, job_id))
+
+
+def _why_over(job_id: uuid.UUID, job: Job | None) -> str | None:
+    if job is None:
+        return f"its job {job_id} is missing"
+    if job.state in JOB_TERMINAL:
+        state = JobState(job.state).value
+        return f"its job {job_id} {state}" + (f": {job.error}" if job.error else "")
+    return None
+
+
+def fail_abandoned(session: Session, res: Resource, reason: str, *, actor: str) -> None:
+    """A resource left queued/downloading/verifying by a job that is over: `failed` with the
+    reason (and ready to be downloaded again), audited as `resource.download_failed`."""
+    res.move_to(ResourceState.FAILED, error=f"abandoned: {reason}")
+    session.add(res)
+    audit.record(
+        session,
+        actor=actor,
+        action="resource.download_failed",
+        target=res.label,
+        job_id=res.job_id,
+        details={"reason": reason, "abandoned": True},
+    )
+
+
+def fail_abandoned_resources(session: Session, *, actor: str, limit: int = 1000) -> list[str]:
+    """Fail every resource in a transitional state whose job is finished (failed, succeeded,
+    revoked) or missing (run by the reconciler). Rows another transaction holds are skipped.
+    Returns their labels."""
+    rows = session.exec(
+        select(Resource, Job)
+        .outerjoin(Job, col(Job.id) == col(Resource.job_id))
+        .where(
+            col(Resource.state).in_([s.value for s in ACTIVE]),
+            col(Resource.job_id).is_not(None),
+            or_(col(Job.id).is_(None), col(Job.state).in_([s.value for s in JOB_TERMINAL])),
+        )
+        .limit(limit)
+        .with_for_update(of=Resource, skip_locked=True)
+    ).all()
+    failed = []
+    for res, job in rows:
+        reason = _why_over(res.job_id, job) if res.job_id is not None else None
+        if reason is not None:
+            fail_abandoned(session, res, reason, actor=actor)
+            failed.append(res.label)
+    return failed
 
 
 def _locked_resource(session: Session, entry: HubEntryRow) -> Resource | None:

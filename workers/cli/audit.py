@@ -43,23 +43,58 @@ def audit_list(
     console.print(table)
 
 
+@app.command("anchor")
+@clear_errors
+@needs_database
+def audit_anchor() -> None:
+    """Append the chain's head (seq, hash, time) to the anchor file, outside the database."""
+    from sqlmodel import Session
+
+    from nlphub.anchors import ANCHOR_FILE, anchor_dir, write_anchor
+    from schemas.db import get_engine
+
+    with Session(get_engine()) as session:
+        anchor = write_anchor(session)
+    if anchor is None:
+        console.print("the audit log is empty: nothing to anchor")
+        return
+    console.print(
+        f"audit chain anchored: event {anchor.seq} ({anchor.hash}) in {anchor_dir() / ANCHOR_FILE}"
+    )
+
+
 @app.command("verify")
 @clear_errors
 @needs_database
 def audit_verify() -> None:
-    """Check the hash chain; report the first broken link (exit 1)."""
+    """Check the hash chain, and the log against the anchors written outside the database
+    (truncation, rewrite); report what is wrong (exit 1)."""
     from sqlmodel import Session
 
+    from nlphub.anchors import ANCHOR_FILE, anchor_dir, check_anchors
     from nlphub.audit import verify_chain
     from schemas.db import get_engine
 
     with Session(get_engine()) as session:
         report = verify_chain(session)
+        anchors = check_anchors(session)
+    for warning in anchors.warnings:
+        err.print(f"audit anchors: {warning}")
     if report.ok:
         console.print(f"audit chain OK: {report.checked} events verified")
-        return
-    err.print(
-        f"audit chain BROKEN at event {report.broken_at}: {report.reason} "
-        f"({report.checked} events before it verified)"
-    )
-    raise typer.Exit(1)
+    else:
+        err.print(
+            f"audit chain BROKEN at event {report.broken_at}: {report.reason} "
+            f"({report.checked} events before it verified)"
+        )
+    for problem in anchors.problems:
+        err.print(f"audit chain {problem}")
+    if anchors.anchors == 0:
+        console.print(
+            f"no anchor in {anchor_dir() / ANCHOR_FILE} yet: deleting the newest events or "
+            "rewriting the whole chain cannot be seen (`nlphub audit anchor`)"
+        )
+    elif anchors.ok:
+        console.print(f"audit anchors OK: {anchors.anchors} anchors match the log")
+    if not report.ok or not anchors.ok:
+        raise typer.Exit(1)

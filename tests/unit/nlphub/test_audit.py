@@ -54,3 +54,36 @@ def test_any_field_change_changes_the_hash() -> None:
 
 def test_canonical_json_is_compact_and_sorted() -> None:
     assert canonical({"b": 1, "a": "é"}) == '{"a":"é","b":1}'
+
+
+def test_small_details_are_stored_as_they_are() -> None:
+    from nlphub.audit import bounded_details
+
+    details = {"payload": {"name": "glove_100d"}, "queue": "default"}
+    assert bounded_details(details) == canonical(details)
+
+
+def test_oversized_details_keep_their_small_values_and_mark_the_large_one() -> None:
+    import json
+
+    from nlphub.audit import bounded_details
+    from schemas.settings import get_settings
+
+    big = {"content": "é" * 5 * 2**20}
+    text = bounded_details({"payload": big, "queue": "default"})
+    assert len(text.encode()) <= get_settings().audit_details_max_bytes
+    stored = json.loads(text)
+    assert stored["queue"] == "default"
+    marker = stored["payload"]
+    assert marker["truncated"] is True and marker["bytes"] == len(canonical(big).encode())
+    assert len(marker["sha256"]) == 64 and len(marker["preview"]) == 256
+
+
+def test_too_many_keys_become_one_marker() -> None:
+    import json
+
+    from nlphub.audit import bounded_details
+
+    details = {f"k{i}": "v" * 100 for i in range(400)}
+    stored = json.loads(bounded_details(details))
+    assert stored["truncated"] is True and "preview" in stored

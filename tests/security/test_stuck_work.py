@@ -1,0 +1,224 @@
+"""Item (e): work that never ends.
+
+- A job left `started` (or `received`) by a worker that died — its run lock is free, since
+  the worker's database session is gone — is published again by the reconciler after
+  NLPHUB_STUCK_AFTER, not after the broker's visibility timeout (6 h), nor never when the
+  broker lost its message; one whose run lock is held (a worker runs it) is left alone.
+- A resource in a transitional state (queued/downloading/verifying) whose job finished or is
+  missing is failed with its reason and can be downloaded again: a download request never
+  returns a dead job; any error after the extraction fails the resource with its message.
+
+Each test fails with its fix removed (checked once by removing it, then restored).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import Session, select
+
+from nlphub.hub import install
+from nlphub.hub.mirror import build_mirror
+from nlphub.hub.service import DownloadRequest, request_download
+from nlphub.hub.sync import sync_hubs
+from nlphub.jobs import enqueue, reconcile_outbox
+from nlphub.jobstate import run_lock_key
+from schemas.db import get_engine, session_scope
+from schemas.models import Resource
+from schemas.settings import get_settings
+from schemas.states import JobState, ResourceState
+from tests.integration.conftest import audit_events
+from tests.integration.test_hub import LIBS, res
+
+_INVENTORY = '{"requested_by": "app", "verify_checksums": false}'
+
+
+def _stuck_job(state: str = "started", age: str = "10 minutes") -> uuid.UUID:
+    """A job row as a dead worker leaves it: started long ago, published long ago."""
+    job_id = uuid.uuid4()
+    with Session(get_engine()) as session:
+        session.execute(
+            text(
+                "INSERT INTO job (id, task, queue, payload, state, progress, attempts, "
+                "requested_by, created_at, updated_at, published_at, started_at, worker) "
+                "VALUES (:id, 'nlphub.inventory', 'default', CAST(:p AS jsonb), :state, 0, 1, "
+                "'app', now() - CAST(:age AS interval), now() - CAST(:age AS interval), "
+                "now() - CAST(:age AS interval), now() - CAST(:age AS interval), 'dead@host')"
+            ),
+            {"id": job_id, "p": _INVENTORY, "state": state, "age": age},
+        )
+        session.commit()
+    return job_id
+
+
+def _reconcile(stuck_after: int | None = 60) -> list[uuid.UUID]:
+    with Session(get_engine()) as session:
+        ids = reconcile_outbox(
+            session, grace_seconds=30, republish_after=900, stuck_after=stuck_after
+        )
+        session.commit()
+    return ids
+
+
+@pytest.fixture
+def held_lock() -> Iterator[Any]:
+    """Hold a job's run lock on another connection, as a live worker does."""
+    conns: list[Any] = []
+
+    def hold(job_id: uuid.UUID) -> None:
+        conn = get_engine().connect()
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": run_lock_key(job_id)})
+        conn.commit()
+        conns.append(conn)
+
+    yield hold
+    for conn in conns:
+        conn.close()
+
+
+@pytest.mark.parametrize("state", ["started", "received"])
+def test_a_started_job_whose_worker_is_gone_is_published_again_and_completes(
+    worker, wait_job, state: str
+) -> None:
+    job_id = _stuck_job(state)
+    assert job_id in _reconcile()
+    assert wait_job(job_id).state == JobState.SUCCEEDED
+    republished = audit_events(job_id, "job.republished")
+    assert len(republished) == 1
+    assert republished[0].details["reason"] == "worker_gone"
+    assert republished[0].details["state"] == state
+    # published again now: the next run leaves it (and it is finished anyway)
+    assert job_id not in _reconcile()
+
+
+def test_a_job_whose_run_lock_is_held_is_left_alone(env, held_lock) -> None:
+    job_id = _stuck_job()
+    held_lock(job_id)
+    assert job_id not in _reconcile()
+    assert audit_events(job_id, "job.republished") == []
+    # and the reconciler's check leaves the lock with its holder
+    with get_engine().connect() as conn:
+        got = conn.execute(
+            text("SELECT pg_try_advisory_lock(:k)"), {"k": run_lock_key(job_id)}
+        ).scalar()
+        assert got is False
+
+
+def test_a_started_job_is_left_alone_within_the_grace_period(env) -> None:
+    recent = _stuck_job(age="10 seconds")
+    assert recent not in _reconcile(stuck_after=60)
+    assert recent not in _reconcile(stuck_after=None)
+    assert _stuck_job() not in _reconcile(stuck_after=None)
+
+
+# -- resources a dead job left in a transitional state ---------------------------------------
+
+
+@pytest.fixture
+def hub(env, tmp_path, monkeypatch) -> Iterator[None]:
+    folder = tmp_path / "hub"
+    build_mirror(
+        folder,
+        [res("glove_100d", "WordEmbeddingsModel"), res("tfhub_use", "UniversalSentenceEncoder")],
+    )
+    monkeypatch.setenv("NLPHUB_HUB_URLS", f"file://{folder}")
+    monkeypatch.setenv("NLPHUB_LIBRARY_VERSIONS", LIBS)
+    get_settings.cache_clear()
+    assert not sync_hubs("test")["errors"]
+    yield
+    get_settings.cache_clear()
+
+
+def _request(name: str, **kw: Any) -> DownloadRequest:
+    with session_scope() as session:
+        return request_download(session, get_settings(), name=name, requested_by="test", **kw)
+
+
+def _resource(name: str) -> Resource:
+    with Session(get_engine()) as session:
+        row = session.exec(select(Resource).where(Resource.name == name)).one()
+        session.expunge(row)
+        return row
+
+
+def _abandon(name: str, state: str, job: str) -> uuid.UUID:
+    """Leave the resource `state` for a job that is `job` ('missing': no row)."""
+    dead = uuid.uuid4()
+    with Session(get_engine()) as session:
+        if job != "missing":
+            session.execute(
+                text(
+                    "INSERT INTO job (id, task, queue, payload, state, progress, attempts, "
+                    "requested_by, created_at, updated_at, finished_at, error) VALUES "
+                    "(:id, 'nlphub.download', 'downloads', '{}', :state, 0, 1, 'test', now(), "
+                    "now(), now(), 'killed by the test')"
+                ),
+                {"id": dead, "state": job},
+            )
+        session.execute(
+            text("UPDATE resource SET state = :s, job_id = :j WHERE name = :n"),
+            {"s": state, "j": dead, "n": name},
+        )
+        session.commit()
+    return dead
+
+
+def test_an_error_after_the_extraction_fails_the_resource_with_its_message(
+    hub, worker, wait_job, monkeypatch
+) -> None:
+    """A ValueError while validating the unpacked archive (not a ProblemError): the job fails
+    and so does the resource, with the message, not left `verifying`; a new request works."""
+
+    real, calls = install.validate_resource, []
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:  # the first download only
+            raise ValueError("metadata says nonsense")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(install, "validate_resource", broken)
+    job = wait_job(_request("glove_100d").job_id)
+    assert job.state == JobState.FAILED and "metadata says nonsense" in job.error
+    row = _resource("glove_100d")
+    assert row.state == ResourceState.FAILED, row.state
+    assert row.error == "ValueError: metadata says nonsense"
+    again = _request("glove_100d")
+    assert again.created and again.job_id != job.id
+    assert wait_job(again.job_id).state == JobState.SUCCEEDED
+    assert _resource("glove_100d").state == ResourceState.INSTALLED
+
+
+@pytest.mark.parametrize(
+    ("state", "job"),
+    [("verifying", "failed"), ("downloading", "revoked"), ("queued", "missing")],
+)
+def test_a_request_never_returns_a_dead_job(
+    hub, worker, wait_job, audit_actions, state: str, job: str
+) -> None:
+    assert wait_job(_request("tfhub_use").job_id).state == JobState.SUCCEEDED
+    dead = _abandon("tfhub_use", state, job)
+    again = _request("tfhub_use", redownload=True)
+    assert again.job_id != dead and again.created
+    assert wait_job(again.job_id).state == JobState.SUCCEEDED
+    assert _resource("tfhub_use").state == ResourceState.INSTALLED
+    failed = audit_events(dead, "resource.download_failed")
+    assert len(failed) == 1 and failed[0].details["abandoned"] is True
+    assert str(dead) in failed[0].details["reason"]
+
+
+def test_the_reconciler_fails_resources_whose_job_is_over(hub, worker, wait_job) -> None:
+    assert wait_job(_request("tfhub_use").job_id).state == JobState.SUCCEEDED
+    dead = _abandon("tfhub_use", "verifying", "failed")
+    out = wait_job(enqueue("nlphub.reconcile_outbox", {}))
+    assert out.state == JobState.SUCCEEDED, out.error
+    assert out.result["abandoned_resources"] == [_resource("tfhub_use").label]
+    row = _resource("tfhub_use")
+    assert row.state == ResourceState.FAILED
+    assert row.error is not None and str(dead) in row.error and "failed" in row.error
+    # and it can be downloaded again
+    assert wait_job(_request("tfhub_use").job_id).state == JobState.SUCCEEDED
