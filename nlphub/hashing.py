@@ -1,12 +1,16 @@
 """Hashing on a helper thread: hashlib releases the GIL for large buffers, so the hash of a
-stream can be computed while the caller reads, checks and writes the next chunk."""
+stream can be computed while the caller reads, checks and writes the next chunk.
+
+`HashThread` hashes an upload's files as they are extracted (`nlphub.uploads.archive`);
+`Hashes` computes a download's MD5 + SHA-256 as it streams (`nlphub.hub.fetch`)."""
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
 from types import TracebackType
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 
 class _Hash(Protocol):
@@ -64,3 +68,75 @@ class HashThread:
             except BaseException:  # the block's own error is the one that matters
                 pass
         return None
+
+
+READ_CHUNK = 1 << 20
+
+
+class Hashes:
+    """MD5 + SHA-256 of a stream, computed on a helper thread (hashlib releases the GIL on
+    large buffers), so hashing overlaps receiving and writing. Reading `md5` / `sha256` waits
+    for every queued chunk; later updates are hashed inline."""
+
+    def __init__(self, sha256: bool = True) -> None:
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._sha256 = hashlib.sha256() if sha256 else None
+        self.size = 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
+        self._thread: threading.Thread | None = None
+        self._done = False
+
+    def _run(self) -> None:
+        # Ends at the sentinel, or after a minute without data (an abandoned download).
+        while True:
+            try:
+                data = self._queue.get(timeout=60)
+            except queue.Empty:
+                return
+            if data is None:
+                return
+            self._md5.update(data)
+            if self._sha256 is not None:
+                self._sha256.update(data)
+
+    def update(self, data: bytes) -> None:
+        self.size += len(data)
+        if self._done:
+            self._md5.update(data)
+            if self._sha256 is not None:
+                self._sha256.update(data)
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="fetch-hash", daemon=True)
+            self._thread.start()
+        self._queue.put(bytes(data))
+
+    def _finish(self) -> None:
+        if not self._done:
+            self._done = True
+            if self._thread is not None:
+                self._queue.put(None)
+                self._thread.join()
+
+    @property
+    def md5(self) -> Any:
+        self._finish()
+        return self._md5
+
+    @property
+    def sha256(self) -> str | None:
+        self._finish()
+        return None if self._sha256 is None else self._sha256.hexdigest()
+
+
+def hash_file(handle: IO[bytes], hashes: Hashes, limit: int | None = None) -> None:
+    """Feed the first ``limit`` bytes of ``handle`` (all when ``None``) into ``hashes``."""
+    handle.seek(0)
+    left = limit
+    while left is None or left > 0:
+        data = handle.read(READ_CHUNK if left is None else min(READ_CHUNK, left))
+        if not data:
+            break
+        hashes.update(data)
+        if left is not None:
+            left -= len(data)

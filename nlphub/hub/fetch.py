@@ -36,24 +36,31 @@ No database, no Celery: the caller decides retries and records results.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import logging
 import os
-import queue
 import re
-import shutil
-import stat
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
-from urllib.parse import unquote, urlparse
-from urllib.request import url2pathname
+from typing import Any
 
 import httpx
+
+from nlphub.hashing import Hashes, hash_file
+from nlphub.hub import local
+from nlphub.hub.fetch_errors import (
+    ChecksumMismatch,
+    DownloadError,
+    DownloadTooLarge,
+    HubHTTPError,
+    NotEnoughSpace,
+    OutsideHubFolder,
+    SizeMismatch,
+    TemporaryDownloadError,
+)
+from nlphub.hub.partial import Partial, fsync_dir, partial_path
+from nlphub.hub.space import check_free_space, human_size
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
@@ -79,136 +86,15 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[int, int | None], None]
 """``progress(done_bytes, total_bytes)``; ``total_bytes`` is ``None`` while unknown."""
 
-PARTIAL_SUFFIX = ".partial"
 PROGRESS_INTERVAL = 0.1
 """Seconds between two progress calls (the final call is always made)."""
 
 _TEMPORARY_CLIENT_ERRORS = frozenset({408, 425, 429})
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
 _UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)", re.IGNORECASE)
-_READ_CHUNK = 1 << 20
 DEFAULT_MAX_SIZE = 50 * (1 << 30)
 """Most bytes of an archive whose size the hub does not declare (``NLPHUB_MAX_DOWNLOAD_BYTES``)."""
 MAX_SIZE_SETTING = "NLPHUB_MAX_DOWNLOAD_BYTES"
-
-
-# -- errors ------------------------------------------------------------------------------------
-
-
-class DownloadError(Exception):
-    """A download failed. Permanent unless it is a ``TemporaryDownloadError``."""
-
-
-class TemporaryDownloadError(DownloadError):
-    """A network error, a cut transfer or a 5xx: retry later; the ``.partial`` is kept."""
-
-
-class ChecksumMismatch(DownloadError):
-    """The downloaded file's MD5 is not the hub's. Permanent; the ``.partial`` is removed."""
-
-    def __init__(self, url: str, expected: str, actual: str) -> None:
-        self.url = url
-        self.expected = expected
-        self.actual = actual
-        super().__init__(
-            f"checksum mismatch for {url}: hub says MD5 {expected}, downloaded file has {actual}"
-        )
-
-
-class SizeMismatch(DownloadError):
-    """A corrupted archive: longer than, or not the size the hub (or Content-Length) states.
-    Permanent; the ``.partial`` is removed."""
-
-
-class DownloadTooLarge(DownloadError):
-    """An archive without a declared size went past the download limit (``max_size``).
-    Permanent; the ``.partial`` is removed."""
-
-
-class OutsideHubFolder(DownloadError):
-    """A ``file://`` archive that is not a regular file inside its hub folder. Permanent."""
-
-
-class NotEnoughSpace(DownloadError):
-    """Too little free disk space for a download (see ``check_free_space``)."""
-
-    def __init__(self, message: str, *, needed: int, available: int, path: Path) -> None:
-        self.needed = needed
-        self.available = available
-        self.path = path
-        super().__init__(message)
-
-
-class HubHTTPError(DownloadError):
-    """The hub answered 4xx (e.g. the archive is not there). Permanent."""
-
-    def __init__(self, url: str, status: int, reason: str = "") -> None:
-        self.url = url
-        self.status = status
-        self.reason = reason
-        text = f"HTTP {status} {reason}".rstrip()
-        super().__init__(f"hub answered {text} for {url}")
-
-
-# -- sizes and disk space ----------------------------------------------------------------------
-
-_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
-
-
-def human_size(size: float) -> str:
-    """``512 B``, ``1.5 KiB``, ``2.0 GiB``: binary units, one decimal."""
-    if size < 1024:
-        return f"{int(size)} B"
-    value = float(size)
-    for unit in _UNITS:
-        value /= 1024
-        if value < 1024 or unit == _UNITS[-1]:
-            return f"{value:.1f} {unit}"
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _free_bytes(path: Path) -> int:
-    """Free bytes on the file system holding ``path`` (or its nearest existing parent)."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    return shutil.disk_usage(probe).free
-
-
-def _times(factor: float) -> str:
-    if factor == 2:
-        return "twice"
-    if factor == 1:
-        return "once"
-    return f"{factor:g} times"
-
-
-def check_free_space(
-    path: Path, size: int, *, what: str, factor: float = 2.0, already_have: int = 0
-) -> None:
-    """Require ``factor * size`` bytes of free space at ``path`` (the 2x rule).
-
-    Room for the archive and for what it unpacks to. Bytes ``already_have`` on disk (a
-    ``.partial`` being resumed) are already used, so they count towards the need.
-
-    Raises:
-        NotEnoughSpace: e.g. ``"not enough free disk space for x.zip: needs 2.0 GiB (twice its
-            size, 1.0 GiB), 500.0 MiB available at /data"``.
-    """
-    needed = max(0, int(factor * size) - max(0, already_have))
-    available = _free_bytes(path)
-    if needed <= available:
-        return
-    detail = f"{_times(factor)} its size, {human_size(size)}"
-    if already_have > 0:
-        detail += f", less {human_size(already_have)} already downloaded"
-    raise NotEnoughSpace(
-        f"not enough free disk space for {what}: needs {human_size(needed)} ({detail}), "
-        f"{human_size(available)} available at {path}",
-        needed=needed,
-        available=available,
-        path=path,
-    )
 
 
 # -- results and helpers -----------------------------------------------------------------------
@@ -228,67 +114,6 @@ class FetchResult:
     """Bytes that were already on disk (a resumed ``.partial``, or all of an existing ``dest``)."""
 
 
-def partial_path(dest: Path) -> Path:
-    """Where ``fetch`` keeps the incomplete download for ``dest``."""
-    return dest.with_name(dest.name + PARTIAL_SUFFIX)
-
-
-class _Hashes:
-    """MD5 + SHA-256 of a stream, computed on a helper thread (hashlib releases the GIL on
-    large buffers), so hashing overlaps receiving and writing. Reading `md5` / `sha256` waits
-    for every queued chunk; later updates are hashed inline."""
-
-    def __init__(self, sha256: bool = True) -> None:
-        self._md5 = hashlib.md5(usedforsecurity=False)
-        self._sha256 = hashlib.sha256() if sha256 else None
-        self.size = 0
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
-        self._thread: threading.Thread | None = None
-        self._done = False
-
-    def _run(self) -> None:
-        # Ends at the sentinel, or after a minute without data (an abandoned download).
-        while True:
-            try:
-                data = self._queue.get(timeout=60)
-            except queue.Empty:
-                return
-            if data is None:
-                return
-            self._md5.update(data)
-            if self._sha256 is not None:
-                self._sha256.update(data)
-
-    def update(self, data: bytes) -> None:
-        self.size += len(data)
-        if self._done:
-            self._md5.update(data)
-            if self._sha256 is not None:
-                self._sha256.update(data)
-            return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="fetch-hash", daemon=True)
-            self._thread.start()
-        self._queue.put(bytes(data))
-
-    def _finish(self) -> None:
-        if not self._done:
-            self._done = True
-            if self._thread is not None:
-                self._queue.put(None)
-                self._thread.join()
-
-    @property
-    def md5(self) -> Any:
-        self._finish()
-        return self._md5
-
-    @property
-    def sha256(self) -> str | None:
-        self._finish()
-        return None if self._sha256 is None else self._sha256.hexdigest()
-
-
 class _Throttle:
     """Calls ``progress`` at most every ``PROGRESS_INTERVAL`` seconds, and always at the end."""
 
@@ -305,77 +130,6 @@ class _Throttle:
             self._progress(done, total)
 
 
-def _file_path(url: str) -> Path:
-    """The file a ``file://`` archive URL names, once it is known to be inside its hub folder.
-
-    The hub folder is the URL's folder (an archive URL is ``<folder>/<archive name>``). Refused
-    (``OutsideHubFolder``): a query or fragment, ``.`` or ``..`` segments, a NUL, or a path
-    whose resolution (symbolic links followed, whether or not the target exists) leaves the
-    folder. The message names the URL only, never where a link leads.
-    """
-    parsed = urlparse(url)
-    if parsed.netloc not in ("", "localhost"):
-        raise DownloadError(f"cannot read {url}: file:// URLs must be local")
-    refused = OutsideHubFolder(
-        f"refused to read {url}: a hub archive must be a file inside its hub folder"
-    )
-    if parsed.query or parsed.fragment or parsed.params:
-        raise refused
-    text = url2pathname(unquote(parsed.path))
-    folder, _, name = text.rpartition("/")
-    segments = text.split("/")
-    if "\x00" in text or not name or any(part in (".", "..") for part in segments):
-        raise refused
-    root = Path(folder or "/")
-    try:
-        inside = (root / name).resolve().is_relative_to(root.resolve())
-    except (OSError, RuntimeError):  # a symbolic link loop
-        inside = False
-    if not inside:
-        raise refused
-    return root / name
-
-
-def _open_source(url: str) -> IO[bytes]:
-    """The ``file://`` archive, opened: a regular file inside its hub folder."""
-    source = _file_path(url)
-    try:
-        # Non-blocking, so that a FIFO is refused below instead of waiting for a writer.
-        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise HubHTTPError(url, 404, "Not Found (no such file)") from None
-    except OSError as exc:
-        raise TemporaryDownloadError(f"cannot read {url}: {exc.strerror or exc}") from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OutsideHubFolder(f"refused to read {url}: it is not a regular file")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename durable; not every file system allows opening a directory.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _hash_file(handle: IO[bytes], hashes: _Hashes, limit: int | None = None) -> None:
-    """Feed the first ``limit`` bytes of ``handle`` (all when ``None``) into ``hashes``."""
-    handle.seek(0)
-    left = limit
-    while left is None or left > 0:
-        data = handle.read(_READ_CHUNK if left is None else min(_READ_CHUNK, left))
-        if not data:
-            break
-        hashes.update(data)
-        if left is not None:
-            left -= len(data)
-
-
 def _existing_dest(
     dest: Path, expected_md5: str, expected_size: int | None, sha256: bool = True
 ) -> FetchResult | None:
@@ -387,49 +141,15 @@ def _existing_dest(
         size = dest.stat().st_size
     except FileNotFoundError:
         return None
-    hashes = _Hashes(sha256)
+    hashes = Hashes(sha256)
     if expected_size is None or size == expected_size:
         with dest.open("rb") as handle:
-            _hash_file(handle, hashes)
+            hash_file(handle, hashes)
     if hashes.size != size or hashes.md5.hexdigest().upper() != expected_md5:
         logger.warning("%s does not match the hub's MD5 %s; removing it", dest, expected_md5)
         dest.unlink(missing_ok=True)
         return None
     return FetchResult(dest, hashes.size, expected_md5, hashes.sha256, hashes.size)
-
-
-class _Partial:
-    """The ``.partial`` file, locked against a second writer while it is open."""
-
-    def __init__(self, path: Path, sha256: bool = True) -> None:
-        self.path = path
-        self.sha256 = sha256
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise TemporaryDownloadError(
-                f"{path} is being written by another process; try again later"
-            ) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        self.handle: IO[bytes] = os.fdopen(fd, "r+b")
-
-    def close(self) -> None:
-        self.handle.close()  # also drops the lock
-
-    def discard(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        self.close()
-
-    def restart(self) -> _Hashes:
-        """Empty the file: the download starts over from byte 0."""
-        self.handle.seek(0)
-        self.handle.truncate(0)
-        return _Hashes(self.sha256)
 
 
 # -- fetch -------------------------------------------------------------------------------------
@@ -485,13 +205,10 @@ def fetch(
     """
     md5 = (expected_md5 or "").strip().upper() or None
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if md5 is not None:
-        existing = _existing_dest(dest, md5, expected_size, sha256)
-        if existing is not None:
-            logger.info("%s is already at %s and verified", url, dest)
-            _Throttle(progress)(existing.size, existing.size, final=True)
-            return existing
-    partial = _Partial(partial_path(dest), sha256)
+    existing = _already_there(url, dest, md5, expected_size, sha256, progress)
+    if existing is not None:
+        return existing
+    partial = Partial(partial_path(dest), sha256)
     try:
         if url.startswith("file://"):
             hashes, resumed = _copy_file(
@@ -507,16 +224,7 @@ def fetch(
                 chunk_size,
                 timeout,
             )
-        actual = hashes.md5.hexdigest().upper()
-        if md5 is not None and actual != md5:
-            partial.discard()
-            raise ChecksumMismatch(url, md5, actual)
-        # No fsync of the archive: it is a temporary file, verified (size, MD5) again before it
-        # is reused after a crash and checked entry by entry (CRC) when unpacked.
-        partial.handle.flush()
-        os.replace(partial.path, dest)
-        partial.close()
-        _fsync_dir(dest.parent)
+        actual = _verify_and_install(url, partial, hashes, md5, dest)
     except BaseException:
         if not partial.handle.closed:
             partial.close()
@@ -526,6 +234,41 @@ def fetch(
     else:
         logger.info("downloaded %s to %s", url, dest)
     return FetchResult(dest, hashes.size, actual, hashes.sha256, resumed)
+
+
+def _already_there(
+    url: str,
+    dest: Path,
+    md5: str | None,
+    expected_size: int | None,
+    sha256: bool,
+    progress: Progress | None,
+) -> FetchResult | None:
+    """The result for a ``dest`` an earlier run completed and that still verifies, if any."""
+    if md5 is None:
+        return None
+    existing = _existing_dest(dest, md5, expected_size, sha256)
+    if existing is not None:
+        logger.info("%s is already at %s and verified", url, dest)
+        _Throttle(progress)(existing.size, existing.size, final=True)
+    return existing
+
+
+def _verify_and_install(
+    url: str, partial: Partial, hashes: Hashes, md5: str | None, dest: Path
+) -> str:
+    """Check the MD5 of the complete ``.partial`` and rename it onto ``dest``; its MD5."""
+    actual: str = hashes.md5.hexdigest().upper()
+    if md5 is not None and actual != md5:
+        partial.discard()
+        raise ChecksumMismatch(url, md5, actual)
+    # No fsync of the archive: it is a temporary file, verified (size, MD5) again before it
+    # is reused after a crash and checked entry by entry (CRC) when unpacked.
+    partial.handle.flush()
+    os.replace(partial.path, dest)
+    partial.close()
+    fsync_dir(dest.parent)
+    return actual
 
 
 @dataclass(frozen=True)
@@ -561,7 +304,7 @@ def _too_large(url: str, max_size: int) -> DownloadTooLarge:
     )
 
 
-def _check_total(url: str, partial: _Partial, total: int | None, limits: _Limits) -> None:
+def _check_total(url: str, partial: Partial, total: int | None, limits: _Limits) -> None:
     """A source whose stated size is not the hub's, or too large without one: permanent."""
     if total is None:
         return
@@ -574,7 +317,7 @@ def _check_total(url: str, partial: _Partial, total: int | None, limits: _Limits
 
 
 def _check_room(
-    url: str, partial: _Partial, done: int, more: int, limit: int, why: str | None, max_size: int
+    url: str, partial: Partial, done: int, more: int, limit: int, why: str | None, max_size: int
 ) -> None:
     """Refuse ``more`` bytes that would take the file past ``limit`` (checked before writing)."""
     if done + more <= limit:
@@ -586,7 +329,7 @@ def _check_room(
 
 
 def _finish_size(
-    url: str, partial: _Partial, done: int, total: int | None, expected: int | None
+    url: str, partial: Partial, done: int, total: int | None, expected: int | None
 ) -> None:
     """A short file is a cut transfer (temporary); a long one is not the hub's file."""
     want = total if total is not None else expected
@@ -601,13 +344,13 @@ def _finish_size(
 
 def _copy_file(
     url: str,
-    partial: _Partial,
+    partial: Partial,
     limits: _Limits,
     progress: Progress | None,
     chunk_size: int,
-) -> tuple[_Hashes, int]:
+) -> tuple[Hashes, int]:
     try:
-        src = _open_source(url)
+        src = local.open_source(url)
     except DownloadError as exc:
         if not isinstance(exc, TemporaryDownloadError):
             partial.discard()
@@ -617,13 +360,13 @@ def _copy_file(
         total = os.fstat(src.fileno()).st_size
         _check_total(url, partial, total, limits)
         limit, why = limits.bound(total, "the file had when it was opened")
-        hashes = _Hashes(partial.sha256)
+        hashes = Hashes(partial.sha256)
         offset = os.fstat(partial.handle.fileno()).st_size
         if offset > total:
             hashes = partial.restart()
             offset = 0
         if offset:
-            _hash_file(partial.handle, hashes, offset)
+            hash_file(partial.handle, hashes, offset)
         partial.handle.seek(offset)
         src.seek(offset)
         throttle(offset, total)
@@ -642,7 +385,7 @@ def _copy_file(
     return hashes, offset
 
 
-def _status_error(url: str, response: httpx.Response, partial: _Partial) -> DownloadError:
+def _status_error(url: str, response: httpx.Response, partial: Partial) -> DownloadError:
     status = response.status_code
     reason = response.reason_phrase
     if status >= 500 or status in _TEMPORARY_CLIENT_ERRORS:
@@ -678,21 +421,21 @@ def _client(client: httpx.Client | None, timeout: float) -> Iterator[httpx.Clien
 
 def _download(
     url: str,
-    partial: _Partial,
+    partial: Partial,
     limits: _Limits,
     client: httpx.Client | None,
     progress: Progress | None,
     chunk_size: int,
     timeout: float,
-) -> tuple[_Hashes, int]:
+) -> tuple[Hashes, int]:
     expected_size = limits.declared
-    hashes = _Hashes(partial.sha256)
+    hashes = Hashes(partial.sha256)
     offset = os.fstat(partial.handle.fileno()).st_size
     if offset > (limits.max_size if expected_size is None else expected_size):
         hashes = partial.restart()
         offset = 0
     if offset:
-        _hash_file(partial.handle, hashes, offset)
+        hash_file(partial.handle, hashes, offset)
     throttle = _Throttle(progress)
     if expected_size is not None and offset == expected_size and offset > 0:
         # Everything is already there (killed before the rename): just verify.
@@ -751,7 +494,7 @@ def _complete_416(response: httpx.Response, offset: int) -> bool:
     return match is not None and int(match.group(1)) == offset
 
 
-def _start_of(url: str, response: httpx.Response, partial: _Partial, offset: int) -> int | None:
+def _start_of(url: str, response: httpx.Response, partial: Partial, offset: int) -> int | None:
     """Where the body starts in the file: 0 for a 200, ``offset`` for the right 206.
 
     ``None`` when the server did not send what we asked for (a 416, a 206 with another range):
@@ -771,8 +514,8 @@ def _start_of(url: str, response: httpx.Response, partial: _Partial, offset: int
 def _receive(
     url: str,
     response: httpx.Response,
-    partial: _Partial,
-    hashes: _Hashes,
+    partial: Partial,
+    hashes: Hashes,
     offset: int,
     limits: _Limits,
     throttle: _Throttle,
@@ -810,7 +553,7 @@ def head_size(url: str, client: httpx.Client | None = None, *, timeout: float = 
         HubHTTPError: another 4xx, or a ``file://`` path that does not exist (404).
     """
     if url.startswith("file://"):
-        with _open_source(url) as source:
+        with local.open_source(url) as source:
             return os.fstat(source.fileno()).st_size
     kwargs: dict[str, Any] = {"headers": {"Accept-Encoding": "identity"}, "follow_redirects": True}
     try:

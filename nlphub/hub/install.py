@@ -36,14 +36,11 @@ from sqlmodel import Session
 from nlphub import audit
 from nlphub.errors import NlphubError, NotFound, Refused, TemporaryError
 from nlphub.files import remove_path
-from nlphub.hub.fetch import (
-    DownloadError,
-    TemporaryDownloadError,
-    check_free_space,
-    fetch,
-    partial_path,
-)
+from nlphub.hub.fetch import fetch
+from nlphub.hub.fetch_errors import DownloadError, TemporaryDownloadError
+from nlphub.hub.partial import partial_path
 from nlphub.hub.service import request_download, resolve
+from nlphub.hub.space import check_free_space
 from nlphub.install import (
     Installed,
     Staged,

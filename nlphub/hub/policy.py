@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from nlphub.hub.fetch import NotEnoughSpace, check_free_space, human_size
+from nlphub.hub.fetch_errors import NotEnoughSpace
 from nlphub.hub.licence import Licence, LicenceError, licence_problem, load_licence
+from nlphub.hub.space import check_free_space, human_size
 from nlphub.uploads.service import UploadGuards
 from schemas.editions import OPEN_SOURCE
 from schemas.settings import Settings

@@ -394,18 +394,19 @@ def _locked_resource(session: Session, entry: HubEntryRow) -> Resource | None:
 
 
 def _check_disk(settings: Settings, entry: HubEntryRow) -> None:
-    """Refuse a download the disk has no room for (`fetch.check_free_space`'s rule)."""
-    from nlphub.hub import fetch
+    """Refuse a download the disk has no room for (`space.check_free_space`'s rule)."""
+    from nlphub.hub import space
+    from nlphub.hub.fetch_errors import NotEnoughSpace
 
     if not entry.size_bytes:
         return
     try:
-        fetch.check_free_space(
+        space.check_free_space(
             settings.resources_dir if settings.resources_dir.exists() else settings.home,
             entry.size_bytes,
             what=f"{entry.name} {entry.lib_version}",
         )
-    except fetch.NotEnoughSpace as exc:
+    except NotEnoughSpace as exc:
         raise Refused(str(exc)) from None
 
 

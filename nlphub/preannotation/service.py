@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -197,68 +197,95 @@ def _send_one(
     ).scalar():
         return None
     try:
-        with session_factory() as session:
-            row = session.get(Redeploy, redeploy_id)
-            if row is None or row.state != "pending":
-                return None
-            found = session.get(PreannotationServer, row.server_id)
-            if found is None:
-                row.state = "done"
-                session.add(row)
-                return None
-            server = PreannotationServer(
-                id=found.id,
-                name=found.name,
-                url=found.url,
-                models=list(found.models),
-                rules=list(found.rules),
-            )
-            sent_reasons, sent_change = list(row.reasons), row.last_change_at
+        pending = _read_pending(session_factory, redeploy_id)
+        if pending is None:
+            return None
+        server, sent_reasons, sent_change = pending
         outcome = redeploy_server(server, client=http)  # no transaction open
-        with session_factory() as session:
-            row = session.get(Redeploy, redeploy_id, with_for_update=True)
-            if row is None or row.state != "pending":
-                return None
-            row.attempts += 1
-            if outcome.ok:
-                if row.last_change_at != sent_change:
-                    # changes requested while the server was called: not in this redeploy, so
-                    # they wait for the next one (as if they had come right after it)
-                    session.add(
-                        Redeploy(
-                            server_id=row.server_id,
-                            reasons=_appended(sent_reasons, row.reasons),
-                            last_change_at=row.last_change_at,
-                        )
-                    )
-                    row.reasons = sent_reasons
-                row.state, row.done_at, row.last_error = "done", utcnow(), None
-            else:
-                row.last_error = outcome.detail
-            session.add(row)
-            audit.record(
-                session,
-                actor=actor,
-                action="redeploy.done" if outcome.ok else "redeploy.failed",
-                target=server.name,
-                details={
-                    "changes": len(sent_reasons),
-                    "reasons": sent_reasons[-10:],
-                    "attempt": row.attempts,
-                    "detail": outcome.detail,
-                },
-            )
-            return {
-                "server": server.name,
-                "ok": outcome.ok,
-                "detail": outcome.detail,
-                "changes": len(sent_reasons),
-            }
+        return _record_outcome(
+            session_factory, redeploy_id, server, sent_reasons, sent_change, outcome, actor=actor
+        )
     finally:
         if not sending.closed and not sending.invalidated:
             sending.execute(
                 text("SELECT pg_advisory_unlock(CAST(:ns AS integer), hashtext(:id))"), lock
             )
+
+
+def _read_pending(
+    session_factory: Any, redeploy_id: uuid.UUID
+) -> tuple[PreannotationServer, list[str], datetime] | None:
+    """The server to redeploy, with the reasons and last change being sent; None when the row
+    is done or gone (a row whose server is gone is marked done), in one short transaction."""
+    with session_factory() as session:
+        row = session.get(Redeploy, redeploy_id)
+        if row is None or row.state != "pending":
+            return None
+        found = session.get(PreannotationServer, row.server_id)
+        if found is None:
+            row.state = "done"
+            session.add(row)
+            return None
+        server = PreannotationServer(
+            id=found.id,
+            name=found.name,
+            url=found.url,
+            models=list(found.models),
+            rules=list(found.rules),
+        )
+        return server, list(row.reasons), row.last_change_at
+
+
+def _record_outcome(
+    session_factory: Any,
+    redeploy_id: uuid.UUID,
+    server: PreannotationServer,
+    sent_reasons: list[str],
+    sent_change: datetime,
+    outcome: RedeployOutcome,
+    *,
+    actor: str,
+) -> dict[str, Any] | None:
+    """Record a redeploy's outcome on its row (and in the audit log), in one transaction."""
+    with session_factory() as session:
+        row = session.get(Redeploy, redeploy_id, with_for_update=True)
+        if row is None or row.state != "pending":
+            return None
+        row.attempts += 1
+        if outcome.ok:
+            if row.last_change_at != sent_change:
+                # changes requested while the server was called: not in this redeploy, so
+                # they wait for the next one (as if they had come right after it)
+                session.add(
+                    Redeploy(
+                        server_id=row.server_id,
+                        reasons=_appended(sent_reasons, row.reasons),
+                        last_change_at=row.last_change_at,
+                    )
+                )
+                row.reasons = sent_reasons
+            row.state, row.done_at, row.last_error = "done", utcnow(), None
+        else:
+            row.last_error = outcome.detail
+        session.add(row)
+        audit.record(
+            session,
+            actor=actor,
+            action="redeploy.done" if outcome.ok else "redeploy.failed",
+            target=server.name,
+            details={
+                "changes": len(sent_reasons),
+                "reasons": sent_reasons[-10:],
+                "attempt": row.attempts,
+                "detail": outcome.detail,
+            },
+        )
+        return {
+            "server": server.name,
+            "ok": outcome.ok,
+            "detail": outcome.detail,
+            "changes": len(sent_reasons),
+        }
 
 
 def run_redeploys(

@@ -423,7 +423,7 @@ def test_disk_filling_up_fails_cleanly_and_leaves_others_alone(
     bert = _resource("bert_base_cased")
     # the 2x rule would refuse this one up front; let it start, so the disk fills mid-download
     monkeypatch.setattr("nlphub.hub.install.check_free_space", lambda *a, **k: None)
-    monkeypatch.setattr("nlphub.hub.fetch.check_free_space", lambda *a, **k: None)
+    monkeypatch.setattr("nlphub.hub.space.check_free_space", lambda *a, **k: None)
     job = wait_job(nlphub.enqueue("nlphub.download", {"name": "slow_emb"}))
     assert job.state == JobState.FAILED
     assert "the disk filled up during the download" in job.error
@@ -438,8 +438,8 @@ def test_disk_filling_up_fails_cleanly_and_leaves_others_alone(
 def test_redelivery_after_the_install_removes_a_left_archive(mirror) -> None:
     """A worker killed between the install's commit and the archive's deletion leaves the
     archive in downloads/; the redelivered job finds the resource installed and removes it."""
-    from nlphub.hub.fetch import partial_path
     from nlphub.hub.install import _archive_path, download_and_install
+    from nlphub.hub.partial import partial_path
 
     job_id = _request("glove_100d")
     settings = get_settings()

@@ -9,7 +9,7 @@ declares, or at ``NLPHUB_MAX_DOWNLOAD_BYTES`` without one, and leaves no partial
 Each test fails with its fix removed (checked by disabling each fix in turn):
 
 * the hub's naming in `nlphub.hub.metadata` (``check_hub_name``): the ``../`` and ``?`` tests;
-* the ``file://`` confinement in `nlphub.hub.fetch` (``_file_path`` / ``_open_source``): the
+* the ``file://`` confinement in `nlphub.hub.local` (``file_path`` / ``open_source``): the
   stale-row and symbolic-link tests;
 * the download limit (``_Limits`` / ``_check_room``): the endless-body test;
 * the stop at the declared size (``_check_total`` / ``_check_room``): the longer-body tests.

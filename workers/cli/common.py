@@ -99,7 +99,7 @@ needs_database = requires(database)
 
 
 def human(n: int | None) -> str:
-    from nlphub.hub.fetch import human_size
+    from nlphub.hub.space import human_size
 
     return "?" if n is None else human_size(n)
 
