@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from nlphub.embeddings.records import import_records
 from schemas.db import get_engine, session_scope
 from schemas.settings import SettingsError, get_settings
 from schemas.states import JobState
-from tests.unit.nlphub.embeddings.platforms.conftest import KEY, FakeAPI, _handler
+from tests.unit.nlphub.embeddings.platforms.conftest import KEY, FakeAPI, serve_fake_api
 
 pytestmark = pytest.mark.integration
 
@@ -35,31 +33,16 @@ KEY_ENV = "NLPHUB_SECURITY_PROVIDER_KEY"
 TEXTS = ["the cat sat on the mat", "stock markets fell", "a dog chased the cat", "bread and soup"]
 
 
-def _serve() -> Iterator[FakeAPI]:
-    api = FakeAPI()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(api))
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    api.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
-        yield api
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
-
-
 @pytest.fixture
 def provider() -> Iterator[FakeAPI]:
     """The endpoint the operator declared for the credential."""
-    yield from _serve()
+    yield from serve_fake_api()
 
 
 @pytest.fixture
 def attacker() -> Iterator[FakeAPI]:
     """An endpoint a tenant names in a payload, hoping to receive the key."""
-    yield from _serve()
+    yield from serve_fake_api()
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from nlphub.hub.fetch_errors import (
 )
 from nlphub.hub.partial import partial_path
 from nlphub.hub.space import human_size
+from tests.unit.nlphub.hub.payloads import DATA, md5_of, payload, sha256_of
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -162,22 +163,6 @@ def hub() -> Iterator[Hub]:
         server.shutdown()
         server.server_close()
         thread.join(5)
-
-
-def payload(size: int, seed: int = 0) -> bytes:
-    block = hashlib.sha256(str(seed).encode()).digest() * 2048  # 64 KiB
-    return (block * (size // len(block) + 1))[:size]
-
-
-def md5_of(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest().upper()
-
-
-def sha256_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-DATA = payload(300_000)
 
 
 # -- full downloads ----------------------------------------------------------------------------

@@ -3,7 +3,6 @@ their hub folder (regular files only, bounded like downloads)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -20,23 +19,7 @@ from nlphub.hub.fetch_errors import (
     SizeMismatch,
 )
 from nlphub.hub.partial import partial_path
-
-
-def payload(size: int, seed: int = 0) -> bytes:
-    block = hashlib.sha256(str(seed).encode()).digest() * 2048  # 64 KiB
-    return (block * (size // len(block) + 1))[:size]
-
-
-def md5_of(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest().upper()
-
-
-def sha256_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-DATA = payload(300_000)
-
+from tests.unit.nlphub.hub.payloads import DATA, md5_of, sha256_of
 
 # -- file:// -----------------------------------------------------------------------------------
 

@@ -116,8 +116,8 @@ def _handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeAPI]:
+def serve_fake_api() -> Iterator[FakeAPI]:
+    """A `FakeAPI` served on 127.0.0.1 until the generator is closed."""
     api = FakeAPI()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(api))
     httpd.daemon_threads = True
@@ -130,6 +130,11 @@ def server() -> Iterator[FakeAPI]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeAPI]:
+    yield from serve_fake_api()
 
 
 @pytest.fixture
