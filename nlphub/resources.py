@@ -20,7 +20,7 @@ from nlphub import audit
 from nlphub.errors import NotFound, Refused
 from nlphub.files import remove_path
 from schemas.models import Resource, ResourceKind
-from schemas.states import RESOURCE_ON_DISK, ResourceState
+from schemas.states import RESOURCE_IN_PROGRESS, RESOURCE_ON_DISK, ResourceState
 
 log = logging.getLogger(__name__)
 
@@ -439,7 +439,7 @@ def cleanup_leftovers(session: Session, home: Path, *, older_than: float, actor:
     active = {
         str(r.id)
         for r in session.exec(
-            select(Resource).where(col(Resource.state).in_(["queued", "downloading", "verifying"]))
+            select(Resource).where(col(Resource.state).in_([s.value for s in RESOURCE_IN_PROGRESS]))
         ).all()
     }
     cutoff = time.time() - older_than

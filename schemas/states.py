@@ -39,6 +39,11 @@ RESOURCE_INITIAL: frozenset[ResourceState] = frozenset(
     {RS.AVAILABLE, RS.QUEUED, RS.VERIFYING, RS.INSTALLED}
 )
 
+#: On its way in: a download (or upload) job owns it until it is installed or failed.
+RESOURCE_IN_PROGRESS: frozenset[ResourceState] = frozenset(
+    {RS.QUEUED, RS.DOWNLOADING, RS.VERIFYING}
+)
+
 #: Installed: complete and verified, maybe still waiting for its dependencies.
 RESOURCE_INSTALLED: frozenset[ResourceState] = frozenset({RS.INSTALLED, RS.MISSING_DEPENDENCIES})
 

@@ -59,7 +59,7 @@ from nlphub.uploads.sparknlp import validate_resource
 from schemas.db import session_scope
 from schemas.models import Resource, ResourceKind
 from schemas.settings import Settings
-from schemas.states import RESOURCE_INSTALLED, ResourceState
+from schemas.states import RESOURCE_IN_PROGRESS, RESOURCE_INSTALLED, ResourceState
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _fail(
         archive = _archive_path(settings, res)
         _cleanup(archive, partial_path(archive))
         remove_extraction(_staging(settings, res))
-        if res.state in (ResourceState.QUEUED, ResourceState.DOWNLOADING, ResourceState.VERIFYING):
+        if res.state in RESOURCE_IN_PROGRESS:
             res.move_to(ResourceState.FAILED, error=message)
             session.add(res)
         finish_applied_updates(session, res, job_id=job_id, failed=message)
@@ -203,11 +203,7 @@ def _claim(
             archive = _archive_path(settings, res)
             _cleanup(archive, partial_path(archive))
             return res.model_copy()
-        if res.state not in (
-            ResourceState.QUEUED,
-            ResourceState.DOWNLOADING,
-            ResourceState.VERIFYING,
-        ):
+        if res.state not in RESOURCE_IN_PROGRESS:
             raise Refused(f"{res.label} is {res.state.value}; request it again to download it")
         if res.state != ResourceState.VERIFYING:
             first = res.state == ResourceState.QUEUED

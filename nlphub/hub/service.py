@@ -33,12 +33,17 @@ from schemas.models import (
     utcnow,
 )
 from schemas.settings import Settings
-from schemas.states import JOB_TERMINAL, RESOURCE_INSTALLED, JobState, ResourceState
+from schemas.states import (
+    JOB_TERMINAL,
+    RESOURCE_IN_PROGRESS,
+    RESOURCE_INSTALLED,
+    JobState,
+    ResourceState,
+)
 
 log = logging.getLogger(__name__)
 
 
-ACTIVE = frozenset({ResourceState.QUEUED, ResourceState.DOWNLOADING, ResourceState.VERIFYING})
 MAX_AUDITED_WARNINGS = 20
 """Malformed metadata.json lines named in a sync's audit event (all are counted)."""
 
@@ -279,7 +284,7 @@ def request_download(
         # The same job again (its message redelivered after its worker died): whatever that
         # worker got to, even the install, is this job's own work: carry on with it.
         return DownloadRequest(job_id, res.id, False, entry, ["claimed by this job already"])
-    if res is not None and res.state in ACTIVE and res.job_id is not None:
+    if res is not None and res.state in RESOURCE_IN_PROGRESS and res.job_id is not None:
         dead = _dead_job(session, res.job_id)
         if dead is None:
             return DownloadRequest(res.job_id, res.id, False, entry, ["already being downloaded"])
@@ -356,7 +361,7 @@ def fail_abandoned_resources(session: Session, *, actor: str, limit: int = 1000)
         select(Resource, Job)
         .outerjoin(Job, col(Job.id) == col(Resource.job_id))
         .where(
-            col(Resource.state).in_([s.value for s in ACTIVE]),
+            col(Resource.state).in_([s.value for s in RESOURCE_IN_PROGRESS]),
             col(Resource.job_id).is_not(None),
             or_(col(Job.id).is_(None), col(Job.state).in_([s.value for s in JOB_TERMINAL])),
         )
