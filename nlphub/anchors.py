@@ -8,7 +8,8 @@ NLPHUB_AUDIT_ANCHOR_DIR (default ``NLPHUB_HOME/audit-anchors``; folder 0700, fil
 with every anchor of this database: an anchored event that is gone, or a head below it, is a
 truncation; an anchored event whose hash differs is a rewrite. Anchors prove what they prove
 only where the database's owner cannot rewrite them too: put the folder on other storage
-(another host, a write-once mount) for that.
+(another host, a write-once mount) for that. `verify_log` runs both checks and records the
+outcome (`audit_verification`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from typing import Any
 from sqlalchemy import Connection, text
 from sqlmodel import Session
 
+from nlphub.audit import ChainReport, verify_chain
+from schemas.db import session_scope
+from schemas.models import AuditVerification
 from schemas.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -171,3 +175,50 @@ def check_anchors(session: Session, folder: Path | None = None) -> AnchorReport:
                 "(or truncated and appended to again)"
             )
     return AnchorReport(count, problems, warnings)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """One check of the whole log: the hash chain, then the anchors."""
+
+    chain: ChainReport
+    anchors: AnchorReport
+
+    @property
+    def ok(self) -> bool:
+        return self.chain.ok and self.anchors.ok
+
+    @property
+    def problems(self) -> list[str]:
+        found = (
+            []
+            if self.chain.ok
+            else [f"BROKEN at event {self.chain.broken_at}: {self.chain.reason}"]
+        )
+        return found + self.anchors.problems
+
+
+def verify_log(*, actor: str, folder: Path | None = None) -> Verification:
+    """Check the chain and the anchors (`verify_chain`, `check_anchors`) and record the
+    outcome in `audit_verification` (its time and result are what the metrics report)."""
+    with session_scope() as session:
+        outcome = Verification(verify_chain(session), check_anchors(session, folder))
+    with session_scope() as session:
+        session.add(
+            AuditVerification(
+                actor=actor[:255],
+                ok=outcome.ok,
+                events=outcome.chain.checked,
+                anchors=outcome.anchors.anchors,
+                problems="\n".join(outcome.problems) or None,
+            )
+        )
+    if outcome.ok:
+        log.info(
+            "audit log verified: %s events, %s anchors",
+            outcome.chain.checked,
+            outcome.anchors.anchors,
+        )
+    else:
+        log.error("audit log verification failed: %s", "; ".join(outcome.problems))
+    return outcome

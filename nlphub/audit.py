@@ -206,6 +206,28 @@ def latest_events(session: Session, *, limit: int, action: str | None = None) ->
     return list(session.exec(query).all())
 
 
+def head_seq(conn: Connection) -> int:
+    """The newest event's seq (0 for an empty log): where a follower starts."""
+    return int(conn.execute(text("SELECT coalesce(max(seq), 0) FROM audit_event")).scalar_one())
+
+
+def events_after(
+    conn: Connection, seq: int, actions: tuple[str, ...], *, limit: int = 500
+) -> list[Any]:
+    """The events of `actions` after `seq`, oldest first, at most `limit`: a follower's next
+    batch. Seq order is commit order (the chain trigger assigns seq under the chain lock), so
+    an event committed later never gets a smaller seq and following by seq misses none."""
+    return list(
+        conn.execute(
+            text(
+                "SELECT seq, at, actor, action, target, job_id, details FROM audit_event "
+                "WHERE seq > :seq AND action = ANY(:actions) ORDER BY seq LIMIT :limit"
+            ),
+            {"seq": seq, "actions": list(actions), "limit": limit},
+        ).all()
+    )
+
+
 def _rows(session: Session, batch: int = 5000) -> Iterator[Any]:
     last = -1
     while True:

@@ -5,7 +5,9 @@ trip each — an UPDATE guarded by the state machine (only from states that may 
 the target) and the audit INSERT in the same statement — so recording every transition stays
 cheap enough to do for every job (they run as prepared statements: `schemas.prepared`).
 Each bounds its own lock waits too (`nlphub.audit.lock_timeout`), in the same statement.
-The outbox's look-ups, progress, and the listings the CLI shows are here too.
+The outbox's look-ups, progress, and the listings the CLI shows are here too. The statement
+that finishes a job also adds it to its task's total in `counter` (`nlphub.counters`), which
+the metrics read instead of counting the table.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from nlphub.redact import redact
 from schemas.db import get_engine
 from schemas.models import Job, utcnow
 from schemas.prepared import one_row
-from schemas.states import JobState, job_predecessors
+from schemas.states import JOB_TERMINAL, JobState, job_predecessors
 
 #: Extra SET clauses per target state.
 _SETS: dict[JobState, str] = {
@@ -145,7 +147,7 @@ def _transition_sql(
             ), j AS (
                 UPDATE job SET state = :state, updated_at = now() {_SETS[target]}
                 WHERE id = :id AND state = ANY(:allowed) AND (SELECT got FROM l){where}
-                RETURNING id, attempts
+                RETURNING id, attempts, task
             ), r AS (
                 -- starting a job that was waiting also records that a worker received it
                 INSERT INTO audit_event (actor, action, target, job_id, details, prev_hash, hash)
@@ -161,12 +163,25 @@ def _transition_sql(
                        '', ''
                 FROM j CROSS JOIN (SELECT count(*) FROM r) AS received_first
                 RETURNING seq
-            )
+            ){_finished_total(target)}
             SELECT (SELECT attempts FROM j) AS attempts, (SELECT got FROM l) AS got,
                    (SELECT count(*) FROM a) + (SELECT count(*) FROM r) AS audited
                    {", (SELECT same FROM o) AS same" if check else ""}
                    {", pg_advisory_unlock(:k) AS released" if lock == "release" else ""}
             """
+
+
+def _finished_total(target: JobState) -> str:
+    """For a finishing target: a CTE adding the job to its task's total (`counter`, name
+    `job.<state>`), after its audit event (the chain lock first: `nlphub.counters`)."""
+    if target not in JOB_TERMINAL:
+        return ""
+    return f""", t AS (
+                INSERT INTO counter AS c (name, label, value, updated_at)
+                SELECT 'job.{target.value}', j.task, 1, now()
+                FROM j CROSS JOIN (SELECT count(*) FROM a) AS audited_first
+                ON CONFLICT (name, label) DO UPDATE SET value = c.value + 1, updated_at = now()
+            )"""
 
 
 _INSERT_JOB = f"""
@@ -226,16 +241,40 @@ def insert_job(
 
 
 def record_progress(
-    conn: Connection, job_id: uuid.UUID, fraction: float, message: str | None
+    conn: Connection,
+    job_id: uuid.UUID,
+    fraction: float,
+    message: str | None,
+    attempt: int | None = None,
 ) -> None:
-    """Store a started job's progress (a job in any other state is left as it is)."""
+    """Store a started job's progress and touch its `updated_at` (which `workerless` reads: a
+    job making progress is never taken for stuck). A job in any other state, or (with
+    `attempt`) started again since by another delivery, is left as it is."""
     conn.execute(
         text(
             "UPDATE job SET progress = :p, progress_message = :m, updated_at = now() "
-            "WHERE id = :id AND state = 'started'"
+            "WHERE id = :id AND state = 'started' "
+            "AND (CAST(:attempt AS integer) IS NULL OR attempts = :attempt)"
         ),
-        {"p": fraction, "m": message, "id": job_id},
+        {"p": fraction, "m": message, "id": job_id, "attempt": attempt},
     )
+
+
+def retake_run_lock(conn: Connection, job_id: uuid.UUID, key: int, attempt: int) -> bool:
+    """Take the job's run lock again on `conn`, after the connection that held it was lost:
+    True when the lock was free and the job is still this delivery's run (`started`, with
+    `attempt`). Otherwise nothing is held (a lock taken is released) and False: another
+    delivery runs the job, or ran it since (the reconciler republished it meanwhile)."""
+    if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar_one():
+        return False
+    # Read after the lock is ours: a delivery that took it meanwhile has committed its start.
+    ours = conn.execute(
+        text("SELECT state = 'started' AND attempts = :a FROM job WHERE id = :id"),
+        {"a": attempt, "id": job_id},
+    ).scalar_one_or_none()
+    if not ours:
+        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    return bool(ours)
 
 
 def recorded_outcome(
@@ -342,3 +381,20 @@ def load_job(job_id: uuid.UUID) -> Job | None:
     """The job as it is now (a fresh session each call: the caller polls it)."""
     with Session(get_engine()) as session:
         return session.get(Job, job_id)
+
+
+def job_briefs(conn: Connection, job_ids: Sequence[uuid.UUID]) -> dict[str, dict[str, Any]]:
+    """Task, payload, who asked, when it started and the resource it names (`resource`: its
+    name, when the payload gives a `resource_id`) of each job in `job_ids`, by id as text: how
+    `nlphub up` names a job in its console lines."""
+    if not job_ids:
+        return {}
+    rows = conn.execute(
+        text(
+            "SELECT j.id, j.task, j.payload, j.requested_by, j.started_at, r.name AS resource "
+            "FROM job j LEFT JOIN resource r ON r.id::text = j.payload->>'resource_id' "
+            "WHERE j.id = ANY(:ids)"
+        ),
+        {"ids": list(job_ids)},
+    ).all()
+    return {str(row.id): dict(row._mapping) for row in rows}

@@ -15,8 +15,11 @@ rules export to write) is untrusted. Every such path goes through this module, w
   is read afterwards is read through the descriptor (`Opened.fd`, `Opened.path`);
 - accepts only regular files and folders (a FIFO is opened without blocking and refused), and
   checks sizes before reading anything (`read_confined`);
+- reads no regular file with more than one name (``st_nlink > 1``, checked on the opened
+  descriptor): a hard link made inside a root to a file elsewhere (another resource's
+  archive, a secret) would otherwise be read as if it were there;
 - copies folders without following links (`tree_size`, `copy_tree`: every entry opened
-  relative to its parent's descriptor);
+  relative to its parent's descriptor; a hard-linked file is not copied either);
 - writes (`write_confined`) by creating a temporary file in the target folder with
   ``O_CREAT | O_EXCL | O_NOFOLLOW`` (a planted link at its name is never followed), then
   renaming it over the target (``rename`` replaces a name, it does not follow it); a target that
@@ -68,6 +71,7 @@ _OPEN_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC
 _OPEN_ANY = os.O_RDONLY | _NOFOLLOW | _CLOEXEC | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
 _LINK_ERRNOS = frozenset({errno.ELOOP, errno.EMLINK, errno.ENOTDIR})
+_HARD_LINK = "is a hard link (a file with more than one name); copy the file into the folder"
 _KINDS = (
     (stat.S_ISLNK, "a symbolic link"),
     (stat.S_ISFIFO, "a special file (fifo)"),
@@ -268,13 +272,20 @@ class Opened:
         self.close()
 
 
+def _hard_linked(st: os.stat_result) -> bool:
+    """A regular file with another name somewhere (a folder's count is its subfolders)."""
+    return stat.S_ISREG(st.st_mode) and st.st_nlink > 1
+
+
 def open_confined(path: str, roots: Roots) -> Opened:
-    """Open the regular file or folder at `path`, inside `roots`, through no symbolic link.
+    """Open the regular file or folder at `path`, inside `roots`, through no symbolic link,
+    for reading.
 
     Raises:
         PathRefused: outside the roots (the same message whether or not it exists), a ``..``
             segment, missing, a symbolic link (itself or a folder on the way), neither a
-            regular file nor a folder, or unreadable.
+            regular file nor a folder, a regular file with more than one name (a hard link),
+            or unreadable.
     """
     located = _locate(path, roots)
     parent = _open_parent(located)
@@ -287,6 +298,13 @@ def open_confined(path: str, roots: Roots) -> Opened:
         os.close(fd)
         raise PathRefused(
             f"path {located.shown} is {_kind(st.st_mode)}, not a regular file or a folder"
+        )
+    if _hard_linked(st):
+        os.close(fd)
+        raise PathRefused(
+            f"path {located.shown} is a hard link (a file with more than one name); only a "
+            f"file whose one name is inside the allowed folders ({roots.setting}: "
+            f"{roots.listed}) is read: copy it there instead"
         )
     return Opened(fd, st, located.shown, located.parts[-1])
 
@@ -424,7 +442,8 @@ def copy_tree(
     """Copy the folder `fd` into the new folder `dest`, opening every entry relative to its
     parent's descriptor with ``O_NOFOLLOW``; files get mode 0o644, folders 0o755.
 
-    Symbolic links and special files are not copied: each is a problem in the list returned
+    Symbolic links, special files and regular files with more than one name (hard links,
+    judged on the opened descriptor) are not copied: each is a problem in the list returned
     (``"'a/b': is a symbolic link"``, as `nlphub.uploads.archive.check_tree` words them).
 
     Raises:
@@ -471,6 +490,8 @@ def copy_tree(
                 if stat.S_ISDIR(now.st_mode):
                     os.mkdir(target / name, 0o755)
                     walk(child, target / name, f"{rel}/", depth + 1)
+                elif _hard_linked(now):
+                    problems.append(f"{rel!r}: {_HARD_LINK}")
                 else:
                     copy_file(child, target / name, rel)
             finally:

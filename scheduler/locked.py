@@ -4,6 +4,9 @@ Start two beats by accident and one of them is active, the other standby: the lo
 the active beat's database session, so Postgres releases it when that beat dies and the standby
 takes over at its next tick. Each scheduled run is sent once.
 
+Its lock session is named ``nlphub-beat <host>:<pid>`` whether it is active or standby, so
+`nlphub doctor` sees every beat and which one is active (`nlphub.beat`).
+
 Use: `celery -A workers.app beat -S scheduler.locked:LockedScheduler` (what `nlphub beat` and
 `nlphub up` run).
 """
@@ -16,9 +19,12 @@ from typing import Any
 from celery.beat import PersistentScheduler
 from sqlalchemy import Connection, text
 
+from nlphub.beat import BEAT_LOCK, beat_application_name
+
+__all__ = ["BEAT_LOCK", "STANDBY_RETRY", "LockedScheduler"]
+
 log = logging.getLogger(__name__)
 
-BEAT_LOCK = 0x62656174  # "beat"
 STANDBY_RETRY = 5.0
 
 
@@ -35,6 +41,11 @@ class LockedScheduler(PersistentScheduler):
             if self._conn is None or self._conn.closed or self._conn.invalidated:
                 self._conn = get_engine().connect().execution_options(isolation_level="AUTOCOMMIT")
                 self._active = False
+                # this session is never handed back to the pool (`_drop` invalidates it)
+                self._conn.execute(
+                    text("SELECT set_config('application_name', :n, false)"),
+                    {"n": beat_application_name()},
+                )
             if self._active:
                 self._conn.execute(text("SELECT 1"))  # still connected, so still held
                 return True

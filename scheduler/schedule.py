@@ -66,6 +66,13 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "kwargs": beat,
             "options": {"expires": settings.audit_anchor_interval},
         },
+        # Check the audit chain and its anchors; the metrics report when, and the outcome.
+        "audit-verify": {
+            "task": "nlphub.audit_verify",
+            "schedule": settings.audit_verify_interval,
+            "kwargs": beat,
+            "options": {"expires": settings.audit_verify_interval},
+        },
         # A no-op job through the whole path: proves beat → broker → worker → Postgres works.
         "heartbeat": {
             "task": "nlphub.ping",

@@ -186,6 +186,19 @@ def _usable(held: _Held, engine: Engine) -> bool:
     return True
 
 
+def connection_lost(conn: Connection) -> bool:
+    """Whether `conn` lost its server session (closed, invalidated, or ended by the server: a
+    restart, ``pg_terminate_backend``), judged as at a checkout: from its socket, pinged only
+    when that looks wrong. Its session's advisory locks went with it."""
+    if conn.closed or conn.invalidated:
+        return True
+    try:
+        _ping(conn.connection.dbapi_connection, None, None)
+    except DisconnectionError:
+        return True
+    return False
+
+
 @contextmanager
 def driver_connection(conn: Connection, statement: str, params: Any = None) -> Iterator[Any]:
     """The psycopg connection beneath `conn`, for what SQLAlchemy's API can't send (libpq

@@ -332,3 +332,38 @@ class Embedding(SQLModel, table=True):
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
     finished_at: datetime | None = _ts(nullable=True)
+
+
+class Counter(SQLModel, table=True):
+    """A running total that would otherwise take a scan to count (the metrics read it):
+    finished jobs per task (`job.succeeded`, `job.failed`, `job.revoked`, kept by
+    `nlphub.jobstate`), hub bytes downloaded (`download.bytes`), records embedded per platform
+    (`embedding.records`), added to by `nlphub.counters`. Never decreases."""
+
+    __tablename__ = "counter"
+
+    name: str = Field(max_length=64, primary_key=True)
+    #: What the total is of (a task, a platform); '' for none.
+    label: str = Field(default="", max_length=128, primary_key=True)
+    value: int = Field(default=0, sa_type=BigInteger)
+    updated_at: datetime = _ts()
+
+
+class AuditVerification(SQLModel, table=True):
+    """One check of the audit log (`nlphub audit verify`, beat's `nlphub.audit_verify`): when,
+    by whom, and what it found."""
+
+    __tablename__ = "audit_verification"
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger, Identity(always=False), primary_key=True),
+    )
+    at: datetime = _ts()
+    actor: str = Field(max_length=255)
+    ok: bool
+    #: Events whose hash verified before the first problem (all of them when ok).
+    events: int = Field(default=0, sa_type=BigInteger)
+    anchors: int = Field(default=0)
+    #: The problems found, one per line (chain break, truncation, rewrite); None when ok.
+    problems: str | None = Field(default=None, sa_type=Text)

@@ -200,6 +200,10 @@ class AuditAnchorPayload(Payload):
     """Append the audit chain's head to the anchor file outside the database."""
 
 
+class AuditVerifyPayload(Payload):
+    """Check the audit chain and its anchors; record the outcome."""
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
@@ -218,6 +222,7 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("nlphub.reconcile_outbox", ReconcileOutboxPayload, "default"),
         TaskSpec("nlphub.cleanup", CleanupPayload, "default"),
         TaskSpec("nlphub.audit_anchor", AuditAnchorPayload, "default"),
+        TaskSpec("nlphub.audit_verify", AuditVerifyPayload, "default"),
         TaskSpec("nlphub.download", DownloadPayload, "downloads"),
         TaskSpec("nlphub.fetch_dependencies", ResourcePayload, "default"),
         TaskSpec("nlphub.hub_sync", HubSyncPayload, "default"),

@@ -11,9 +11,16 @@ import os
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Where `nlphub up` records the URLs of the embedded servers it started, relative to NLPHUB_HOME.
@@ -28,6 +35,12 @@ LIBRARY_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "legal-nlp": ("spark-nlp-jsl",),
     "spark": ("pyspark",),
 }
+
+
+#: The shortest NLPHUB_STUCK_AFTER accepted: several of a running job's progress intervals
+#: (0.5 s), with room for the clock of the reconciler's host against the database's.
+MIN_STUCK_AFTER = 3
+DEFAULT_STUCK_AFTER = 180
 
 
 class SettingsError(RuntimeError):
@@ -75,6 +88,10 @@ class Settings(BaseSettings):
     )
     flower_address: str = Field(default="127.0.0.1", validation_alias="NLPHUB_FLOWER_ADDRESS")
     flower_port: int = Field(default=5555, ge=1, le=65535, validation_alias="NLPHUB_FLOWER_PORT")
+    caller_key: SecretStr | None = Field(default=None, validation_alias="NLPHUB_CALLER_KEY")
+    """Key with which Flower signs the caller it puts into a message (its authenticated user)
+    and workers check it; default a generated one in ``NLPHUB_HOME/run/caller-key``.
+    Flower and the workers must share it. `nlphub.callers`."""
     visibility_timeout: int = Field(
         default=6 * 3600, ge=10, validation_alias="NLPHUB_VISIBILITY_TIMEOUT"
     )
@@ -85,11 +102,30 @@ class Settings(BaseSettings):
     outbox_republish_after: int = Field(
         default=900, ge=10, validation_alias="NLPHUB_OUTBOX_REPUBLISH_AFTER"
     )
-    #: Seconds before a `started`/`received` job whose run lock is free (its worker's database
-    #: session is gone) is published again by the reconciler; far below the visibility timeout.
-    stuck_after_seconds: int = Field(default=180, ge=1, validation_alias="NLPHUB_STUCK_AFTER")
+    stuck_after_seconds: int = Field(
+        default=DEFAULT_STUCK_AFTER, validation_alias="NLPHUB_STUCK_AFTER"
+    )
+    """Seconds before a `started`/`received` job whose run lock is free (its worker's database
+    session is gone) is published again by the reconciler: at least `MIN_STUCK_AFTER`, below
+    NLPHUB_VISIBILITY_TIMEOUT (`_check_stuck_after`)."""
     worker_concurrency: int = Field(default=2, ge=1, le=64, validation_alias="NLPHUB_CONCURRENCY")
     log_level: str = Field(default="INFO", validation_alias="NLPHUB_LOG_LEVEL")
+    log_format: Literal["text", "json"] = Field(
+        default="text", validation_alias="NLPHUB_LOG_FORMAT"
+    )
+    """`text`: one line per record; `json`: one JSON object per line (time, level, role, logger,
+    message, and job_id / task in a job), for log shippers. `workers.logs`."""
+    log_role: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.@-]{1,64}$", validation_alias="NLPHUB_LOG_ROLE"
+    )
+    """The process role in each log record (`worker-default`, `beat`, …): `nlphub up` sets it
+    for each process it starts; default the command (`worker-QUEUES`, `beat`, `flower`)."""
+    log_max_bytes: int = Field(
+        default=10 * 1024**2, ge=64 * 1024, validation_alias="NLPHUB_LOG_MAX_BYTES"
+    )
+    """Size at which `nlphub up` rotates a process' file under ``NLPHUB_HOME/logs``."""
+    log_backups: int = Field(default=5, ge=1, le=100, validation_alias="NLPHUB_LOG_BACKUPS")
+    """Rotated files kept per process (``worker-default.log.1`` … ``.N``)."""
     update_webhook: str | None = Field(default=None, validation_alias="NLPHUB_UPDATE_WEBHOOK")
     update_check_crontab: str = Field(
         default="0 3 * * *", validation_alias="NLPHUB_UPDATE_CHECK_CRONTAB"
@@ -122,6 +158,16 @@ class Settings(BaseSettings):
         default=3600.0, ge=10, validation_alias="NLPHUB_AUDIT_ANCHOR_INTERVAL"
     )
     """Seconds between the audit chain anchors that beat writes (`nlphub.audit_anchor`)."""
+    audit_verify_interval: float = Field(
+        default=86400.0, ge=60, validation_alias="NLPHUB_AUDIT_VERIFY_INTERVAL"
+    )
+    """Seconds between beat's checks of the audit log (`nlphub.audit_verify`); the audit
+    alert calls a check older than twice this stale."""
+
+    # -- metrics --
+    metrics_address: str = Field(default="127.0.0.1", validation_alias="NLPHUB_METRICS_ADDRESS")
+    """Where `nlphub metrics serve` (started by `nlphub up`) listens."""
+    metrics_port: int = Field(default=9808, ge=1, le=65535, validation_alias="NLPHUB_METRICS_PORT")
 
     # -- security: hub input --
     max_download_bytes: int = Field(
@@ -187,12 +233,49 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or redis+socket:// URL")
         return value
 
+    @field_validator("caller_key", mode="before")
+    @classmethod
+    def _check_caller_key(cls, value: Any) -> Any:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(text, str):
+            if not text.strip():
+                return None  # empty: the generated key
+            if len(text.strip()) < 16:
+                raise ValueError("must be at least 16 characters, e.g. `openssl rand -hex 32`")
+            return text.strip()
+        return value
+
+    @field_validator("stuck_after_seconds")
+    @classmethod
+    def _check_stuck_after(cls, value: int, info: ValidationInfo) -> int:
+        """Above the time a running worker may go without touching its job, and below the
+        visibility timeout: past it Redis delivers the job again anyway, so the reconciler
+        would never be the one to rescue it (see docs/decisions.md, NLPHUB_STUCK_AFTER's
+        bounds)."""
+        if value < MIN_STUCK_AFTER:
+            raise ValueError(
+                f"must be a positive number of seconds, at least {MIN_STUCK_AFTER} (got {value})"
+            )
+        visibility = info.data.get("visibility_timeout")
+        if visibility is not None and value >= visibility:
+            raise ValueError(
+                f"must be below NLPHUB_VISIBILITY_TIMEOUT ({visibility} s), or Redis delivers "
+                f"a stuck job again before the reconciler would (it is {value}, default "
+                f"{DEFAULT_STUCK_AFTER}); lower it or raise NLPHUB_VISIBILITY_TIMEOUT"
+            )
+        return value
+
     @field_validator("update_check_crontab")
     @classmethod
     def _check_crontab(cls, value: str) -> str:
         if len(value.split()) != 5:
             raise ValueError("must be a 5-field crontab, e.g. '0 3 * * *'")
         return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("log_level")
     @classmethod
@@ -300,6 +383,11 @@ class Settings(BaseSettings):
     @property
     def resources_dir(self) -> Path:
         return self.home / "resources"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where `nlphub up` keeps one rotated log file per process (`nlphub logs`)."""
+        return self.home / "logs"
 
     @property
     def effective_time_limit(self) -> int:

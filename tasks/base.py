@@ -14,7 +14,10 @@ worker's consumer loop). It makes redelivery safe:
   run, released by Postgres if that worker dies) is not run twice: this delivery waits a
   little for the lock, then retries later rather than being dropped (the lock may be a dead
   worker's, held by its backend until the statement it was running ends);
-- the success or failure of a job is recorded once, whatever the number of deliveries.
+- the success or failure of a job is recorded once, whatever the number of deliveries;
+- a run whose database connection was lost (and the run lock with it) takes the lock again
+  when it next touches its job (progress, outcome), or, when another delivery has the job
+  now, stops without recording anything (`RunLockLost`, not retried).
 Retries (exponential backoff with jitter) are for temporary errors only.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -29,24 +33,34 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
+import psycopg
 import redis.exceptions
 import sqlalchemy.exc
 from celery import Task
-from celery.exceptions import Reject, Retry
+from celery.exceptions import Ignore, Reject, Retry
 from celery.signals import worker_init, worker_process_init
 from sqlalchemy import Connection, text
 
 from nlphub import audit
+from nlphub.callers import CALLER_HEADER, caller_key, verified_caller
 from nlphub.errors import GaveUp, NlphubError, TemporaryError
 from nlphub.jobstate import (
     insert_job,
     record_progress,
     recorded_outcome,
+    retake_run_lock,
     run_lock_key,
     transition,
 )
 from nlphub.messaging.app import app
-from schemas.db import dispose_engines, get_engine, held_connection, require_migrated
+from schemas.db import (
+    autocommit_engine,
+    connection_lost,
+    dispose_engines,
+    get_engine,
+    held_connection,
+    require_migrated,
+)
 from schemas.payloads import Payload, PayloadError, spec_for, validate_payload
 from schemas.settings import get_settings
 from schemas.states import JobState
@@ -60,6 +74,8 @@ TEMPORARY_ERRORS: tuple[type[BaseException], ...] = (
     TemporaryError,
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
+    # psycopg's own, should one reach us unwrapped (a raw driver call outside SQLAlchemy).
+    psycopg.OperationalError,
     httpx.TransportError,
     redis.exceptions.ConnectionError,
     ConnectionError,
@@ -98,6 +114,89 @@ def _lock_key(job_id: uuid.UUID) -> int:
     return run_lock_key(job_id)
 
 
+class RunLockLost(Exception):
+    """This delivery's run lock went with its database connection, and the job is another
+    delivery's now (the reconciler republished it): this one stops, records nothing, and is
+    not retried (`NlphubTask.run`)."""
+
+
+class _RunLock:
+    """A job's run lock and the connection that holds it, for as long as the job runs.
+
+    The lock is a session advisory lock: a lost connection (a Postgres restart, a network
+    blip, ``pg_terminate_backend``) takes it along while the task body goes on, and after
+    NLPHUB_STUCK_AFTER the reconciler may republish the job. So before each statement about
+    the job (progress, the outcome) `conn` makes sure the lock is still held, and takes it
+    again on a new connection if it is free and the job still this run's; otherwise
+    `RunLockLost` (see docs/decisions.md, A run lock lost with its connection)."""
+
+    def __init__(self, conn: Connection, job_id: uuid.UUID, key: int, attempt: int) -> None:
+        self._conn = conn
+        self.job_id = job_id
+        self.key = key
+        self.attempt = attempt
+        self.lost = False
+        self._replaced = False  # `_conn` is ours (not the process' kept one): close it
+        self._mutex = threading.Lock()  # progress may come from a body's helper thread
+
+    def conn(self) -> Connection:
+        """The connection holding the run lock (a new one if it had to be taken again)."""
+        with self._mutex:
+            if self.lost:
+                raise self._lost()
+            if not connection_lost(self._conn):
+                return self._conn
+            log.warning(
+                "job %s: the database connection holding its run lock was lost; taking the "
+                "lock again on a new one",
+                self.job_id,
+            )
+            self._drop()
+            fresh = autocommit_engine().connect()
+            try:
+                ours = retake_run_lock(fresh, self.job_id, self.key, self.attempt)
+            except BaseException:
+                if not fresh.invalidated:
+                    fresh.invalidate()  # whatever it holds goes with its session
+                fresh.close()
+                raise
+            if not ours:
+                fresh.close()
+                self.lost = True
+                raise self._lost()
+            self._conn, self._replaced = fresh, True
+            return fresh
+
+    def release(self, *, released: bool) -> None:
+        """At the end of the run: release the lock unless the outcome's statement did; give
+        back a connection made here (invalidated if it may still hold the lock)."""
+        conn = self._conn
+        try:
+            if not released and not conn.closed and not conn.invalidated:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+        except BaseException:
+            if self._replaced and not conn.invalidated:
+                conn.invalidate()
+            raise
+        finally:
+            if self._replaced:
+                conn.close()
+
+    def _drop(self) -> None:
+        conn = self._conn
+        if not conn.closed and not conn.invalidated:
+            conn.invalidate()  # the process' kept connection is replaced at its next use
+        if self._replaced:
+            conn.close()
+
+    def _lost(self) -> RunLockLost:
+        return RunLockLost(
+            f"job {self.job_id}: the database connection holding its run lock was lost and "
+            "the job is another delivery's now (running or finished); this delivery stops "
+            "without recording anything"
+        )
+
+
 @dataclass
 class JobContext:
     """What a running task may tell the world: progress, and who asked for it."""
@@ -109,18 +208,25 @@ class JobContext:
     last_try: bool = False
     _last_progress: float = field(default=0.0)
     _last_milestone: int = field(default=0)
+    _run_lock: _RunLock | None = field(default=None, repr=False)
 
     def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
-        """Report progress (fraction = done/total), throttled; visible in Flower and jobs."""
+        """Report progress (fraction = done/total), throttled; visible in Flower and jobs.
+
+        Each write first makes sure this delivery still holds the job's run lock (taken again
+        if its connection was lost; `RunLockLost` if the job is another delivery's now), and
+        touches the job's `updated_at`: a job making progress is never taken for stuck."""
         fraction = 0.0 if not total else max(0.0, min(1.0, done / total))
         now = time.monotonic()
         if fraction < 1.0 and now - self._last_progress < PROGRESS_INTERVAL:
             return
         self._last_progress = now
+        if self._run_lock is not None:
+            self._run_lock.conn()
         meta = {"fraction": fraction, "done": done, "total": total, "message": message}
         milestone = int(fraction * 4)  # audit at 25 %, 50 %, 75 %, 100 %
         with get_engine().begin() as conn:
-            record_progress(conn, self.id, fraction, message)
+            record_progress(conn, self.id, fraction, message, attempt=self.attempt)
             if milestone > self._last_milestone:
                 self._last_milestone = milestone
                 audit.record(
@@ -160,6 +266,11 @@ class NlphubTask(Task):
                 except PayloadError as exc:
                     return self._fail_without_run(conn, job_id, kwargs, exc)
                 return self._execute(conn, job_id, payload)
+        except RunLockLost as exc:
+            # Another delivery owns the job: nothing recorded, not retried, no Celery state
+            # stored over that delivery's (Ignore acknowledges the message).
+            log.warning("%s[%s]: %s", self.name, job_id, exc)
+            raise Ignore() from None
         except (Retry, NlphubError, PayloadError):
             raise
         except Exception as exc:
@@ -176,46 +287,56 @@ class NlphubTask(Task):
         started = self._start(conn, job_id, payload, key)
         if not isinstance(started, int):
             return started  # finished earlier: this delivery is a duplicate
+        run = _RunLock(conn, job_id, key, started)
         ctx = JobContext(
             job_id,
             self,
             payload.requested_by,
             started,
             last_try=self.request.retries >= self.max_retries,
+            _run_lock=run,
         )
         by = payload.requested_by
         released = False
         try:
             try:
                 result = self.body(ctx, payload) or {}
-            except Retry:
+            except (Retry, RunLockLost):
                 raise
             except Exception as exc:
                 if not is_temporary(exc):
-                    released = self._record(
-                        conn, job_id, JobState.FAILED, by, key, error=_describe(exc)
-                    )
+                    released = self._finish(run, JobState.FAILED, by, error=_describe(exc))
                     raise
                 if self.request.retries < self.max_retries:
                     countdown = backoff(self.request.retries)
-                    released = self._record(
-                        conn,
-                        job_id,
+                    released = self._finish(
+                        run,
                         JobState.RETRYING,
                         by,
-                        key,
                         error=_describe(exc),
                         details={"retry_in_s": round(countdown, 1)},
                     )
                     raise self.retry(exc=exc, countdown=countdown) from None
                 message = f"gave up after {self.request.retries + 1} attempts: {_describe(exc)}"
-                released = self._record(conn, job_id, JobState.FAILED, by, key, error=message)
+                released = self._finish(run, JobState.FAILED, by, error=message)
                 raise GaveUp(message) from exc
-            released = self._record(conn, job_id, JobState.SUCCEEDED, by, key, result=result)
+            released = self._finish(run, JobState.SUCCEEDED, by, result=result)
             return result
         finally:
-            if not released and not conn.closed and not conn.invalidated:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            run.release(released=released)
+
+    def _finish(self, run: _RunLock, state: JobState, requested_by: str, **outcome: Any) -> bool:
+        """Record the run's outcome (`_record`) on the connection holding its run lock, made
+        sure of first (`_RunLock.conn`). A connection lost during the statement is replaced
+        the same way and the outcome recorded once more, unless the job is not this run's any
+        more (it was recorded, or another delivery has it: `RunLockLost`)."""
+        try:
+            return self._record(run.conn(), run.job_id, state, requested_by, run.key, **outcome)
+        except sqlalchemy.exc.DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            log.warning("%s[%s]: connection lost while recording %s", self.name, run.job_id, state)
+        return self._record(run.conn(), run.job_id, state, requested_by, run.key, **outcome)
 
     def _start(
         self, conn: Connection, job_id: uuid.UUID, payload: Payload, key: int
@@ -349,10 +470,33 @@ class NlphubTask(Task):
 
 def _broker_caller(task: Task) -> dict[str, Any]:
     """Who sent a message that came without our API (Flower's REST API, beat, any broker
-    client): only `via: broker` is known. Flower checks its user but puts nothing of it in the
-    message, and every header (`origin` too) is the sender's claim: Flower passes its request's
-    options to apply_async as they are."""
-    return {"via": "broker", "origin": task.request.origin}
+    client). Flower run by nlphub (`workers.flower`) signs its authenticated user into the
+    `nlphub_caller` header: recorded as `via: flower` only if the signature holds for this
+    message (`nlphub.callers`). Otherwise only `via: broker` is known (`origin` is the sender's
+    claim); a header that does not verify is marked `forged_caller` and its user never used."""
+    request = task.request
+    caller: dict[str, Any] = {"via": "broker", "origin": request.origin}
+    header = request.get(CALLER_HEADER)  # a message header becomes a request attribute
+    if header is None:
+        return caller
+    verified = verified_caller(
+        caller_key(get_settings()),
+        header,
+        task_id=str(request.id),
+        task=task.name,
+        args=request.args,
+        kwargs=request.kwargs,
+    )
+    if verified is not None:
+        return verified
+    log.warning(
+        "%s[%s]: its %s header does not verify (forged, or Flower and this worker have "
+        "different NLPHUB_CALLER_KEY); recorded as sent through the broker",
+        task.name,
+        request.id,
+        CALLER_HEADER,
+    )
+    return {**caller, "forged_caller": True}
 
 
 def _another_jobs_id(job_id: uuid.UUID) -> Reject:

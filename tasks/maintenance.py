@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from nlphub.anchors import write_anchor
+from nlphub.anchors import verify_log, write_anchor
 from nlphub.hub.service import fail_abandoned_resources
 from nlphub.jobs import reconcile_outbox as reconcile
 from nlphub.resources import cleanup_leftovers
 from schemas.db import session_scope
 from schemas.payloads import (
     AuditAnchorPayload,
+    AuditVerifyPayload,
     CleanupPayload,
     PingPayload,
     ReconcileOutboxPayload,
@@ -74,3 +75,12 @@ def audit_anchor(job: JobContext, payload: AuditAnchorPayload) -> dict[str, Any]
     if anchor is None:
         return {"anchored": False}
     return {"anchored": True, "seq": anchor.seq, "hash": anchor.hash}
+
+
+@nlphub_task("nlphub.audit_verify")
+def audit_verify(job: JobContext, payload: AuditVerifyPayload) -> dict[str, Any]:
+    """Check the audit chain and its anchors (as `nlphub audit verify`) and record the outcome,
+    whose time and result the metrics report. A failed check is a result, not a job failure.
+    Side effects: one `audit_verification` row. Safe to run twice (one more row)."""
+    outcome = verify_log(actor=payload.requested_by)
+    return {"ok": outcome.ok, "events": outcome.chain.checked, "problems": outcome.problems[:20]}

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.signals import setup_logging
 
 import tasks.embeddings
 import tasks.hub
@@ -24,6 +25,7 @@ from nlphub.messaging.app import LONG_QUEUES, Queue, app, build_config
 from nlphub.messaging.app import configure as configure_messaging
 from scheduler.schedule import beat_schedule
 from schemas.settings import Settings, get_settings
+from workers.logs import configure_named_process, on_celery_setup_logging
 
 __all__ = ["LONG_QUEUES", "POOL_MAINTAIN_INTERVAL", "Queue", "app", "build_config", "configure"]
 
@@ -44,6 +46,12 @@ def _check_pool_often() -> None:
 
 
 _check_pool_often()
+
+
+# Workers and beat log in the nlphub format (NLPHUB_LOG_FORMAT) instead of Celery's; a process
+# that `nlphub up` named does from its first record (Flower included, which Celery never asks).
+setup_logging.connect(on_celery_setup_logging, weak=False)
+configure_named_process()
 
 
 def _set_beat_schedule(sender: Celery, **_: Any) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 from nlphub.redact import redact_text
 from schemas.settings import RUNTIME_FILE, Settings
 from workers.embedded import EmbeddedPostgres, EmbeddedRedis
+from workers.events import EventFollower
+from workers.logs import ProcessLogs
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +47,24 @@ class Child:
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
+    #: Where its output goes (its file under NLPHUB_HOME/logs); None: this process' own.
+    logs: ProcessLogs | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, env=self.env, preexec_fn=_die_with_parent)
+        env = {**self.env, "NLPHUB_LOG_ROLE": self.name}  # the role in each of its records
+        if self.logs is None:
+            self.proc = subprocess.Popen(self.argv, env=env, preexec_fn=_die_with_parent)
+        else:
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+            assert self.proc.stdout is not None
+            self.logs.follow(self.name, self.proc.stdout)
         log.info("started %s (pid %s)", self.name, self.proc.pid)
 
     def alive(self) -> bool:
@@ -132,11 +149,14 @@ class Stack:
     with_beat: bool = True
     with_flower: bool = True
     demo: bool = False
+    #: The children's log files and console lines (`nlphub up`); None: they share this console.
+    logs: ProcessLogs | None = None
     children: list[Child] = field(default_factory=list)
     mirror: Any = None
     pg: EmbeddedPostgres | None = None
     redis: EmbeddedRedis | None = None
     stopping: bool = False
+    events: EventFollower | None = None
 
     @property
     def runtime_file(self) -> Path:
@@ -227,10 +247,30 @@ class Stack:
             )
         if self.with_flower:
             self.children.append(
-                Child("flower", celery_argv("flower"), flower_env(self.settings, env))
+                Child(
+                    "flower",
+                    [sys.executable, "-m", "celery", "-A", "workers.flower", "flower"],
+                    flower_env(self.settings, env),
+                )
             )
+        # The metrics endpoint (`nlphub metrics serve`: NLPHUB_METRICS_ADDRESS / _PORT).
+        metrics = [sys.executable, "-m", "workers.cli", "metrics", "serve"]
+        self.children.append(Child("metrics", metrics, env))
+        self.say(
+            f"Metrics: http://{self.settings.metrics_address}:{self.settings.metrics_port}/metrics"
+        )
         for child in self.children:
+            child.logs = self.logs
             child.start()
+        if self.logs is not None:
+            roles = ["up", *(["postgres"] if self.pg else []), *(["redis"] if self.redis else [])]
+            self.say(
+                f"Logs: {self.logs.folder}/ROLE.log, ROLE one of "
+                f"{', '.join(roles + [c.name for c in self.children])} "
+                "(`nlphub logs ROLE -f` follows one)"
+            )
+            self.events = EventFollower(self.say)
+            self.events.start()
         if self.with_flower:
             self.say(
                 f"Flower: http://{self.settings.flower_address}:{self.settings.flower_port} "
@@ -276,13 +316,19 @@ class Stack:
                 now = time.monotonic()
                 child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW]
                 if len(child.restarts) >= MAX_RESTARTS:
-                    self.say(f"{child.name} keeps exiting (last code {code}); stopping the stack")
+                    self.say(
+                        f"{child.name} keeps exiting (last code {code}); stopping the stack"
+                        f"{self._see(child)}"
+                    )
                     return 1
                 child.restarts.append(now)
-                self.say(f"{child.name} exited with code {code}; restarting it")
+                self.say(f"{child.name} exited with code {code}; restarting it{self._see(child)}")
                 child.start()
             time.sleep(poll)
         return 0
+
+    def _see(self, child: Child) -> str:
+        return f" (see {self.logs.path(child.name)})" if self.logs is not None else ""
 
     def stop(self, *_: Any) -> None:
         self.stopping = True
@@ -301,6 +347,10 @@ class Stack:
                 log.warning("%s did not stop in time; killing it", child.name)
                 child.proc.kill()
                 child.proc.wait()
+        if self.events is not None:
+            self.events.stop()
+        if self.logs is not None:
+            self.logs.close()
         if self.mirror is not None:
             self.mirror.stop()
         from schemas.db import dispose_engines
@@ -321,8 +371,13 @@ def run_stack(
     beat: bool = True,
     flower: bool = True,
     demo: bool = False,
+    verbose: bool = False,
 ) -> int:
-    stack = Stack(settings, say, with_beat=beat, with_flower=flower, demo=demo)
+    """`nlphub up`: each process' log in its file (`verbose`: on the console as well), the
+    console for the banner, job events, warnings and errors."""
+    logs = ProcessLogs(settings, say, verbose=verbose)
+    logs.own()
+    stack = Stack(settings, logs.announce, with_beat=beat, with_flower=flower, demo=demo, logs=logs)
     signal.signal(signal.SIGTERM, stack.stop)
     signal.signal(signal.SIGINT, stack.stop)
     try:

@@ -27,7 +27,7 @@ import numpy as np
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
-from nlphub import audit, credentials
+from nlphub import audit, counters, credentials
 from nlphub.embeddings.platforms import EmbeddingError, Encoder
 from nlphub.embeddings.records import get_dataset
 from nlphub.embeddings.reduce import Reducer
@@ -285,6 +285,7 @@ def compute(
             target=str(emb.id),
             details={"records": out["records"], "dims": out["dims"], "reduced": out["reduced"]},
         )
+        counters.add(session, counters.EMBEDDING_RECORDS, out["records"], emb.platform)
     return {
         "embedding": str(emb_id),
         "state": "finished",
@@ -438,6 +439,7 @@ def embed_records(emb_id: uuid.UUID, records: list[str], settings: Settings) -> 
             )
         vectors = embed_query(emb, settings, [r.value for r in rows])
         _store(session, emb.id, [r.id for r in rows], vectors)
+        counters.add(session, counters.EMBEDDING_RECORDS, len(rows), emb.platform)
     return {"embedding": str(emb_id), "records": len(rows)}
 
 

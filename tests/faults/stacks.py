@@ -78,7 +78,7 @@ class Stack:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [NLPHUB, "up"],
+                [NLPHUB, "up", "--verbose"],  # every process' log in this one, as they read it
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -128,5 +128,39 @@ def spawn(env: dict[str, Any]) -> Iterator[Callable[..., subprocess.Popen[bytes]
             proc.wait()
 
 
+@pytest.fixture
+def flower(spawn: Callable[..., subprocess.Popen[bytes]], tmp_path: Path) -> dict[str, Any]:
+    """`nlphub flower` (nlphub's Flower: basic auth, signed callers) on a free port, answering:
+    its URL, basic-auth user and password, and its log file."""
+    import sys
+
+    import httpx
+
+    from workers.embedded import free_port
+
+    port = free_port()
+    user, password = "carol", f"pw-{uuid.uuid4().hex}"
+    log = tmp_path / "flower.log"
+    spawn(
+        [str(Path(sys.executable).with_name("nlphub")), "flower"],
+        {
+            "NLPHUB_FLOWER_PORT": str(port),
+            "NLPHUB_FLOWER_USER": user,
+            "NLPHUB_FLOWER_PASSWORD": password,
+        },
+        log=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{url}/healthcheck", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, 60, interval=0.2, what="Flower to answer")
+    return {"url": url, "user": user, "password": password, "log": log}
+
+
 # The hub mirror fixtures, shared by the hub and update tests.
 from tests.integration.test_hub import mirror, spark_written  # noqa: E402, F401

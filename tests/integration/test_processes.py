@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -135,15 +136,35 @@ def test_flower_rest_api_enqueues_for_non_python_apps_and_requires_auth(
     assert password not in (tmp_path / "flower.log").read_text(errors="replace")
 
 
+def _text(url: str) -> str:
+    """The body at `url`, or '' while nothing answers there."""
+    try:
+        return httpx.get(url, timeout=5).text
+    except httpx.HTTPError:
+        return ""
+
+
+def _inventory_counted(metrics: str) -> bool:
+    """Whether the metrics count one succeeded inventory job."""
+    return any(
+        line.startswith("nlphub_jobs_finished_total{")
+        and 'task="nlphub.inventory"' in line
+        and 'state="succeeded"' in line
+        and line.endswith(" 1.0")
+        for line in metrics.splitlines()
+    )
+
+
 def test_nlphub_up_runs_everything_and_stops_cleanly(monkeypatch) -> None:
     home = Path(tempfile.mkdtemp(prefix="nlphub-up-"))
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(
         {
             "NLPHUB_HOME": str(home),
             "NLPHUB_FLOWER_PORT": str(port),
             "NLPHUB_FLOWER_PASSWORD": "up-test-pw",
+            "NLPHUB_METRICS_PORT": str(metrics_port),
             "NLPHUB_LOG_LEVEL": "WARNING",
         }
     )
@@ -180,6 +201,9 @@ def test_nlphub_up_runs_everything_and_stops_cleanly(monkeypatch) -> None:
         )
         assert out.returncode == 0, out.stdout + out.stderr + log.read_text(errors="replace")
         job_id = out.stdout.split()[1]
+        # the metrics process `up` started reads the same database
+        metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+        wait_for(lambda: _inventory_counted(_text(metrics)), 60, what="`up`'s metrics")
         stop(proc)
         proc = start()  # data is kept for the next `up`
         wait_for(healthy, 120, interval=0.3, what="the second `nlphub up`")
@@ -198,7 +222,15 @@ def test_nlphub_up_runs_everything_and_stops_cleanly(monkeypatch) -> None:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def test_nlphub_up_demo_downloads_the_defaults_offline() -> None:
+#: Most console lines `nlphub up --demo` may print in its first minute (issue 27): the banner,
+#: the three default downloads' events, a warning or two.
+FIRST_MINUTE_LINES = 25
+
+
+def test_nlphub_up_demo_downloads_the_defaults_offline_with_a_quiet_console() -> None:
+    """As a new user runs it (Flower, beat, INFO): the console is the banner, one line per job
+    event and the warnings; each process' log is in its file, shown by `nlphub logs`; a failed
+    job is one console line with its reason."""
     home = Path(tempfile.mkdtemp(prefix="nlphub-demo-"))
     port = free_port()
     env = {
@@ -211,6 +243,8 @@ def test_nlphub_up_demo_downloads_the_defaults_offline() -> None:
             "NLPHUB_HUB_URLS",
             "NLPHUB_LIBRARY_VERSIONS",
             "NLPHUB_LICENSED_HUB_URLS",
+            "NLPHUB_LOG_FORMAT",
+            "NLPHUB_LOG_ROLE",
         )
     }
     env.update(
@@ -218,55 +252,98 @@ def test_nlphub_up_demo_downloads_the_defaults_offline() -> None:
             "NLPHUB_HOME": str(home),
             "NLPHUB_FLOWER_PORT": str(port),
             "NLPHUB_FLOWER_PASSWORD": "demo-pw",
-            "NLPHUB_LOG_LEVEL": "WARNING",
+            "NLPHUB_LOG_LEVEL": "INFO",
             "COLUMNS": "250",
         }
     )
     log = home / "up.log"
+    started = time.monotonic()
     proc = subprocess.Popen(
-        [NLPHUB, "up", "--demo", "--no-flower"],
+        [NLPHUB, "up", "--demo"],
         env=env,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 
-    def resources() -> dict[str, str]:
-        out = subprocess.run(
-            [NLPHUB, "resources", "--json"], env=env, capture_output=True, text=True, timeout=60
+    def console() -> list[str]:
+        return log.read_text(errors="replace").splitlines()
+
+    def nlphub_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [NLPHUB, *args], env=env, capture_output=True, text=True, timeout=timeout
         )
+
+    def resources() -> dict[str, str]:
+        out = nlphub_cli("resources", "--json")
         if out.returncode != 0:
             return {}
         return {r["name"]: r["state"] for r in json.loads(out.stdout)}
 
     try:
         wait_for(
-            lambda: (
-                resources()
-                == {
-                    "glove_100d": "installed",
-                    "bert_base_cased": "installed",
-                    "tfhub_use": "installed",
-                }
-            ),
+            lambda: sum(": succeeded" in line for line in console()) >= 3,
             180,
-            interval=1.0,
-            what="the default embeddings to be installed",
+            interval=0.5,
+            what="the default embeddings' downloads to succeed, on the console",
         )
-        text = log.read_text(errors="replace")
-        assert "generated demo data" in text and "default glove_100d" in text
-        out = subprocess.run(
-            [NLPHUB, "download", "ner_dl", "--wait", "--timeout", "120"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
+        assert resources() == {
+            "glove_100d": "installed",
+            "bert_base_cased": "installed",
+            "tfhub_use": "installed",
+        }
+        wait_for(lambda: time.monotonic() - started >= 60, 90, interval=0.5, what="a minute")
+        first_minute = console()
+        shown = "\n".join(first_minute)
+        assert len(first_minute) <= FIRST_MINUTE_LINES, shown
+        assert "generated demo data" in shown and "default glove_100d" in shown
+        for name in ("glove_100d", "bert_base_cased", "tfhub_use"):
+            assert any(f"nlphub.download {name}: succeeded" in line for line in first_minute)
+        # the embedded servers' set-up, the workers' and beat's INFO lines: in files only
+        assert "initdb" not in shown and "Running commandline" not in shown
+        assert "Task nlphub" not in shown and "Scheduler: Sending" not in shown
+        assert "Logs: " in shown and str(home / "logs") in shown
+        folder = home / "logs"
+        for role in ("up", "postgres", "worker-downloads", "worker-default", "beat", "flower"):
+            assert (folder / f"{role}.log").is_file(), role
+        assert "initdb" in (folder / "postgres.log").read_text()
+
+        # a job that fails: one console line with its reason
+        out = nlphub_cli(
+            "enqueue",
+            "nlphub.validate_upload",
+            "--payload",
+            '{"path": "missing.zip", "kind": "model", "name": "broken"}',
         )
         assert out.returncode == 0, out.stdout + out.stderr
-        assert resources()["ner_dl"] == "installed"
-        found = subprocess.run(
-            [NLPHUB, "search", "glove"], env=env, capture_output=True, text=True, timeout=60
+        job = out.stdout.split()[1][:8]
+        wait_for(
+            lambda: any(f"job {job} " in line and "failed" in line for line in console()),
+            120,
+            interval=0.5,
+            what="the failed job's line",
         )
+        mentions = [line for line in console() if job in line or "missing.zip" in line]
+        failed = [line for line in mentions if "failed" in line]
+        assert len(failed) == 1, "\n".join(console())
+        assert failed[0].endswith(
+            "nlphub.validate_upload broken: failed: upload missing.zip rejected (1 problems): "
+            "- path 'missing.zip' does not exist"
+        ), failed
+        others = [line.split(": ", 1)[1] for line in mentions if line not in failed]
+        assert len(others) == 2 and others[0] == "queued", mentions  # no warning, no traceback
+        assert others[1].startswith("started on default@"), mentions
+
+        # `nlphub logs`: the files, by role or prefix
+        shown_logs = nlphub_cli("logs", "worker", "-n", "1000")
+        assert shown_logs.returncode == 0, shown_logs.stderr
+        assert "==> worker-downloads" in shown_logs.stdout
+        assert "Task nlphub.download" in shown_logs.stdout and "missing.zip" in shown_logs.stdout
+
+        out = nlphub_cli("download", "ner_dl", "--wait", "--timeout", "120", timeout=180)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert resources()["ner_dl"] == "installed"
+        found = nlphub_cli("search", "glove")
         assert "glove_100d" in found.stdout and "99.0.0" in found.stdout
     finally:
         proc.send_signal(signal.SIGTERM)

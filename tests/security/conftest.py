@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.conftest import audit_actions, job_state, spawn, wait_job, worker
+from tests.integration.conftest import (
+    audit_actions,
+    flower,
+    job_state,
+    spawn,
+    wait_job,
+    worker,
+)
 
-__all__ = ["audit_actions", "job_state", "spawn", "wait_job", "worker"]
+__all__ = ["audit_actions", "flower", "job_state", "spawn", "wait_job", "worker"]
 
 pytestmark = pytest.mark.integration

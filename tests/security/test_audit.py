@@ -6,7 +6,11 @@
 - Audit details are bounded (NLPHUB_AUDIT_DETAILS_MAX_BYTES): a 5 MB payload goes in as a
   marker, never whole, and the chain still verifies (it hashes what is stored).
 - The caller is recorded beside the claimed `requested_by`: the enqueuing process's account,
-  host and pid through the Python API; `via: broker` for messages sent without it (Flower).
+  host and pid through the Python API; the authenticated Flower user through nlphub's Flower
+  (a header signed for that message, `workers.flower`, `nlphub.callers`), whose REST API
+  refuses client-set `headers` and any other option outside its allow-list; `via: broker`
+  for messages sent without either, and `forged_caller` for a caller header that does not
+  verify.
 
 Each test fails with its fix removed (checked once each: see the report of item h).
 """
@@ -21,6 +25,7 @@ import stat
 import uuid
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from sqlalchemy import text
@@ -30,6 +35,7 @@ from typer.testing import CliRunner
 import nlphub
 from nlphub.anchors import ANCHOR_FILE, anchor_dir
 from nlphub.audit import GENESIS, event_body, event_hash, verify_chain
+from nlphub.callers import CALLER_HEADER, caller_key, signed_caller
 from schemas.db import get_engine
 from schemas.settings import get_settings
 from schemas.states import JobState
@@ -181,3 +187,90 @@ def test_the_enqueue_records_the_process_identity_beside_the_claim(worker, wait_
     assert wait_job(other).state == JobState.SUCCEEDED
     (received,) = audit_events(other, "job.received")
     assert received.details["caller"]["via"] == "broker"
+
+
+def _callers(job_id: uuid.UUID) -> list[Any]:
+    return [e.details.get("caller") for e in audit_events(job_id, "job.received")]
+
+
+def test_flower_records_its_authenticated_user_beside_the_claim(worker, flower, wait_job) -> None:
+    auth = (flower["user"], flower["password"])
+    endpoints = {
+        "async-apply": {},
+        "send-task": {},
+        "apply": {"timeout": 30},  # waits for the result
+    }
+    for endpoint, extra in endpoints.items():
+        body = {"kwargs": {"requested_by": f"erp-{endpoint}"}, "countdown": 0, **extra}
+        reply = httpx.post(
+            f"{flower['url']}/api/task/{endpoint}/nlphub.ping", json=body, auth=auth, timeout=60
+        )
+        assert reply.status_code == 200, reply.text
+        job_id = uuid.UUID(reply.json()["task-id"])
+        job = wait_job(job_id)
+        assert job.state == JobState.SUCCEEDED, job.error
+        assert job.requested_by == f"erp-{endpoint}"  # the claim, as before
+        (received,) = audit_events(job_id, "job.received")
+        assert received.actor == f"erp-{endpoint}"
+        assert received.details["caller"] == {"via": "flower", "user": "carol"}, endpoint
+        assert flower["password"] not in json.dumps(received.details)
+
+
+def test_flower_refuses_client_headers_and_other_options(worker, flower, wait_job) -> None:
+    auth = (flower["user"], flower["password"])
+    url = f"{flower['url']}/api/task/async-apply/nlphub.ping"
+    forged_id = uuid.uuid4()
+    forged = {CALLER_HEADER: {"via": "flower", "user": "root", "sig": "0" * 64}}
+    for option, value in [("headers", forged), ("queue", "downloads"), ("retries", 7)]:
+        body = {"kwargs": {"requested_by": "x"}, "task_id": str(forged_id), option: value}
+        reply = httpx.post(url, json=body, auth=auth, timeout=30)
+        assert reply.status_code == 400, reply.text
+        assert f"option {option!r} is not accepted" in reply.text
+    # a later job runs: the refused ones were never sent
+    reply = httpx.post(url, json={"kwargs": {"requested_by": "x"}}, auth=auth, timeout=30)
+    assert reply.status_code == 200, reply.text
+    assert wait_job(uuid.UUID(reply.json()["task-id"])).state == JobState.SUCCEEDED
+    assert audit_events(forged_id) == []
+    users = [(e.details.get("caller") or {}).get("user") for e in audit_events()]
+    assert "root" not in users
+
+
+def test_a_caller_header_that_does_not_verify_is_marked_and_not_trusted(worker, wait_job) -> None:
+    from nlphub.messaging.app import app
+
+    key = caller_key(get_settings())
+    caller = {"via": "flower", "user": "root"}
+
+    def send(task_id: uuid.UUID, kwargs: dict[str, Any], header: Any) -> None:
+        app.send_task(
+            "nlphub.ping",
+            kwargs=kwargs,
+            task_id=str(task_id),
+            queue="default",
+            headers={CALLER_HEADER: header},
+        )
+
+    # made up, and signed for another message (another id and payload): not trusted
+    made_up, copied = uuid.uuid4(), uuid.uuid4()
+    send(made_up, {"requested_by": "m"}, {**caller, "sig": "0" * 64})
+    other = signed_caller(
+        key, task_id=str(uuid.uuid4()), task="nlphub.ping", caller=caller, args=[], kwargs={}
+    )
+    send(copied, {"requested_by": "m"}, other)
+    # signed for this very message (what nlphub's Flower sends): trusted
+    signed = uuid.uuid4()
+    kwargs = {"requested_by": "m"}
+    send(
+        signed,
+        kwargs,
+        signed_caller(
+            key, task_id=str(signed), task="nlphub.ping", caller=caller, args=[], kwargs=kwargs
+        ),
+    )
+    for job_id in (made_up, copied, signed):
+        assert wait_job(job_id).state == JobState.SUCCEEDED
+    for job_id in (made_up, copied):
+        (got,) = _callers(job_id)
+        assert got["via"] == "broker" and got["forged_caller"] is True
+        assert "user" not in got
+    assert _callers(signed) == [caller]

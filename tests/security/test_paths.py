@@ -1,8 +1,9 @@
 """Item (a): paths in payloads. `nlphub.validate_upload` and `nlphub.rules_import` read only
 from NLPHUB_INCOMING_ROOTS, `nlphub.rules_export` writes only into NLPHUB_EXPORT_ROOTS; no
 ``..`` escape, no symbolic link (the path itself or a folder on the way), sizes capped before
-reading, no special files; a path outside gets one message whatever exists there; exports are
-written through an exclusive, no-follow temporary file renamed into place.
+reading, no special files, no file with more than one name (a hard link); a path outside gets
+one message whatever exists there; exports are written through an exclusive, no-follow
+temporary file renamed into place.
 
 Through a real worker; each test fails with its check removed (`nlphub.paths`).
 """
@@ -111,6 +112,23 @@ def test_upload_through_a_linked_folder_or_dot_dot_is_refused(area, worker, wait
     assert _rows(Resource) == []
 
 
+def test_upload_of_a_hard_link_to_a_file_elsewhere_is_refused(area, worker, wait_job) -> None:
+    """A hard link made inside the root to another file (another resource's archive, a
+    secret) is that file under a second name: a zip with more than one name is refused, and
+    so is an uploaded folder holding such a file; nothing about the other name is said."""
+    incoming, outside = area["incoming"], area["outside"]
+    os.link(zip_dir(outside / "secret_emb", outside / "emb.zip"), incoming / "emb.zip")
+    error = _failed(_upload(wait_job, incoming / "emb.zip"), "is a hard link")
+    assert "NLPHUB_INCOMING_ROOTS" in error and str(incoming) in error
+    emb = SparkBuilder(incoming / "team").embeddings("emb")
+    stolen = next(p for p in sorted(emb.rglob("*")) if p.is_file() and p.name != "metadata")
+    stolen.unlink()
+    os.link(outside / "secret_emb" / stolen.relative_to(emb), stolen)
+    error = _without(_failed(_upload(wait_job, emb, name="folder"), "is a hard link"), emb)
+    assert str(outside) not in error and "secret" not in error, error
+    assert _rows(Resource) == []
+
+
 def test_upload_inside_the_root_still_works(area, worker, wait_job) -> None:
     """The control: the same resource inside the root, as a folder, a zip and a relative path."""
     emb = SparkBuilder(area["incoming"] / "team").embeddings("emb")
@@ -156,6 +174,15 @@ def test_rules_import_through_links_or_dot_dot_is_refused(area, worker, wait_job
     _failed(_import(wait_job, incoming / "rules.json"), "rules.json is a symbolic link")
     _failed(_import(wait_job, "shared/rules.json"), "shared is a symbolic link")
     _failed(_import(wait_job, f"{incoming}/../outside/rules.json"), "'..'")
+    assert _rows(Rule) == []
+
+
+def test_rules_import_of_a_hard_link_to_a_file_elsewhere_is_refused(area, worker, wait_job) -> None:
+    incoming, outside = area["incoming"], area["outside"]
+    os.link(outside / "rules.json", incoming / "rules.json")
+    error = _without(_failed(_import(wait_job, "rules.json"), "is a hard link"), "rules.json")
+    assert f"NLPHUB_INCOMING_ROOTS: {incoming}" in error
+    assert str(outside) not in error
     assert _rows(Rule) == []
 
 

@@ -3,7 +3,11 @@
 - A job left `started` (or `received`) by a worker that died — its run lock is free, since
   the worker's database session is gone — is published again by the reconciler after
   NLPHUB_STUCK_AFTER, not after the broker's visibility timeout (6 h), nor never when the
-  broker lost its message; one whose run lock is held (a worker runs it) is left alone.
+  broker lost its message; one whose run lock is held (a worker runs it) is left alone, and
+  so is one making progress.
+- A run whose database connection (and run lock) was lost while its body went on takes the
+  lock again when it next touches its job, or stops without recording anything when another
+  session holds it (the job runs elsewhere).
 - A resource in a transitional state (queued/downloading/verifying) whose job finished or is
   missing is failed with its reason and can be downloaded again: a download request never
   returns a dead job; any error after the extraction fails the resource with its message.
@@ -17,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import text
 from sqlmodel import Session, select
@@ -28,9 +33,10 @@ from nlphub.hub.sync import sync_hubs
 from nlphub.jobs import enqueue, reconcile_outbox
 from nlphub.jobstate import run_lock_key
 from schemas.db import get_engine, session_scope
-from schemas.models import Resource
+from schemas.models import Job, Resource
 from schemas.settings import get_settings
 from schemas.states import JobState, ResourceState
+from tests.conftest import wait_for
 from tests.integration.conftest import audit_events
 from tests.integration.test_hub import LIBS, res
 
@@ -113,6 +119,147 @@ def test_a_started_job_is_left_alone_within_the_grace_period(env) -> None:
     assert recent not in _reconcile(stuck_after=60)
     assert recent not in _reconcile(stuck_after=None)
     assert _stuck_job() not in _reconcile(stuck_after=None)
+
+
+# -- a worker whose database connection dropped while its task runs -------------------------
+
+
+def _lock_holder(database_url: str, key: int) -> int | None:
+    """The backend holding advisory lock `key` (a bigint key: its high and low halves)."""
+    unsigned = key & (2**64 - 1)
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND classid = %s AND objid = %s AND objsubid = 1",
+            (unsigned >> 32, unsigned & 0xFFFFFFFF),
+        ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _terminate(database_url: str, pid: int) -> None:
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    def gone() -> bool:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            return not admin.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)
+            ).fetchone()
+
+    wait_for(gone, 10, what="the worker's backend to exit")
+
+
+@pytest.mark.parametrize("taken", [False, True], ids=["lock-free", "lock-taken-elsewhere"])
+@pytest.mark.parametrize("touch", ["progress", "outcome"])
+def test_a_run_whose_connection_dropped_takes_its_lock_again_or_stops(
+    env, monkeypatch, taken: bool, touch: str
+) -> None:
+    """The run lock is a session advisory lock on the worker's kept connection: when that
+    connection is lost while the body goes on, the lock is gone and the reconciler may hand
+    the job to another worker. The run notices when it next touches the job (its progress,
+    or its outcome) and takes the lock again on a new connection, or, when another session
+    holds it (the job runs elsewhere), stops without recording anything (not retried)."""
+    import tasks.base
+    from workers.app import app
+
+    monkeypatch.setattr(tasks.base, "PROGRESS_INTERVAL", 0.0)
+    task = app.tasks["nlphub.ping"]
+    job_id = enqueue("nlphub.ping", {}, requested_by="app")
+    key = run_lock_key(job_id)
+    url = env["database_url"]
+    seen: dict[str, Any] = {"calls": 0}
+    other = psycopg.connect(url, autocommit=True)
+
+    def body(job: Any, payload: Any) -> dict[str, Any]:
+        seen["calls"] += 1
+        job.progress(1, 4, "before")
+        seen["killed"] = _lock_holder(url, key)
+        assert seen["killed"] is not None
+        _terminate(url, seen["killed"])  # a Postgres restart, a network blip
+        if taken:  # the job was republished and another worker runs it now
+            other.execute("SELECT pg_advisory_lock(%s)", (key,))
+        if touch == "progress":
+            job.progress(2, 4, "after")
+        seen["holder"] = _lock_holder(url, key)
+        return {"done": True}
+
+    monkeypatch.setattr(type(task), "body", staticmethod(body))
+    try:
+        with Session(get_engine()) as session:
+            row = session.get(Job, job_id)
+            assert row is not None
+            delivered = dict(row.payload)
+        outcome = task.apply(kwargs=delivered, task_id=str(job_id))
+        job = _job(job_id)
+        actions = [e.action for e in audit_events(job_id)]
+        assert seen["calls"] == 1
+        if not taken:
+            assert outcome.state == "SUCCESS", outcome.traceback
+            assert job.state == JobState.SUCCEEDED and job.attempts == 1, job
+            assert actions.count("job.started") == actions.count("job.succeeded") == 1
+            if touch == "progress":  # taken again at once, on a new connection
+                assert seen["holder"] not in (None, seen["killed"])
+            assert _lock_holder(url, key) is None  # released with the outcome
+        else:
+            assert outcome.state == "IGNORED", outcome.traceback
+            assert job.state == JobState.STARTED and job.attempts == 1, job
+            assert job.progress == 0.25  # the progress after the kill was not recorded
+            assert "holder" not in seen or touch == "outcome"
+            assert not {"job.succeeded", "job.failed", "job.retry"} & set(actions), actions
+            assert _lock_holder(url, key) == other.info.backend_pid  # left to its holder
+    finally:
+        other.close()
+
+
+def _job(job_id: uuid.UUID) -> Job:
+    with Session(get_engine()) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        session.expunge(job)
+        return job
+
+
+def test_the_lock_is_taken_again_only_for_this_runs_attempt(env, held_lock) -> None:
+    """A free lock is not enough: the job must still be `started` with this run's attempt (a
+    delivery that started, finished or gave up since has it); a lock taken for nothing is
+    released at once."""
+    from nlphub.jobstate import retake_run_lock
+    from schemas.db import autocommit_engine
+
+    job_id = _stuck_job()
+    key = run_lock_key(job_id)
+    url = env["database_url"]
+    with autocommit_engine().connect() as conn:
+        assert not retake_run_lock(conn, job_id, key, attempt=2)  # started again since
+        assert _lock_holder(url, key) is None
+        assert retake_run_lock(conn, job_id, key, attempt=1)
+        assert _lock_holder(url, key) == _backend_pid(conn)
+        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    finished = _stuck_job(state="succeeded")
+    with autocommit_engine().connect() as conn:
+        assert not retake_run_lock(conn, finished, run_lock_key(finished), attempt=1)
+    held_lock(job_id)  # another session has it
+    with autocommit_engine().connect() as conn:
+        assert not retake_run_lock(conn, job_id, key, attempt=1)
+
+
+def _backend_pid(conn: Any) -> int:
+    return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def test_a_job_making_progress_is_never_taken_for_stuck(env) -> None:
+    """Progress touches the job's `updated_at`, which the reconciler reads (with the lock)."""
+    from nlphub.jobstate import record_progress
+    from schemas.db import autocommit_engine
+
+    job_id = _stuck_job()
+    with autocommit_engine().connect() as conn:
+        record_progress(conn, job_id, 0.5, "half", attempt=1)
+    assert job_id not in _reconcile(stuck_after=60)
+    assert _job(job_id).progress == 0.5
+    with autocommit_engine().connect() as conn:  # started again since: not this run's to touch
+        record_progress(conn, job_id, 0.75, "stale", attempt=0)
+    assert _job(job_id).progress == 0.5
 
 
 # -- resources a dead job left in a transitional state ---------------------------------------

@@ -275,6 +275,7 @@ def test_expected_services_exist(compose: dict[str, Any]) -> None:
         "worker-default",
         "beat",
         "flower",
+        "metrics",
     }
     assert set(compose["volumes"]) == {"pgdata", "redisdata", "nlphub-home"}
 
@@ -284,6 +285,8 @@ def test_shared_environment_anchor(compose: dict[str, Any]) -> None:
     assert env["NLPHUB_HOME"] == "/data/nlphub"
     assert env["DATABASE_URL"].endswith("@postgres:5432/${POSTGRES_DB:-nlphub}")
     assert env["REDIS_URL"] == "redis://:${REDIS_PASSWORD:?set REDIS_PASSWORD}@redis:6379/0"
+    # Flower and the workers share the key of Flower's signed caller header.
+    assert env["NLPHUB_CALLER_KEY"] == "${CALLER_KEY:?set CALLER_KEY}"
     # Optional settings pass through only when set: empty ones would mean "." / no hubs.
     assert env["NLPHUB_LICENSE_FILE"] is None
     assert env["NLPHUB_HUB_URLS"] is None
@@ -299,6 +302,16 @@ def test_flower_listens_inside_but_publishes_on_loopback(compose: dict[str, Any]
     assert env["NLPHUB_FLOWER_PASSWORD"] == "${FLOWER_PASSWORD:?set FLOWER_PASSWORD}"
     assert flower["ports"] == ["127.0.0.1:5555:5555"]
     assert "http://127.0.0.1:5555/healthcheck" in _healthcheck_text(flower)
+
+
+def test_metrics_listen_inside_but_publish_on_loopback(compose: dict[str, Any]) -> None:
+    metrics = compose["services"]["metrics"]
+    env = _environment(metrics)
+    assert metrics["command"] == ["metrics", "serve"]
+    assert env["NLPHUB_METRICS_ADDRESS"] == "0.0.0.0"
+    assert metrics["ports"] == [f"127.0.0.1:{env['NLPHUB_METRICS_PORT']}:9808"]
+    assert "http://127.0.0.1:9808/metrics" in _healthcheck_text(metrics)
+    assert "redis" not in metrics["depends_on"]  # it reads Postgres and the volume only
 
 
 def test_db_upgrade_resolves_to_a_nested_command() -> None:

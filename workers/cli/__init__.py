@@ -12,7 +12,21 @@ import sys
 import typer
 
 from schemas.settings import SettingsError
-from workers.cli import audit, db, embeddings, hub, jobs, resources, rules, servers, stack, updates
+from workers.cli import (
+    audit,
+    db,
+    doctor,
+    embeddings,
+    hub,
+    jobs,
+    logs,
+    metrics,
+    resources,
+    rules,
+    servers,
+    stack,
+    updates,
+)
 from workers.cli.common import err
 
 app = typer.Typer(help="nlphub: workers that keep NLP resources in order.", no_args_is_help=True)
@@ -23,7 +37,9 @@ TOP_LEVEL = (
     "worker",
     "beat",
     "flower",
+    "logs",
     "status",
+    "doctor",
     "jobs",
     "enqueue",
     "inventory",
@@ -44,6 +60,7 @@ TOP_LEVEL = (
 GROUPS = (
     ("db", db.app),
     ("audit", audit.app),
+    ("metrics", metrics.app),
     ("hub", hub.hub_app),
     ("updates", updates.app),
     ("servers", servers.servers_app),
@@ -55,7 +72,16 @@ GROUPS = (
 
 
 def _top_level_commands() -> None:
-    owners = (stack.app, jobs.app, resources.app, hub.app, servers.app, embeddings.app)
+    owners = (
+        stack.app,
+        logs.app,
+        jobs.app,
+        doctor.app,
+        resources.app,
+        hub.app,
+        servers.app,
+        embeddings.app,
+    )
     by_name = {
         info.name or info.callback.__name__: info
         for owner in owners

@@ -68,16 +68,11 @@ def audit_anchor() -> None:
 @needs_database
 def audit_verify() -> None:
     """Check the hash chain, and the log against the anchors written outside the database
-    (truncation, rewrite); report what is wrong (exit 1)."""
-    from sqlmodel import Session
+    (truncation, rewrite); report what is wrong (exit 1). The outcome is recorded (metrics)."""
+    from nlphub.anchors import ANCHOR_FILE, anchor_dir, verify_log
 
-    from nlphub.anchors import ANCHOR_FILE, anchor_dir, check_anchors
-    from nlphub.audit import verify_chain
-    from schemas.db import get_engine
-
-    with Session(get_engine()) as session:
-        report = verify_chain(session)
-        anchors = check_anchors(session)
+    outcome = verify_log(actor="cli")
+    report, anchors = outcome.chain, outcome.anchors
     for warning in anchors.warnings:
         err.print(f"audit anchors: {warning}")
     if report.ok:

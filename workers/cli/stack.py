@@ -12,7 +12,6 @@ from workers.cli.common import (
     redis,
     requires,
     settings,
-    setup_logging,
 )
 
 #: Top-level commands (the root app takes them over in its own order).
@@ -25,20 +24,25 @@ def up(
     beat: bool = typer.Option(True, help="Start celery beat."),
     flower: bool = typer.Option(True, help="Start Flower (127.0.0.1, basic auth)."),
     demo: bool = typer.Option(False, help="Serve and use the generated demo hub mirror."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Stream every process' log to the console too."
+    ),
 ) -> None:
     """Start everything: embedded Postgres + Redis (unless URLs are set), migrations, a worker per
-    queue, beat and Flower. Ctrl-C / SIGTERM stops it all; data is kept."""
+    queue, beat and Flower. The console shows where things are, one line per job event, and
+    warnings and errors; each process logs to its file under NLPHUB_HOME/logs (`nlphub logs`).
+    Ctrl-C / SIGTERM stops it all; data is kept."""
     from workers.stack import run_stack
 
-    current = settings()
-    setup_logging(current)
     raise typer.Exit(
         run_stack(
-            current,
-            lambda m: console.print(m, highlight=False),
+            settings(),
+            # one console line per message, whatever the terminal's width; no markup in it
+            lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True),
             beat=beat,
             flower=flower,
             demo=demo,
+            verbose=verbose,
         )
     )
 
@@ -77,12 +81,17 @@ def beat(ctx: typer.Context) -> None:
 @clear_errors
 @requires(redis)
 def flower(ctx: typer.Context) -> None:
-    """Run Flower bound to NLPHUB_FLOWER_ADDRESS with basic auth (credentials via environment)."""
+    """Run Flower bound to NLPHUB_FLOWER_ADDRESS with basic auth (credentials via environment);
+    its REST API signs the user into each message and refuses options (`workers.flower`)."""
     import os
 
+    from workers.logs import configure, process_role
     from workers.stack import flower_env
 
-    os.environ.update(flower_env(settings(), {}))
-    from workers.app import app as celery_app
+    current = settings()
+    os.environ.update(flower_env(current, {}))
+    # before Flower's own (tornado's) logging set-up, which then keeps this one
+    configure(process_role(current), level=current.log_level, fmt=current.log_format)
+    from workers.flower import app as celery_app
 
     celery_app.start(["flower", *ctx.args])

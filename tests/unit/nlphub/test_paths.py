@@ -140,6 +140,35 @@ def test_a_link_to_a_file_inside_is_refused_too(root: Path) -> None:
     assert "symbolic link" in refusal("alias.json", roots(root))
 
 
+def test_a_hard_link_to_a_file_elsewhere_is_refused(root: Path, outside: Path) -> None:
+    """A hard link made inside a root names the other file itself (no link to refuse on the
+    way): any regular file with more than one name is refused, saying nothing of the other."""
+    os.link(outside / "secret.txt", root / "innocent.json")
+    message = refusal("innocent.json", roots(root))
+    assert "is a hard link" in message, message
+    assert f"NLPHUB_INCOMING_ROOTS: {root}" in message
+    assert "secret" not in message and str(outside) not in message
+    with pytest.raises(PathRefused, match="is a hard link"):
+        open_confined("innocent.json", roots(root))
+    # Its only name again (the other removed): read as any file.
+    (outside / "secret.txt").unlink()
+    assert read_confined("innocent.json", roots(root), max_bytes=100)[0] == b"s3cret"
+
+
+def test_a_hard_link_inside_an_uploaded_folder_is_not_copied(
+    root: Path, outside: Path, tmp_path: Path
+) -> None:
+    os.link(outside / "secret.txt", root / "sub" / "stolen.txt")
+    with open_confined("sub", roots(root)) as opened:
+        entries, size = tree_size(opened.fd, max_entries=100)
+        problems = copy_tree(opened.fd, tmp_path / "copy", max_entries=entries, max_bytes=size)
+    assert problems == [
+        "'stolen.txt': is a hard link (a file with more than one name); copy the file into "
+        "the folder"
+    ]
+    assert sorted(p.name for p in (tmp_path / "copy").iterdir()) == ["a.txt"]
+
+
 # -- what is read ----------------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "NLPHUB_HUB_TIMEOUT",
         "NLPHUB_RETRY_BACKOFF",
         "NLPHUB_RETRY_BACKOFF_MAX",
+        "NLPHUB_STUCK_AFTER",
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NLPHUB_HOME", str(tmp_path / "home"))
@@ -95,9 +96,59 @@ def test_task_time_limit_is_always_below_visibility_timeout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("NLPHUB_VISIBILITY_TIMEOUT", "100")
+    monkeypatch.setenv("NLPHUB_STUCK_AFTER", "60")  # below it, as it must be
     monkeypatch.setenv("NLPHUB_TASK_TIME_LIMIT", "500")
     settings = load_settings()
     assert settings.effective_time_limit < settings.visibility_timeout
+
+
+@pytest.mark.parametrize(
+    ("stuck_after", "visibility", "message"),
+    [
+        ("0", None, "must be a positive number of seconds, at least 3 (got 0)"),
+        ("-5", None, "must be a positive number of seconds, at least 3 (got -5)"),
+        ("2", None, "at least 3 (got 2)"),
+        ("soon", None, "Input should be a valid integer"),
+        ("21600", None, "must be below NLPHUB_VISIBILITY_TIMEOUT (21600 s)"),
+        ("600", "600", "must be below NLPHUB_VISIBILITY_TIMEOUT (600 s)"),
+        ("900", "600", "or Redis delivers a stuck job again before the reconciler would"),
+        # A visibility timeout at or below the default needs NLPHUB_STUCK_AFTER set too.
+        (None, "180", "below NLPHUB_VISIBILITY_TIMEOUT (180 s), or Redis delivers a stuck job"),
+    ],
+)
+def test_stuck_after_must_be_short_but_below_the_visibility_timeout(
+    monkeypatch: pytest.MonkeyPatch, stuck_after: str | None, visibility: str | None, message: str
+) -> None:
+    if stuck_after is not None:
+        monkeypatch.setenv("NLPHUB_STUCK_AFTER", stuck_after)
+    if visibility is not None:
+        monkeypatch.setenv("NLPHUB_VISIBILITY_TIMEOUT", visibility)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert str(info.value).startswith("setting NLPHUB_STUCK_AFTER is invalid: "), info.value
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("stuck_after", "visibility", "expected"),
+    [
+        (None, None, 180),  # the defaults: 180 s, 6 h
+        ("3", None, 3),  # the fault tests' value, with the default visibility timeout
+        ("599", "600", 599),
+        (None, "181", 180),
+    ],
+)
+def test_valid_stuck_after(
+    monkeypatch: pytest.MonkeyPatch, stuck_after: str | None, visibility: str | None, expected: int
+) -> None:
+    if stuck_after is not None:
+        monkeypatch.setenv("NLPHUB_STUCK_AFTER", stuck_after)
+    if visibility is not None:
+        monkeypatch.setenv("NLPHUB_VISIBILITY_TIMEOUT", visibility)
+    settings = load_settings()
+    assert settings.stuck_after_seconds == expected
+    assert settings.stuck_after_seconds < settings.visibility_timeout
 
 
 def test_retry_backoff_follows_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
