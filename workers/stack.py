@@ -7,7 +7,6 @@ import ctypes
 import json
 import logging
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nlphub.files import stored_secret
 from nlphub.redact import redact_text
 from schemas.settings import RUNTIME_FILE, Settings
 from workers.embedded import EmbeddedPostgres, EmbeddedRedis
@@ -108,24 +108,6 @@ def flower_password_file(settings: Settings) -> Path:
 
 def redis_password_file(settings: Settings) -> Path:
     return settings.home / "run" / "redis-password"
-
-
-def stored_secret(path: Path, nbytes: int = 32) -> str:
-    """The secret kept in `path`, made (random, `nbytes` of entropy) on first use; the file is
-    its owner's only (0600), as is an existing one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        os.chmod(path, 0o600)
-        secret = path.read_text().strip()
-        if secret:
-            return secret
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
-    secret = secrets.token_urlsafe(nbytes)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secret + "\n")
-    return secret
 
 
 def flower_env(settings: Settings, env: dict[str, str]) -> dict[str, str]:

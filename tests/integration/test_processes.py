@@ -94,29 +94,14 @@ def test_worker_child_killed_mid_task_is_redelivered_and_completes_once(
 
 
 def test_flower_rest_api_enqueues_for_non_python_apps_and_requires_auth(
-    env, worker, spawn, wait_job, audit_actions, tmp_path
+    env, worker, flower, wait_job, audit_actions
 ) -> None:
-    port = free_port()
-    password = f"pw-{uuid.uuid4().hex}"
-    spawn(
-        [NLPHUB, "flower"],
-        {"NLPHUB_FLOWER_PORT": str(port), "NLPHUB_FLOWER_PASSWORD": password},
-        log=tmp_path / "flower.log",
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"{base}/healthcheck", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(healthy, 60, interval=0.2, what="Flower to answer")
-    url = f"{base}/api/task/async-apply/nlphub.inventory"
+    user, password = flower["user"], flower["password"]
+    url = f"{flower['url']}/api/task/async-apply/nlphub.inventory"
     body = {"kwargs": {"requested_by": "erp-system", "verify_checksums": False}}
     assert httpx.post(url, json=body, timeout=10).status_code == 401
-    assert httpx.post(url, json=body, auth=("admin", "wrong"), timeout=10).status_code == 401
-    reply = httpx.post(url, json=body, auth=("admin", password), timeout=10)
+    assert httpx.post(url, json=body, auth=(user, "wrong"), timeout=10).status_code == 401
+    reply = httpx.post(url, json=body, auth=(user, password), timeout=10)
     assert reply.status_code == 200, reply.text
     job_id = uuid.UUID(reply.json()["task-id"])
     job = wait_job(job_id)
@@ -127,13 +112,13 @@ def test_flower_rest_api_enqueues_for_non_python_apps_and_requires_auth(
     bad = httpx.post(
         url,
         json={"kwargs": {"verify_checksums": "yes please"}},
-        auth=("admin", password),
+        auth=(user, password),
         timeout=10,
     )
     bad_job = wait_job(uuid.UUID(bad.json()["task-id"]))
     assert bad_job.state == JobState.FAILED
     assert "verify_checksums: Input should be a valid boolean" in bad_job.error
-    assert password not in (tmp_path / "flower.log").read_text(errors="replace")
+    assert password not in flower["log"].read_text(errors="replace")
 
 
 def _text(url: str) -> str:
