@@ -171,9 +171,19 @@ def configure_named_process() -> None:
 
 
 def on_celery_setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
-    """Celery's `setup_logging` signal (workers, beat): the nlphub format instead of Celery's."""
+    """Celery's `setup_logging` signal (workers, beat): the nlphub format instead of Celery's.
+
+    Celery then leaves the pool's (billiard's) logger alone too, which does not propagate and
+    has no handler: its errors ("Process 'ForkPoolWorker-1' pid:… exited with 'signal 9'")
+    would reach stderr bare, through logging's last resort. It propagates to ours instead, at
+    ERROR, as Celery sets it."""
+    from celery.utils.log import get_multiprocessing_logger
+
     settings = get_settings()
     configure(process_role(settings), level=loglevel or settings.log_level, fmt=settings.log_format)
+    pool = get_multiprocessing_logger()
+    pool.propagate = True
+    pool.setLevel(logging.ERROR)
 
 
 # -- reading lines back ----------------------------------------------------------------------

@@ -78,7 +78,7 @@ class PoolWorker:
         """Seconds until the worker noticed that its pool process `pid` was gone."""
         for line in self.log_path.read_text(errors="replace").splitlines():
             if f" pid:{pid} exited" in line:
-                at = datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
+                at = datetime.strptime(line.lstrip("[")[:23], "%Y-%m-%d %H:%M:%S,%f")
                 return (at - killed).total_seconds()
         return None
 

