@@ -16,6 +16,8 @@ import os
 import pwd
 import socket
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, event
@@ -146,6 +148,19 @@ def enqueue(
     return job_id
 
 
+@dataclass(frozen=True)
+class _Stale:
+    """A job the reconciler claimed, as read in its claiming transaction."""
+
+    id: uuid.UUID
+    task: str
+    queue: str
+    payload: dict[str, Any]
+    published_at: datetime | None
+    state: str
+    reason: str
+
+
 def reconcile_outbox(
     session: Session,
     *,
@@ -160,31 +175,58 @@ def reconcile_outbox(
 
     Which ones: `nlphub.jobstate.unpublished_or_lost` and `nlphub.jobstate.workerless`. A
     redelivery is safe: the task base takes the job's run lock, and a duplicate finds the job
-    running or finished."""
-    stale = [
+    running or finished.
+
+    No lock is held while the broker is called (a slow Redis would otherwise hold the jobs'
+    row locks, and from the first audit event the chain lock, so every enqueue elsewhere would
+    fail after NLPHUB_AUDIT_LOCK_TIMEOUT): one short transaction selects the jobs (SKIP LOCKED)
+    and claims them (`published_at` = now, so a concurrent reconciler skips them); each is
+    then published with no transaction open, and its `job.republished` recorded in a short
+    transaction of its own, unless the job finished meanwhile (its end stays its last event;
+    the message is a harmless duplicate); a failed publish gets its `published_at` back. This
+    commits `session`'s transactions: pass one with nothing else pending. docs/decisions.md:
+    "The reconciler publishes with no transaction open"."""
+    found = [
         (job, "never_published" if job.published_at is None else "broker_lost")
         for job in jobstate.unpublished_or_lost(
             session, grace_seconds=grace_seconds, republish_after=republish_after, limit=limit
         )
     ]
     if stuck_after is not None:
-        stale += [
+        found += [
             (job, "worker_gone")
             for job in jobstate.workerless(session, stuck_after=stuck_after, limit=limit)
         ]
+    stale = [
+        _Stale(
+            job.id, job.task, job.queue, dict(job.payload), job.published_at, str(job.state), why
+        )
+        for job, why in found
+    ]
+    claimed = utcnow()
+    jobstate.claim_for_publish(session, [job.id for job in stale], claimed)
+    session.commit()  # the claim: row locks released, nothing held from here on
     republished: list[uuid.UUID] = []
-    for job, reason in stale:
-        first = job.published_at is None
-        if _send(job.id, job.task, job.queue, job.payload):
-            job.published_at = utcnow()
-            session.add(job)
-            republished.append(job.id)
-            audit.record(
-                session,
-                actor="reconciler",
-                action="job.republished",
-                target=job.task,
-                job_id=job.id,
-                details={"first_publish": first, "reason": reason, "state": str(job.state)},
-            )
+    for job in stale:
+        if not _send(job.id, job.task, job.queue, job.payload):
+            jobstate.release_claim(session, job.id, claimed=claimed, before=job.published_at)
+            session.commit()
+            continue
+        republished.append(job.id)
+        if not jobstate.lock_unfinished(session, job.id):
+            session.commit()  # finished meanwhile: the duplicate message finds it so
+            continue
+        audit.record(
+            session,
+            actor="reconciler",
+            action="job.republished",
+            target=job.task,
+            job_id=job.id,
+            details={
+                "first_publish": job.published_at is None,
+                "reason": job.reason,
+                "state": job.state,
+            },
+        )
+        session.commit()
     return republished

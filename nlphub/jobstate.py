@@ -17,13 +17,13 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Connection, func, text
 from sqlmodel import Session, col, select
 
-from nlphub.audit import BOUND_LOCK_WAITS, audit_params, canonical
+from nlphub.audit import BOUND_LOCK_WAITS, audit_params, canonical, lock_timeout
 from nlphub.redact import redact
 from schemas.db import get_engine
 from schemas.models import Job, utcnow
@@ -361,6 +361,51 @@ def workerless(session: Session, *, stuck_after: int, limit: int) -> list[Job]:
     keys = {run_lock_key(job.id): job for job in candidates}
     free = session.execute(text(_FREE_RUN_LOCKS), {"keys": list(keys)}).scalars().all()
     return [keys[k] for k in free]
+
+
+def claim_for_publish(session: Session, job_ids: Sequence[uuid.UUID], at: datetime) -> None:
+    """The reconciler's claim, in the transaction that locked these rows: `published_at` =
+    `at`, so a concurrent reconciler (after this commits) no longer finds them stale and the
+    publish can run with no transaction open. No audit event: no chain lock is taken."""
+    if job_ids:
+        session.execute(
+            text("UPDATE job SET published_at = :at WHERE id = ANY(:ids)"),
+            {"at": at, "ids": list(job_ids)},
+        )
+
+
+def release_claim(
+    conn: Connection | Session, job_id: uuid.UUID, *, claimed: datetime, before: datetime | None
+) -> None:
+    """A claimed publish failed: `published_at` back to what it was (the job is found stale
+    again on the next run), unless something published it since the claim."""
+    conn.execute(
+        text("UPDATE job SET published_at = :before WHERE id = :id AND published_at = :claimed"),
+        {"before": before, "id": job_id, "claimed": claimed},
+    )
+
+
+def lock_unfinished(session: Session, job_id: uuid.UUID) -> bool:
+    """Lock the job's row for this transaction (the wait bounded like an audit write's) and
+    say whether it is still unfinished. The reconciler records `job.republished` only then: a
+    job that finished while its message was being sent keeps its end as its last event."""
+    session.execute(text("SELECT set_config('lock_timeout', :t, true)"), {"t": lock_timeout()})
+    state = session.execute(
+        text("SELECT state FROM job WHERE id = :id FOR UPDATE"), {"id": job_id}
+    ).scalar_one_or_none()
+    return state is not None and state not in {s.value for s in JOB_TERMINAL}
+
+
+def unfinished_jobs(session: Session, job_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of `job_ids` that have a row and are not finished (queued, received, started,
+    retrying): their files (e.g. an upload's staging) may be in use."""
+    if not job_ids:
+        return set()
+    rows = session.execute(
+        text("SELECT id FROM job WHERE id = ANY(:ids) AND NOT (state = ANY(:done))"),
+        {"ids": list(job_ids), "done": [s.value for s in JOB_TERMINAL]},
+    ).scalars()
+    return {uuid.UUID(str(row)) for row in rows}
 
 
 def job_counts(session: Session) -> dict[object, int]:

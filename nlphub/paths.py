@@ -392,18 +392,30 @@ class _Budget:
     bytes: int = 0
 
 
-def _entries(dir_fd: int) -> list[str]:
+class _OverBudget(Exception):
+    """A folder holds more entries than the budget has room for."""
+
+
+def _entries(dir_fd: int, room: int) -> list[str]:
+    """A folder's names, sorted; `_OverBudget` once it has more than `room`. Read lazily, so
+    a folder of millions of entries costs no more memory than the budget allows."""
+    names: list[str] = []
     with os.scandir(dir_fd) as scan:
-        return sorted(entry.name for entry in scan)
+        for entry in scan:
+            if len(names) >= room:
+                raise _OverBudget
+            names.append(entry.name)
+    return sorted(names)
 
 
 def _children(
-    dir_fd: int, prefix: str, depth: int, shown: str
+    dir_fd: int, prefix: str, depth: int, shown: str, room: int
 ) -> Iterator[tuple[str, str, os.stat_result]]:
-    """``(name, relative path, lstat)`` of each entry of a folder, sorted by name."""
+    """``(name, relative path, lstat)`` of each entry of a folder, sorted by name;
+    `_OverBudget` when it has more than `room` entries."""
     if depth > _MAX_DEPTH:
         raise PathRefused(f"path {shown}: folders are nested more than {_MAX_DEPTH} levels deep")
-    for name in _entries(dir_fd):
+    for name in _entries(dir_fd, room):
         st = _lstat_at(dir_fd, name)
         if st is not None:  # gone meanwhile: nothing to count or copy
             yield name, f"{prefix}{name}", st
@@ -414,14 +426,11 @@ def tree_size(fd: int, *, max_entries: int, shown: str = "") -> tuple[int, int]:
     stops once there are more than `max_entries` entries."""
     budget = _Budget(max_entries, 0)
 
-    class Enough(Exception):
-        pass
-
     def walk(dir_fd: int, prefix: str, depth: int) -> None:
-        for name, rel, st in _children(dir_fd, prefix, depth, shown):
+        for name, rel, st in _children(dir_fd, prefix, depth, shown, max_entries - budget.entries):
             budget.entries += 1
             if budget.entries > max_entries:
-                raise Enough
+                raise _OverBudget
             if stat.S_ISREG(st.st_mode):
                 budget.bytes += st.st_size
             elif stat.S_ISDIR(st.st_mode):
@@ -431,8 +440,10 @@ def tree_size(fd: int, *, max_entries: int, shown: str = "") -> tuple[int, int]:
                 finally:
                     os.close(child)
 
-    with contextlib.suppress(Enough):
+    try:
         walk(fd, "", 1)
+    except _OverBudget:
+        budget.entries = max_entries + 1
     return budget.entries, budget.bytes
 
 
@@ -468,7 +479,8 @@ def copy_tree(
                     out.write(chunk)
 
     def walk(dir_fd: int, target: Path, prefix: str, depth: int) -> None:
-        for name, rel, st in _children(dir_fd, prefix, depth, shown):
+        room = budget.max_entries - budget.entries
+        for name, rel, st in _children(dir_fd, prefix, depth, shown, room):
             budget.entries += 1
             if budget.entries > budget.max_entries:
                 raise changed()
@@ -497,5 +509,8 @@ def copy_tree(
             finally:
                 os.close(child)
 
-    walk(fd, dest, "", 1)
+    try:
+        walk(fd, dest, "", 1)
+    except _OverBudget:
+        raise changed() from None
     return problems

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterable
@@ -16,10 +17,11 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from nlphub import audit
+from nlphub import audit, jobstate
 from nlphub.errors import NotFound, Refused
 from nlphub.files import remove_path
 from schemas.models import Resource, ResourceKind
+from schemas.payloads import MIN_CLEANUP_AGE
 from schemas.states import RESOURCE_IN_PROGRESS, RESOURCE_ON_DISK, ResourceState
 
 log = logging.getLogger(__name__)
@@ -430,18 +432,34 @@ def resource_totals(session: Session) -> dict[str, int]:
     return {str(state): int(n) for state, n in rows}
 
 
+#: An id in a leftover's name: a resource's (`<id>-<archive>.partial`, `.staging-<id>`,
+#: `.trash-<id>`) or a job's (an upload's `upload-<id>` and `.upload-<id>.<random>.partial`).
+_ID_IN_NAME = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+
+
+def _ids_in(name: str) -> set[uuid.UUID]:
+    return {uuid.UUID(found) for found in _ID_IN_NAME.findall(name)}
+
+
 def cleanup_leftovers(session: Session, home: Path, *, older_than: float, actor: str) -> list[str]:
     """Remove what interrupted work left behind and nothing uses any more: partial downloads
     of resources not being downloaded, upload temp folders, staging and trash folders — all
-    older than `older_than` seconds."""
+    older than `older_than` seconds (`Refused` below MIN_CLEANUP_AGE). Returns the removed
+    paths relative to `home` (what the caller sees names no server folder).
+
+    Kept whatever age: a leftover whose name holds the id of a resource in progress or of a job
+    that is not finished (an upload's staging is named by its job, and a running upload renames
+    it into place; a folder's mtime says nothing of the files written below it). The folders
+    are listed first and the states read after: work that starts in between either is
+    listed with its job already `started`, or is not listed at all. docs/decisions.md:
+    "Maintenance tasks a tenant may enqueue"."""
     import time
 
-    active = {
-        str(r.id)
-        for r in session.exec(
-            select(Resource).where(col(Resource.state).in_([s.value for s in RESOURCE_IN_PROGRESS]))
-        ).all()
-    }
+    if not older_than >= MIN_CLEANUP_AGE:  # NaN too
+        raise Refused(
+            f"cleanup removes only leftovers at least {MIN_CLEANUP_AGE:.0f} seconds old "
+            f"(older_than {older_than:g} asked): younger ones may belong to work in progress"
+        )
     cutoff = time.time() - older_than
     candidates: list[Path] = []
     for folder in (home / "downloads", home / "tmp"):
@@ -454,9 +472,16 @@ def cleanup_leftovers(session: Session, home: Path, *, older_than: float, actor:
                 candidates += [
                     p for p in kind.iterdir() if p.name.startswith((".staging-", TRASH_PREFIX))
                 ]
+    named = set().union(*(_ids_in(p.name) for p in candidates)) if candidates else set()
+    busy = {
+        r.id
+        for r in session.exec(
+            select(Resource).where(col(Resource.state).in_([s.value for s in RESOURCE_IN_PROGRESS]))
+        ).all()
+    } | jobstate.unfinished_jobs(session, sorted(named))
     removed = []
     for path in candidates:
-        if any(rid in path.name for rid in active):
+        if _ids_in(path.name) & busy:
             continue
         try:
             if path.lstat().st_mtime > cutoff:
@@ -464,13 +489,13 @@ def cleanup_leftovers(session: Session, home: Path, *, older_than: float, actor:
         except FileNotFoundError:
             continue
         remove_path(path)
-        removed.append(str(path))
+        removed.append(path.relative_to(home).as_posix())
     if removed:
         audit.record(
             session,
             actor=actor,
             action="cleanup.removed",
-            target=str(home),
+            target="NLPHUB_HOME",
             details={"paths": removed[:200], "count": len(removed)},
         )
     return removed

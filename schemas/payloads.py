@@ -7,13 +7,63 @@ names a secret (`*_ref`) and the worker reads it from its settings.
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from schemas.embedding_platforms import Platform
+
+
+def _one_printable_line(value: str) -> str:
+    """Who asked or decided is written into log lines and the audit log: no newline or control
+    character may forge a line there."""
+    if not value.isprintable():
+        raise ValueError(
+            "must be one line of printable text (no newlines, tabs or control characters)"
+        )
+    return value
+
+
+#: Who asked for a job or decided (`requested_by`, `confirmed_by`): one printable line.
+Identity = Annotated[
+    str,
+    Field(min_length=1, max_length=255, description="one line of printable text"),
+    AfterValidator(_one_printable_line),
+]
+#: An id a caller gives (a record's id, a label): as long as the columns that store them.
+Ident = Annotated[str, Field(max_length=255)]
+#: Most items in a list of labels or rule names.
+MAX_LIST_ITEMS = 10_000
+#: Most bytes of a rule given inline (compact JSON): `nlphub.rules.model.MAX_RULE_JSON_BYTES`,
+#: the largest rule file (schemas cannot import nlphub; a test keeps the two equal).
+MAX_RULE_BYTES = 5 * 2**20
+
+_IDENTITY: TypeAdapter[str] = TypeAdapter(Identity)
+
+
+def claimed_identity(value: Any, default: str) -> str:
+    """`value` if it is a valid `requested_by` (after the payloads' stripping), else `default`:
+    the actor a refused delivery is recorded with, never a forged or oversized one."""
+    if not isinstance(value, str) or len(value) > 4096:
+        return default
+    try:
+        return _IDENTITY.validate_python(value.strip())
+    except ValidationError:
+        return default
 
 
 class Payload(BaseModel):
@@ -21,7 +71,7 @@ class Payload(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    requested_by: str = Field(default="system", min_length=1, max_length=255)
+    requested_by: Identity = "system"
 
 
 class PingPayload(Payload):
@@ -80,7 +130,7 @@ class UploadPayload(Payload):
     name: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     language: str = Field(default="en", min_length=1, max_length=16, pattern=r"^[a-z]{2,3}$|^xx$")
     version: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    labels: list[str] | None = None
+    labels: list[Ident] | None = Field(default=None, max_length=MAX_LIST_ITEMS)
     edition: str | None = Field(default=None, max_length=64)
 
 
@@ -97,7 +147,7 @@ class UpdateDecisionPayload(Payload):
     """Apply (download) or dismiss an update notice; `confirmed_by` is who decided."""
 
     notice_id: uuid.UUID
-    confirmed_by: str = Field(min_length=1, max_length=255)
+    confirmed_by: Identity
 
 
 class RedeployPayload(Payload):
@@ -125,6 +175,19 @@ class RuleSavePayload(Payload):
 
     rule: dict[str, Any]
 
+    @field_validator("rule")
+    @classmethod
+    def _bounded(cls, rule: dict[str, Any]) -> dict[str, Any]:
+        """A rule is stored in the job row and audited: no larger than a rule file may be."""
+        try:
+            text = json.dumps(rule, ensure_ascii=False, separators=(",", ":"), default=str)
+        except (RecursionError, TypeError, ValueError):
+            raise ValueError("must be a rule as a JSON object (this one is not JSON)") from None
+        size = len(text.encode())
+        if size > MAX_RULE_BYTES:
+            raise ValueError(f"is {size:,} bytes as JSON, above the {MAX_RULE_BYTES:,} limit")
+        return rule
+
 
 class RuleNamePayload(Payload):
     name: str = Field(min_length=1, max_length=128)
@@ -134,13 +197,27 @@ class RulesExportPayload(Payload):
     """Export rules (all, or `names`) as a ZIP of one JSON per rule, written to `path`."""
 
     path: str = Field(min_length=1, max_length=4096)
-    names: list[str] | None = None
+    names: list[Annotated[str, Field(max_length=128)]] | None = Field(
+        default=None, max_length=MAX_LIST_ITEMS
+    )
+
+
+#: A model is a name, never a path: no leading ``/``, ``.`` or ``~``, no ``..``, no ``\\``.
+_MODEL_TEXT = r"^[A-Za-z0-9][A-Za-z0-9._:/?=&@+-]*$"
+_MODEL_REFUSAL = (
+    "a model name, not a path: a Hugging Face model id ('name' or 'org/name', "
+    "optionally '?backend=onnx'), a model the operator added to the models cache, or for "
+    "spark 'sparknlp:<name or id of an installed embeddings resource>'"
+)
 
 
 class ComputeEmbeddingsPayload(Payload):
     """Embed a dataset's text attribute. An HTTP platform's key is named, never given:
     `api_key_ref` names a credential the operator declared (`NLPHUB_CREDENTIALS`), and
-    `base_url` (else the platform's default) must be one of that credential's endpoints."""
+    `base_url` (else the platform's default) must be one of that credential's endpoints.
+    `model` is a name, never a server path (decided on its text alone, so a refusal says
+    nothing about what exists on the server): huggingface models are hub ids or models in the
+    operator's models cache, spark NLP models installed resources (``sparknlp:<name or id>``)."""
 
     dataset: str = Field(min_length=1, max_length=255)
     attribute: str = Field(min_length=1, max_length=255)
@@ -154,6 +231,22 @@ class ComputeEmbeddingsPayload(Payload):
     base_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
     embedding_id: uuid.UUID | None = None
 
+    @field_validator("model")
+    @classmethod
+    def _model_is_a_name(cls, model: str, info: ValidationInfo) -> str:
+        platform = info.data.get("platform")
+        name = model.partition("?")[0]
+        nlp = platform == "spark" and model.lower().startswith("sparknlp:")
+        if (
+            not re.fullmatch(_MODEL_TEXT, model)
+            or ".." in model
+            or "//" in model
+            or (platform == "huggingface" and (name.count("/") > 1 or ":" in name))
+            or (nlp and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", model[len("sparknlp:") :]))
+        ):
+            raise ValueError(_MODEL_REFUSAL)
+        return model
+
 
 class EmbedRecordsPayload(Payload):
     """Embed new or edited records with an embedding's stored model, reducer, credential and
@@ -161,7 +254,7 @@ class EmbedRecordsPayload(Payload):
     endpoint stored with the embedding."""
 
     embedding_id: uuid.UUID
-    records: list[str] = Field(min_length=1, max_length=100_000)
+    records: list[Ident] = Field(min_length=1, max_length=100_000)
     base_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
 
 
@@ -169,7 +262,7 @@ class SimilarPayload(Payload):
     """Nearest records to a record or a query text (cosine, attribute-level vectors)."""
 
     dataset: str = Field(min_length=1, max_length=255)
-    record: str | None = None
+    record: Ident | None = None
     text: str | None = Field(default=None, max_length=100_000)
     k: int = Field(default=10, ge=1, le=1000)
 
@@ -184,16 +277,25 @@ class HubSyncPayload(Payload):
     """Read every configured hub folder and store its catalog for search."""
 
 
-class CleanupPayload(Payload):
-    """Remove leftovers of interrupted work (partial downloads, temp and staging folders)."""
+#: The youngest leftovers `nlphub.cleanup` may remove, in seconds (a tenant may enqueue it):
+#: docs/decisions.md, "Maintenance tasks a tenant may enqueue".
+MIN_CLEANUP_AGE = 3600.0
+#: The most jobs one `nlphub.reconcile_outbox` run republishes (per kind: lost, workerless).
+MAX_RECONCILE_LIMIT = 1000
 
-    older_than: float = Field(default=86400.0, ge=0, le=365 * 86400)
+
+class CleanupPayload(Payload):
+    """Remove leftovers of interrupted work (partial downloads, temp and staging folders)
+    at least `older_than` seconds old (MIN_CLEANUP_AGE at least: a tenant may enqueue it)."""
+
+    older_than: float = Field(default=86400.0, ge=MIN_CLEANUP_AGE, le=365 * 86400)
 
 
 class ReconcileOutboxPayload(Payload):
-    """Republish jobs that were committed but never reached (or were lost by) the broker."""
+    """Republish jobs that were committed but never reached (or were lost by) the broker;
+    at most `limit` of each kind per run (bounded: a tenant may enqueue it)."""
 
-    limit: int = Field(default=1000, ge=1, le=100_000)
+    limit: int = Field(default=MAX_RECONCILE_LIMIT, ge=1, le=MAX_RECONCILE_LIMIT)
 
 
 class AuditAnchorPayload(Payload):
@@ -242,20 +344,44 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
+#: Problems a PayloadError's message lists (the rest are counted): the message goes into the
+#: job row, the audit log and a log line.
+MAX_SHOWN_PROBLEMS = 10
+#: Characters a problem shows of what a caller chose: a field's name (any key may be sent, one
+#: part of a nested name each) and a validator's message (which may quote the input).
+MAX_FIELD_CHARS = 64
+MAX_MESSAGE_CHARS = 300
+
+
+def shown(text: str, limit: int) -> str:
+    """Caller-given `text` as a message shows it: non-printable characters escaped (one line,
+    nothing forged), at most `limit` characters (cut with `…`)."""
+    head = text[: limit + 1]
+    if not head.isprintable():
+        head = "".join(c if c.isprintable() else repr(c)[1:-1] for c in head)
+    return head if len(head) <= limit and len(text) <= limit else head[: limit - 1] + "…"
+
+
 class PayloadError(ValueError):
-    """A payload that does not match its task's schema; the message names the bad fields."""
+    """A payload that does not match its task's schema; the message names the bad fields, the
+    first MAX_SHOWN_PROBLEMS of them (`problems` holds them all)."""
 
     def __init__(self, task: str, problems: list[str]) -> None:
         self.task = task
         self.problems = problems
-        super().__init__(f"invalid payload for {task}: " + "; ".join(problems))
+        listed = problems[:MAX_SHOWN_PROBLEMS]
+        if len(problems) > MAX_SHOWN_PROBLEMS:
+            listed.append(f"and {len(problems) - MAX_SHOWN_PROBLEMS:,} more")
+        super().__init__(f"invalid payload for {shown(task, 128)}: " + "; ".join(listed))
 
 
 def spec_for(task: str) -> TaskSpec:
     try:
         return TASKS[task]
     except KeyError:
-        raise PayloadError(task, [f"unknown task {task!r} (known: {', '.join(TASKS)})"]) from None
+        raise PayloadError(
+            task, [f"unknown task {shown(task, 128)!r} (known: {', '.join(TASKS)})"]
+        ) from None
 
 
 def validate_payload(task: str, data: Any) -> Payload:
@@ -267,11 +393,11 @@ def validate_payload(task: str, data: Any) -> Payload:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "payload"
+            field = ".".join(shown(str(p), MAX_FIELD_CHARS) for p in err["loc"]) or "payload"
             msg = str(err["msg"]).removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown field"
-            problems.append(f"{field}: {msg}")
+            problems.append(f"{field}: {shown(msg, MAX_MESSAGE_CHARS)}")
         raise PayloadError(task, problems) from None
 
 

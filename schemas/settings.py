@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     flower_password: SecretStr | None = Field(
         default=None, validation_alias="NLPHUB_FLOWER_PASSWORD"
     )
+    flower_tenants: SecretStr | None = Field(default=None, validation_alias="NLPHUB_FLOWER_TENANTS")
+    """Flower accounts for other apps, ``user:password[,user:password...]``: they may enqueue
+    and read a job's state through the REST API, nothing else; NLPHUB_FLOWER_USER is the
+    operator, who sees and controls everything (`workers.flower`)."""
     flower_address: str = Field(default="127.0.0.1", validation_alias="NLPHUB_FLOWER_ADDRESS")
     flower_port: int = Field(default=5555, ge=1, le=65535, validation_alias="NLPHUB_FLOWER_PORT")
     caller_key: SecretStr | None = Field(default=None, validation_alias="NLPHUB_CALLER_KEY")
@@ -174,6 +178,11 @@ class Settings(BaseSettings):
         default=50 * 1024**3, ge=1, validation_alias="NLPHUB_MAX_DOWNLOAD_BYTES"
     )
     """Most bytes a hub archive whose size the hub does not declare may have (50 GiB)."""
+    max_upload_bytes: int = Field(
+        default=24 * 1024**3, ge=1, validation_alias="NLPHUB_MAX_UPLOAD_BYTES"
+    )
+    """Most bytes an uploaded zip file may have (24 GiB: the 20 GiB unpacked limit and room for
+    the zip's own headers); a larger one is refused before it is read."""
 
     @field_validator("hub_urls", "licensed_hub_urls", mode="before")
     @classmethod
@@ -244,6 +253,30 @@ class Settings(BaseSettings):
                 raise ValueError("must be at least 16 characters, e.g. `openssl rand -hex 32`")
             return text.strip()
         return value
+
+    @field_validator("flower_tenants", mode="before")
+    @classmethod
+    def _check_flower_tenants(cls, value: Any, info: ValidationInfo) -> Any:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(text, str):
+            return value
+        if not text.strip():
+            return None
+        accounts = [a.strip() for a in text.split(",")]
+        for account in accounts:
+            user, colon, password = account.partition(":")
+            if not colon or not user or not password:
+                raise ValueError("must be user:password pairs separated by commas")
+            if user == info.data.get("flower_user"):
+                raise ValueError(f"{user!r} is NLPHUB_FLOWER_USER, the operator: not a tenant")
+        return ",".join(accounts)
+
+    def flower_tenant_users(self) -> list[str]:
+        """The tenants' Flower user names (NLPHUB_FLOWER_TENANTS), without their passwords."""
+        if self.flower_tenants is None:
+            return []
+        accounts = self.flower_tenants.get_secret_value().split(",")
+        return [account.partition(":")[0] for account in accounts]
 
     @field_validator("stuck_after_seconds")
     @classmethod

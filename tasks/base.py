@@ -23,6 +23,7 @@ Retries (exponential backoff with jitter) are for temporary errors only.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -53,6 +54,7 @@ from nlphub.jobstate import (
     transition,
 )
 from nlphub.messaging.app import app
+from nlphub.redact import redact
 from schemas.db import (
     autocommit_engine,
     connection_lost,
@@ -61,7 +63,13 @@ from schemas.db import (
     held_connection,
     require_migrated,
 )
-from schemas.payloads import Payload, PayloadError, spec_for, validate_payload
+from schemas.payloads import (
+    Payload,
+    PayloadError,
+    claimed_identity,
+    spec_for,
+    validate_payload,
+)
 from schemas.settings import get_settings
 from schemas.states import JobState
 
@@ -448,23 +456,45 @@ class NlphubTask(Task):
     def _fail_without_run(
         self, conn: Connection, job_id: uuid.UUID, kwargs: dict[str, Any], exc: Exception
     ) -> Any:
-        """A payload that can never succeed: record the failure, do not retry, stay healthy."""
-        requested_by = str(kwargs.get("requested_by") or "external")
-        insert_job(
+        """A payload that can never succeed: record the failure, do not retry, stay healthy.
+
+        What is recorded is bounded (any payload may arrive here): the payload as the audit
+        bounds details (`audit.bounded_details`: oversized values, or the whole object, as a
+        marker), the actor only if it is a valid `requested_by`, the error as PayloadError
+        words it (its first problems)."""
+        requested_by = claimed_identity(kwargs.get("requested_by"), "external")
+        clean = redact(kwargs)
+        stored = json.loads(audit.bounded_details(clean))
+        inserted = insert_job(
             conn,
             job_id,
             task=self.name,
             queue=spec_for(self.name).queue,
-            payload=kwargs,
+            payload=stored,
             requested_by=requested_by,
             state=JobState.RECEIVED,
             action="job.received",
             published=True,
             caller=_broker_caller(self),
         )
-        self._record(
-            conn, job_id, JobState.FAILED, requested_by, None, error=str(exc), payload=kwargs
-        )
+        # A row made before holds the payload as sent (the Python API) or as stored here (an
+        # earlier delivery of this one): the recorded outcome must match either.
+        tries = [stored] if inserted or stored == clean else [kwargs, stored]
+        for i, payload in enumerate(tries):
+            try:
+                self._record(
+                    conn,
+                    job_id,
+                    JobState.FAILED,
+                    requested_by,
+                    None,
+                    error=str(exc),
+                    payload=payload,
+                )
+                break
+            except Reject:
+                if i == len(tries) - 1:
+                    raise
         raise exc
 
 

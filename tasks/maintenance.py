@@ -26,9 +26,10 @@ def reconcile_outbox(job: JobContext, payload: ReconcileOutboxPayload) -> dict[s
     and `started` jobs whose worker is gone (run lock free after NLPHUB_STUCK_AFTER); fail the
     resources a finished or missing job left in a transitional state.
     Side effects: Celery messages, `job.published_at`, audit events. Safe to run twice (skips
-    rows another reconciler holds; a job published twice runs once)."""
+    rows another reconciler holds or claimed; a job published twice runs once). Publishes with
+    no transaction open (`nlphub.jobs.reconcile_outbox`); `limit` is bounded by its payload."""
     settings = get_settings()
-    with session_scope() as session:
+    with session_scope() as session:  # its own short transactions, none across a publish
         ids = reconcile(
             session,
             grace_seconds=settings.outbox_grace_seconds,
@@ -36,6 +37,7 @@ def reconcile_outbox(job: JobContext, payload: ReconcileOutboxPayload) -> dict[s
             stuck_after=settings.stuck_after_seconds,
             limit=payload.limit,
         )
+    with session_scope() as session:
         # Resources a finished (or missing) job left queued/downloading/verifying: failed.
         abandoned = fail_abandoned_resources(session, actor="reconciler", limit=payload.limit)
     return {
@@ -55,9 +57,10 @@ def ping(job: JobContext, payload: PingPayload) -> dict[str, Any]:
 @nlphub_task("nlphub.cleanup")
 def cleanup(job: JobContext, payload: CleanupPayload) -> dict[str, Any]:
     """Remove partial downloads of resources no job is downloading, and upload temp, staging
-    and trash folders, older than `older_than` seconds (Celery results expire by themselves in
-    Redis after `result_expires`). Side effects: files removed, an audit event. Safe to run
-    twice."""
+    and trash folders of no unfinished job, older than `older_than` seconds (at least
+    MIN_CLEANUP_AGE: a tenant may enqueue it); Celery results expire by themselves in Redis
+    after `result_expires`. Paths are reported relative to NLPHUB_HOME. Side effects: files
+    removed, an audit event. Safe to run twice."""
     with session_scope() as session:
         removed = cleanup_leftovers(
             session, get_settings().home, older_than=payload.older_than, actor=payload.requested_by

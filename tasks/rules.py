@@ -59,6 +59,5 @@ def rules_export(job: JobContext, payload: RulesExportPayload) -> dict[str, Any]
     """Write a ZIP with one JSON per rule to `path`, in NLPHUB_EXPORT_ROOTS (atomically, through
     no symbolic link). Side effects: that file. Safe to run twice (same bytes)."""
     roots = export_roots(get_settings())
-    with session_scope() as session:
-        size = service.export_to_file(session, payload.path, roots=roots, names=payload.names)
+    size = service.export_to_file(session_scope, payload.path, roots=roots, names=payload.names)
     return {"path": payload.path, "bytes": size}

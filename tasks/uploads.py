@@ -35,10 +35,10 @@ def validate_upload(job: JobContext, payload: UploadPayload) -> dict[str, Any]:
         requested_by=payload.requested_by,
         job_id=job.id,
     )
+    settings = get_settings()
     try:
-        with session_scope() as session:
-            settings = get_settings()
-            return accept_upload(session, settings, req, guards=upload_guards(settings)).as_dict()
+        # Short transactions of its own: none is open while the upload is unpacked.
+        return accept_upload(session_scope, settings, req, guards=upload_guards(settings)).as_dict()
     except UploadRejected as exc:
         with session_scope() as session:
             audit.record(

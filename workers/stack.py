@@ -111,13 +111,17 @@ def redis_password_file(settings: Settings) -> Path:
 
 
 def flower_env(settings: Settings, env: dict[str, str]) -> dict[str, str]:
-    """Flower's settings go through its environment, never its command line (`ps` shows it)."""
+    """Flower's settings go through its environment, never its command line (`ps` shows it):
+    the operator's account (NLPHUB_FLOWER_USER) and the tenants' (NLPHUB_FLOWER_TENANTS)."""
     password = settings.flower_password.get_secret_value() if settings.flower_password else None
     if password is None:
         password = stored_secret(flower_password_file(settings), 18)
     return {
         **env,
-        "FLOWER_BASIC_AUTH": f"{settings.flower_user}:{password}",
+        "FLOWER_BASIC_AUTH": ",".join(
+            [f"{settings.flower_user}:{password}"]
+            + ([settings.flower_tenants.get_secret_value()] if settings.flower_tenants else [])
+        ),
         "FLOWER_ADDRESS": settings.flower_address,
         "FLOWER_PORT": str(settings.flower_port),
         "FLOWER_PERSISTENT": "False",

@@ -417,11 +417,16 @@ def _compute_tokens(
 
 def embed_records(emb_id: uuid.UUID, records: list[str], settings: Settings) -> dict[str, Any]:
     """New or edited records, embedded with the stored model and reducer (no refit), and an
-    HTTP platform's stored credential and endpoint (never one a later payload names)."""
+    HTTP platform's stored credential and endpoint (never one a later payload names). The
+    embedding and the records' text are read in one short transaction and the vectors stored
+    in another; the encoding between (HTTP requests, a model load) runs with none open. An
+    embedding deleted meanwhile gets no vectors (`_store` shares its row lock with the
+    delete)."""
     with session_scope() as session:
         emb = session.get(Embedding, emb_id)
         if emb is None or emb.state != "finished":
             raise NotFound(f"embedding {emb_id} not found or not finished")
+        snapshot = emb.model_copy()
         rows = session.execute(
             text(
                 "SELECT id, external_id, data -> :attr AS value FROM record "
@@ -429,17 +434,23 @@ def embed_records(emb_id: uuid.UUID, records: list[str], settings: Settings) -> 
             ),
             {"attr": emb.attribute, "ds": emb.dataset_id, "ids": records},
         ).all()
-        missing = sorted(set(records) - {r.external_id for r in rows})
-        if missing:
-            raise NotFound(f"records not found: {', '.join(missing[:20])}")
-        bad = [r.external_id for r in rows if not isinstance(r.value, str)]
-        if bad:
-            raise EmbeddingError(
-                f"attribute {emb.attribute!r} is not text in records {', '.join(bad[:10])}"
-            )
-        vectors = embed_query(emb, settings, [r.value for r in rows])
-        _store(session, emb.id, [r.id for r in rows], vectors)
-        counters.add(session, counters.EMBEDDING_RECORDS, len(rows), emb.platform)
+    missing = sorted(set(records) - {r.external_id for r in rows})
+    if missing:
+        raise NotFound(f"records not found: {', '.join(missing[:20])}")
+    bad = [r.external_id for r in rows if not isinstance(r.value, str)]
+    if bad:
+        raise EmbeddingError(
+            f"attribute {snapshot.attribute!r} is not text in records {', '.join(bad[:10])}"
+        )
+    vectors = embed_query(snapshot, settings, [r.value for r in rows])
+    with session_scope() as session:
+        try:
+            _store(session, emb_id, [r.id for r in rows], vectors)
+        except Cancelled:
+            raise NotFound(
+                f"embedding {emb_id} was deleted while its records were embedded"
+            ) from None
+        counters.add(session, counters.EMBEDDING_RECORDS, len(rows), snapshot.platform)
     return {"embedding": str(emb_id), "records": len(rows)}
 
 

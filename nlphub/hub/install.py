@@ -37,9 +37,9 @@ from nlphub import audit, counters
 from nlphub.errors import NlphubError, NotFound, Refused, TemporaryError
 from nlphub.files import remove_path
 from nlphub.hub.fetch import fetch
-from nlphub.hub.fetch_errors import DownloadError, TemporaryDownloadError
+from nlphub.hub.fetch_errors import DownloadError, NotEnoughSpace, TemporaryDownloadError
 from nlphub.hub.partial import partial_path
-from nlphub.hub.service import request_download, resolve
+from nlphub.hub.service import request_download, resolve, space_refusal
 from nlphub.hub.space import check_free_space
 from nlphub.install import (
     Installed,
@@ -121,6 +121,20 @@ def _fail(
         )
 
 
+def _tenant_reason(exc: Exception, message: str) -> str:
+    """A failed download's reason without server paths: a disk that is full says how much is
+    needed and free, not where; another OS error says what went wrong, not on which file. The
+    whole reason goes to the worker log."""
+    if isinstance(exc, NotEnoughSpace):
+        return space_refusal(exc)
+    if isinstance(exc, OSError):
+        log.warning("download failed: %s", message)
+        if exc.errno == 28:  # ENOSPC
+            return "the disk filled up during the download"
+        return f"the download could not be stored: {exc.strerror or type(exc).__name__}"
+    return message
+
+
 def download_and_install(
     resource_id: uuid.UUID,
     settings: Settings,
@@ -140,13 +154,15 @@ def download_and_install(
             raise Refused(f"download failed: {exc}") from exc
         raise TemporaryError(str(exc)) from exc
     except (DownloadError, ProblemError, NlphubError, OSError) as exc:
+        # The resource (operator: `nlphub resources`, the audit log) gets the whole reason;
+        # the job's error, which the tenant sees, no server path (`_tenant_reason`).
         message = str(exc)
         if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC
             message = f"the disk filled up during the download: {exc}"
         _fail(resource_id, settings, message, actor=actor, job_id=job_id)
         if isinstance(exc, NlphubError):
             raise
-        raise Refused(message) from exc
+        raise Refused(_tenant_reason(exc, message)) from exc
     except Exception as exc:
         # Anything else (a ValueError from a malformed archive's metadata, a bug) fails the job
         # too: the resource must not stay `verifying` (or `downloading`) for a dead job. A
@@ -329,7 +345,7 @@ def _install_and_record(
         return {
             "resource": res.label,
             "state": res.state.value,
-            "path": str(target),
+            "path": f"{target.parent.name}/{target.name}",  # under the resources folder
             "bytes": done.size,
             "checksum": done.checksum,
             "dependencies": done.dependencies,

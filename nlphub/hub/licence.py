@@ -20,12 +20,14 @@ The licence is a JSON file named by ``NLPHUB_LICENSE_FILE``::
 * ``expires_at``: an ISO date (``"2027-01-31"``: valid through the end of that day, UTC) or
   an ISO date-time (``"2027-01-31T12:00:00Z"``; a time without an offset is UTC).
 
-Other keys are ignored. Pure apart from reading the file.
+Other keys are ignored. Pure apart from reading the file (and the log lines of the
+tenant-facing ``licence_refusal`` / ``unusable_licence``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -42,8 +44,12 @@ __all__ = [
     "Licence",
     "LicenceError",
     "licence_problem",
+    "licence_refusal",
     "load_licence",
+    "unusable_licence",
 ]
+
+log = logging.getLogger(__name__)
 
 """The hub's editions, as ``HubEntry.edition`` spells them."""
 
@@ -196,3 +202,29 @@ def licence_problem(
     if licence.expired(now):
         return f"the licence for {edition} expired on {licence.expires_text}"
     return None
+
+
+def unusable_licence(edition: str, error: LicenceError) -> str:
+    """What a tenant is told when the licence file cannot be used for ``edition``: not the
+    file's name nor why (logged for the operator)."""
+    log.warning("licence unusable for %s: %s", edition, error)
+    return (
+        f"{edition} needs a valid licence: the configured licence cannot be used "
+        "(an administrator must check NLPHUB_LICENSE_FILE)"
+    )
+
+
+def licence_refusal(
+    edition: str, licence: Licence | None, *, now: datetime | None = None
+) -> str | None:
+    """``licence_problem`` as a tenant is told it: what is wrong, never what the licence covers
+    or when it expires (logged for the operator; `nlphub doctor` shows them)."""
+    problem = licence_problem(edition, licence, now=now)
+    if problem is None:
+        return None
+    log.warning("licence refuses %s: %s", edition, problem)
+    if licence is None:
+        return f"{edition} needs a licence: none is configured (set NLPHUB_LICENSE_FILE)"
+    if not licence.covers(edition):
+        return f"the configured licence does not cover {edition}"
+    return f"the configured licence for {edition} has expired"

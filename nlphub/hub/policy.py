@@ -2,7 +2,7 @@
 
 `nlphub.hub` depends on `nlphub.uploads` (it unpacks and validates downloads with it), so the
 upload service cannot import the hub; it asks for these two checks as an `UploadGuards`, which
-`upload_guards` builds from the settings with the hub's own functions (`licence_problem`,
+`upload_guards` builds from the settings with the hub's own functions (`licence_refusal`,
 `check_free_space`): one rule for downloads and uploads alike.
 """
 
@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from nlphub.hub.fetch_errors import NotEnoughSpace
-from nlphub.hub.licence import Licence, LicenceError, licence_problem, load_licence
+from nlphub.hub.licence import Licence, LicenceError, licence_refusal, load_licence
 from nlphub.hub.space import check_free_space, human_size
 from nlphub.uploads.service import UploadGuards
 from schemas.editions import OPEN_SOURCE
@@ -40,7 +40,7 @@ def upload_guards(settings: Settings) -> UploadGuards:
                     f"{edition} needs a valid licence: the configured licence cannot be used "
                     "(an administrator must check NLPHUB_LICENSE_FILE)"
                 )
-        return licence_problem(edition, loaded[0])
+        return licence_refusal(edition, loaded[0])  # nothing of the licence's contents
 
     def space_check(path: Path, size: int) -> str | None:
         try:

@@ -18,7 +18,14 @@ from sqlmodel import Session, col, select
 from nlphub import audit
 from nlphub.errors import NotFound, Refused
 from nlphub.hub.catalog import archive_url
-from nlphub.hub.licence import Licence, LicenceError, licence_problem, load_licence
+from nlphub.hub.fetch_errors import NotEnoughSpace
+from nlphub.hub.licence import (
+    Licence,
+    LicenceError,
+    licence_refusal,
+    load_licence,
+    unusable_licence,
+)
 from nlphub.hub.metadata import HubEntry
 from nlphub.install import Installed
 from nlphub.versions import Version, VersionSpec
@@ -245,15 +252,23 @@ class DownloadRequest:
 
 
 def check_licence(edition: str, settings: Settings, licence: Licence | None = None) -> None:
+    """Refuse `edition` without a licence that covers it, in the tenant's words
+    (`licence_refusal`: no licence file name or contents; those go to the log)."""
     if edition == OPEN_SOURCE:
         return
     try:
         lic = licence if licence is not None else load_licence(settings.license_file)
     except LicenceError as exc:
-        raise Refused(f"{edition} needs a valid licence: {exc}") from None
-    problem = licence_problem(edition, lic)
+        raise Refused(unusable_licence(edition, exc)) from None
+    problem = licence_refusal(edition, lic)
     if problem:
         raise Refused(problem)
+
+
+def space_refusal(exc: NotEnoughSpace) -> str:
+    """`NotEnoughSpace`'s message as a tenant is told it: without the server folder (logged)."""
+    log.warning("%s", exc)
+    return str(exc).removesuffix(f" at {exc.path}")
 
 
 def request_download(
@@ -401,7 +416,6 @@ def _locked_resource(session: Session, entry: HubEntryRow) -> Resource | None:
 def _check_disk(settings: Settings, entry: HubEntryRow) -> None:
     """Refuse a download the disk has no room for (`space.check_free_space`'s rule)."""
     from nlphub.hub import space
-    from nlphub.hub.fetch_errors import NotEnoughSpace
 
     if not entry.size_bytes:
         return
@@ -412,7 +426,7 @@ def _check_disk(settings: Settings, entry: HubEntryRow) -> None:
             what=f"{entry.name} {entry.lib_version}",
         )
     except NotEnoughSpace as exc:
-        raise Refused(str(exc)) from None
+        raise Refused(space_refusal(exc)) from None
 
 
 def _queued(

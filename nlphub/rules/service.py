@@ -20,6 +20,7 @@ from nlphub import audit
 from nlphub.errors import NotFound
 from nlphub.paths import Roots, read_confined, write_confined
 from nlphub.preannotation.service import REDEPLOY_MESSAGE, request_redeploys
+from nlphub.resources import SessionFactory
 from nlphub.rules.io import DEFAULT_LIMITS, export_rules, load_rules
 from nlphub.rules.model import RuleError, RuleSpec, validate_rule
 from schemas.models import Rule, utcnow
@@ -169,10 +170,13 @@ def import_rules_file(
 
 
 def export_to_file(
-    session: Session, path: str, *, roots: Roots, names: list[str] | None = None
+    session_factory: SessionFactory, path: str, *, roots: Roots, names: list[str] | None = None
 ) -> int:
-    """Write `export` to `path` inside `roots` (`nlphub.paths.write_confined`); its size."""
-    data = export(session, names)
+    """Write `export` to `path` inside `roots` (`nlphub.paths.write_confined`); its size. The
+    rules are read in a short transaction from `session_factory` (`schemas.db.session_scope`),
+    closed before the file is written and synced: no transaction waits on the disk."""
+    with session_factory() as session:
+        data = export(session, names)
     write_confined(path, roots, data)
     return len(data)
 

@@ -44,6 +44,7 @@ __all__ = [
     "ArchiveProblem",
     "ProblemError",
     "ZipEntryInfo",
+    "check_directory",
     "check_name",
     "check_tree",
     "check_zip",
@@ -105,6 +106,9 @@ class ArchiveLimits:
     least 1 MB) and of the whole archive."""
     max_metadata_bytes: int = 10 * 2**20
     """Largest accepted Spark ML ``metadata/part-*`` file (see `nlphub.uploads.sparknlp`)."""
+    max_directory_bytes: int = 64 * 2**20
+    """Largest accepted zip central directory: zipfile reads it whole and makes an object per
+    entry, so it is checked (`check_directory`) before zipfile opens the archive."""
 
 
 DEFAULT_LIMITS = ArchiveLimits()
@@ -268,6 +272,101 @@ def _quote(name: str) -> str:
     return repr(name)
 
 
+# The zip records zipfile reads to find the central directory (its struct formats, sizes).
+_END = struct.Struct("<4s4H2LH")
+_END_SIG = b"PK\x05\x06"
+_END64_LOCATOR = struct.Struct("<4sLQL")
+_END64_LOCATOR_SIG = b"PK\x06\x07"
+_END64 = struct.Struct("<4sQ2H2L4Q")
+_END64_SIG = b"PK\x06\x06"
+_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")
+_CENTRAL_SIG = b"PK\x01\x02"
+_MAX_COMMENT = 1 << 16  # as zipfile searches (one more than a comment can hold)
+
+
+def _end_record(f: Any, file_size: int) -> tuple[int, int, int]:
+    """``(declared entries, directory size, directory start)`` from a zip's end records, found
+    as zipfile finds them (`zipfile._EndRecData`), so both read the same directory; the start
+    is negative when the size is more than the file holds."""
+    problem = ArchiveProblem(["not a valid zip archive (no end of central directory record)"])
+    if file_size < _END.size:
+        raise problem
+    f.seek(file_size - _END.size)
+    data = f.read(_END.size)
+    if data[:4] == _END_SIG and data[-2:] == b"\0\0":
+        at = file_size - _END.size
+    else:  # a comment follows the record: the last signature in the last 64 KiB
+        start = max(file_size - _MAX_COMMENT - _END.size, 0)
+        f.seek(start)
+        tail = f.read()
+        found = tail.rfind(_END_SIG)
+        if found < 0 or len(tail) - found < _END.size:
+            raise problem
+        at = start + found
+        data = tail[found : found + _END.size]
+    _sig, _disk, _disk_dir, _here, entries, size, _offset, _comment = _END.unpack(data)
+    start = at - size
+    if at >= _END64_LOCATOR.size:
+        f.seek(at - _END64_LOCATOR.size)
+        sig, disk, _offset64, disks = _END64_LOCATOR.unpack(f.read(_END64_LOCATOR.size))
+        if sig == _END64_LOCATOR_SIG:
+            if disk != 0 or disks > 1:
+                raise ArchiveProblem(["not a valid zip archive (spans several disks)"])
+            head = at - _END64_LOCATOR.size - _END64.size
+            if head >= 0:
+                f.seek(head)
+                record = _END64.unpack(f.read(_END64.size))
+                if record[0] == _END64_SIG:
+                    entries, size = record[7], record[8]
+                    start = head - size
+    return entries, size, start
+
+
+def check_directory(path: Path, limits: ArchiveLimits = DEFAULT_LIMITS) -> int:
+    """The number of entries in a zip's central directory, read without zipfile: its end
+    record (the declared count and directory size), then each entry's fixed header, in
+    constant memory. Raises `ArchiveProblem` when the archive declares or holds more than
+    ``max_entries`` entries or a directory above ``max_directory_bytes``, or when these
+    records are unreadable: zipfile would load the whole directory (an object per entry,
+    gigabytes for a crafted archive) before any limit could be checked."""
+    try:
+        with open(path, "rb", buffering=_CHUNK) as f:
+            file_size = os.fstat(f.fileno()).st_size
+            declared, size, start = _end_record(f, file_size)
+            problems = []
+            if declared > limits.max_entries:
+                problems.append(
+                    f"archive has {declared} entries, above the limit of {limits.max_entries}"
+                )
+            if size > limits.max_directory_bytes:
+                problems.append(
+                    f"archive's central directory is {format_size(size)}, above the limit of "
+                    f"{format_size(limits.max_directory_bytes)}"
+                )
+            if problems:
+                raise ArchiveProblem(problems)
+            if start < 0:
+                raise ArchiveProblem(["not a valid zip archive (bad offset for central directory)"])
+            f.seek(start)
+            count = read = 0
+            while read < size:  # as zipfile walks it, one header at a time
+                head = f.read(_CENTRAL.size)
+                if len(head) != _CENTRAL.size or head[:4] != _CENTRAL_SIG:
+                    raise ArchiveProblem(["not a valid zip archive (corrupt central directory)"])
+                skip = sum(struct.unpack_from("<3H", head, 28))  # name, extra, comment
+                f.seek(skip, os.SEEK_CUR)
+                read += _CENTRAL.size + skip
+                count += 1
+                if count > limits.max_entries:
+                    raise ArchiveProblem(
+                        [f"archive has more than {limits.max_entries} entries, the limit"]
+                    )
+    except (OSError, struct.error) as exc:  # the reason only: no server path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ArchiveProblem([f"not a valid zip archive ({reason})"]) from exc
+    return count
+
+
 def check_zip(
     path: Path, limits: ArchiveLimits = DEFAULT_LIMITS, *, verify_crc: bool = True
 ) -> list[ZipEntryInfo]:
@@ -281,6 +380,7 @@ def check_zip(
     path = Path(path)
     if not path.is_file():
         raise ArchiveProblem([f"{path.name}: not a file"])
+    check_directory(path, limits)
     try:
         with zipfile.ZipFile(path) as zf:
             entries, problems = _check_infos(zf.infolist(), limits, path.stat().st_size)
@@ -456,7 +556,8 @@ def _extract_into(
     hashes: dict[str, tuple[int, Any]] = {}
     try:
         # Each file's SHA-256 is computed on a helper thread while the next chunk is read,
-        # CRC-checked and written.
+        # CRC-checked and written. The directory is checked again: the file may have changed.
+        check_directory(zip_path, limits)
         with zipfile.ZipFile(zip_path) as zf, HashThread(name="extract-hash") as hasher:
             infos = zf.infolist()
             for entry in entries:

@@ -5,7 +5,8 @@ Spark NLP format validation and compatibility are all run, every problem is coll
 a fully valid upload is installed (`source = upload`) through the install every source shares
 (`nlphub.install.install_resource`: rename into place, record, release the resources waiting
 for it, redeploys). A rejected upload leaves nothing behind: no files, no resource row — only
-the job and its audit events.
+the job and its audit events. No transaction is open while the upload is unpacked,
+validated and checksummed (`accept_upload`).
 
 The caller (a tenant) is trusted with nothing:
 
@@ -37,11 +38,13 @@ from sqlmodel import Session, col, select
 from nlphub.errors import NlphubError
 from nlphub.install import Installed, Staged, install_resource, missing_dependencies
 from nlphub.paths import Opened, PathRefused, copy_tree, incoming_roots, open_confined, tree_size
-from nlphub.resources import install_dir, tree_checksum
+from nlphub.resources import SessionFactory, install_dir, tree_checksum
 from nlphub.uploads.archive import (
     DEFAULT_LIMITS,
+    ArchiveLimits,
     ArchiveProblem,
     ProblemError,
+    check_directory,
     check_tree,
     format_size,
     remove_extraction,
@@ -103,15 +106,19 @@ class UploadResult:
             "resource_id": str(self.resource_id),
             "resource": self.label,
             "state": self.state,
-            "path": self.path,
+            # The install folder under the resources folder (`kind/name_language_version`):
+            # a tenant sees no server path.
+            "path": "/".join(Path(self.path).parts[-2:]),
             "missing_dependencies": self.missing,
             "notice": self.notice,
         }
 
 
-def _declared_size(archive: Path) -> int | None:
+def _declared_size(archive: Path, limits: ArchiveLimits) -> int | None:
     """What a zip says it unpacks to (its entries' uncompressed sizes); None when it cannot be
-    read (`safe_extract` then says why)."""
+    read (`safe_extract` then says why). Its central directory is checked first
+    (`check_directory`: `ArchiveProblem` over the limits), before zipfile loads it whole."""
+    check_directory(archive, limits)
     try:
         with zipfile.ZipFile(archive) as zf:
             return sum(info.file_size for info in zf.infolist())
@@ -167,8 +174,15 @@ def _unpack(
         if source.is_dir:
             _copy_folder(source, staging, guards)
         else:  # a regular file: read as a zip, through the opened descriptor
+            if source.size > settings.max_upload_bytes:
+                raise ArchiveProblem(
+                    [
+                        f"the zip is {format_size(source.size)}, above the limit of "
+                        f"{format_size(settings.max_upload_bytes)} (NLPHUB_MAX_UPLOAD_BYTES)"
+                    ]
+                )
             limits = DEFAULT_LIMITS
-            size = _declared_size(source.path)
+            size = _declared_size(source.path, limits)
             if size is not None:
                 _check_space(guards, staging, size)
                 # What was measured is all that may be written (the file may change meanwhile).
@@ -206,6 +220,11 @@ def _edition(req: UploadRequest, info: ResourceInfo, guards: UploadGuards) -> tu
     for each in dict.fromkeys(needed):
         if each != OPEN_SOURCE and (problem := guards.licence_problem(each)):
             problems.append(problem)
+    if problems and info.licensed_classes:  # name what made it licensed
+        problems.append(
+            f"licensed classes: {', '.join(info.licensed_classes[:5])} (only Spark NLP's "
+            "open-source classes install without a licence)"
+        )
     return edition, problems
 
 
@@ -280,6 +299,7 @@ def _new_row(
             Resource.name == req.name,
             Resource.language == req.language,
             Resource.version == version,
+            col(Resource.state) == ResourceState.DELETED.value,  # never a live one
         )
     ).first()
     if deleted is not None:  # a deleted upload of the same identity: reuse its row
@@ -314,11 +334,38 @@ def _missing_notice(req: UploadRequest, missing: list[str]) -> str:
     )
 
 
+def _done_or_taken(session: Session, req: UploadRequest, version: str) -> UploadResult | None:
+    """What an earlier delivery of this job installed, or None when the identity is free;
+    `UploadRejected` when another resource has it."""
+    existing = _present(session, req, version)
+    if existing is not None and _installed_by(existing, req.job_id):
+        # This very job, delivered again after its worker died between the commit and
+        # the job's success: the upload is done; report it, do not reject it.
+        return _result_of(session, existing)
+    if existing is not None:
+        raise UploadRejected(
+            str(req.path),
+            [
+                f"{existing.label} already exists ({existing.state.value}); delete it first or "
+                "upload with another --version"
+            ],
+        )
+    return None
+
+
 def accept_upload(
-    session: Session, settings: Settings, req: UploadRequest, *, guards: UploadGuards
+    session_factory: SessionFactory,
+    settings: Settings,
+    req: UploadRequest,
+    *,
+    guards: UploadGuards,
 ) -> UploadResult:
-    """Validate and install an upload, or raise `UploadRejected` listing every problem. The
-    caller commits right after (the install renames the files into place just before).
+    """Validate and install an upload, or raise `UploadRejected` listing every problem.
+    `session_factory` opens a unit of work that commits (`schemas.db.session_scope`): the
+    identity is looked up in a short transaction, the upload is unpacked, validated and
+    checksummed (gigabytes of file I/O) with no transaction open, then it is installed and
+    recorded in a second one, which looks the identity up again (another upload may have taken
+    it meanwhile); the install renames the files into place just before that commit.
     `guards`: the licence and free-space rules (`nlphub.hub.policy.upload_guards(settings)`)."""
     kind = ResourceKind(req.kind)
     version = req.version or "upload"
@@ -328,35 +375,32 @@ def accept_upload(
     staging.parent.mkdir(parents=True, exist_ok=True)
     remove_extraction(staging)
     try:
-        existing = _present(session, req, version)
-        if existing is not None and _installed_by(existing, req.job_id):
-            # This very job, delivered again after its worker died between the commit and
-            # the job's success: the upload is done; report it, do not reject it.
-            return _result_of(session, existing)
-        if existing is not None:
-            raise UploadRejected(
-                str(req.path),
-                [
-                    f"{existing.label} already exists ({existing.state.value}); delete it first or "
-                    "upload with another --version"
-                ],
-            )
+        with session_factory() as session:
+            found = _done_or_taken(session, req, version)
+        if found is not None:
+            return found
         staged, info, edition = _stage(req, settings, staging, target, guards)
-        res = _new_row(session, req, kind, version, info, edition, staged.size)
-        done = install_resource(
-            session,
-            res,
-            staged,
-            target,
-            actor=req.requested_by,
-            job_id=req.job_id,
-            action="resource.uploaded",
-            details={"class": info.class_name, "kind": kind.value},
-        )
-        notice = _missing_notice(req, done.missing) if done.missing else None
-        res.error = notice
-        session.add(res)
-        session.flush()
-        return UploadResult(res.id, res.label, res.state.value, str(target), done.missing, notice)
+        with session_factory() as session:
+            found = _done_or_taken(session, req, version)
+            if found is not None:
+                return found
+            res = _new_row(session, req, kind, version, info, edition, staged.size)
+            done = install_resource(
+                session,
+                res,
+                staged,
+                target,
+                actor=req.requested_by,
+                job_id=req.job_id,
+                action="resource.uploaded",
+                details={"class": info.class_name, "kind": kind.value},
+            )
+            notice = _missing_notice(req, done.missing) if done.missing else None
+            res.error = notice
+            session.add(res)
+            session.flush()
+            return UploadResult(
+                res.id, res.label, res.state.value, str(target), done.missing, notice
+            )
     finally:
         remove_extraction(staging)

@@ -31,14 +31,17 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nlphub.uploads.archive import DEFAULT_LIMITS, ArchiveLimits, ProblemError, format_size
+from nlphub.uploads.sparknlp_classes import OPEN_SOURCE_CLASSES
 from nlphub.versions import Version, VersionError, incompatibility_reason
 from schemas.editions import LIBRARY_LABEL
 
 __all__ = [
     "LIBRARY_BY_CLASS_PREFIX",
     "NER_MODELS",
+    "OPEN_SOURCE_CLASSES",
     "PIPELINE_CLASS",
     "STORAGE_MODELS",
+    "UNLISTED_LIBRARY",
     "Kind",
     "Library",
     "ResourceInfo",
@@ -78,15 +81,30 @@ LIBRARY_BY_CLASS_PREFIX: tuple[tuple[str, Library], ...] = (
     ("com.johnsnowlabs.nlp.embeddings.EntityChunkEmbeddings", "healthcare-nlp"),
     ("com.johnsnowlabs.nlp.", "spark-nlp"),
     ("com.johnsnowlabs.ml.", "spark-nlp"),
+    ("com.johnsnowlabs.reader.", "spark-nlp"),
+    ("com.johnsnowlabs.partition.", "spark-nlp"),
     ("com.johnsnowlabs.finance.", "finance-nlp"),
     ("com.johnsnowlabs.legacy.", "finance-nlp"),
     ("com.johnsnowlabs.legal.", "legal-nlp"),
     ("com.johnsnowlabs.ocr.", "visual-nlp"),
 )
 """The one class -> library table: ``(class-name prefix, library)``, the longest matching
-prefix wins. Prefixes ending in ``.`` are packages, others match class names."""
+prefix wins. Prefixes ending in ``.`` are packages, others match class names. A ``spark-nlp``
+row covers only the classes of `OPEN_SOURCE_CLASSES` (`library_of`)."""
 
 _PREFIXES_LONGEST_FIRST = sorted(LIBRARY_BY_CLASS_PREFIX, key=lambda row: -len(row[0]))
+
+_LICENSED_NAMES: tuple[tuple[str, Library], ...] = (
+    ("Medical", "healthcare-nlp"),
+    ("Clinical", "healthcare-nlp"),
+    ("Finance", "finance-nlp"),
+    ("Legal", "legal-nlp"),
+)
+"""Simple-name prefixes of licensed classes found in Spark NLP's own packages."""
+
+UNLISTED_LIBRARY: Library = "healthcare-nlp"
+"""The library of a ``com.johnsnowlabs`` class on no list: licensed (Healthcare NLP is the one
+that ships classes inside Spark NLP's packages), so it never installs without a licence."""
 
 NER_MODELS = frozenset({"NerDLModel", "NerCrfModel", "MedicalNerModel", "ZeroShotNerModel"})
 _NER_SUFFIXES = ("ForTokenClassification", "ForTokenClassifier")
@@ -192,6 +210,16 @@ class ResourceInfo:
             yield from stage.walk()
 
     @property
+    def licensed_classes(self) -> list[str]:
+        """Simple names of the licensed classes (all but Spark NLP's open-source ones),
+        first seen first: refusals name what made an upload need a licence."""
+        seen: list[str] = []
+        for node in self.walk():
+            if node.is_spark_nlp and node.library != "spark-nlp" and node.simple_name not in seen:
+                seen.append(node.simple_name)
+        return seen
+
+    @property
     def libraries(self) -> list[Library]:
         """Libraries of the Spark NLP classes in this resource, first seen first."""
         seen: list[Library] = []
@@ -202,11 +230,26 @@ class ResourceInfo:
 
 
 def library_of(class_name: str) -> Library | None:
-    """The library that provides a ``com.johnsnowlabs`` class, via `LIBRARY_BY_CLASS_PREFIX`."""
-    for prefix, library in _PREFIXES_LONGEST_FIRST:
-        if class_name.startswith(prefix):
-            return library
-    return None
+    """The library that provides a ``com.johnsnowlabs`` class (None for any other class).
+
+    Fails closed: `LIBRARY_BY_CLASS_PREFIX` says which licensed library a package or class is;
+    Spark NLP (open source) is only a class in its packages whose simple name is on
+    `OPEN_SOURCE_CLASSES`. ``Medical*``/``Clinical*``/``Finance*``/``Legal*`` names are their
+    licensed library's, and any other class is `UNLISTED_LIBRARY` (licensed)."""
+    if not class_name.startswith(SPARK_NLP_PREFIX):
+        return None
+    library = next(
+        (lib for prefix, lib in _PREFIXES_LONGEST_FIRST if class_name.startswith(prefix)), None
+    )
+    if library is not None and library != "spark-nlp":
+        return library
+    simple = _simple(class_name)
+    for start, licensed in _LICENSED_NAMES:
+        if simple.startswith(start):
+            return licensed
+    if library == "spark-nlp" and simple in OPEN_SOURCE_CLASSES:
+        return "spark-nlp"
+    return UNLISTED_LIBRARY
 
 
 def _simple(class_name: str) -> str:

@@ -238,13 +238,12 @@ def _upload_model(tmp: Path, i: int) -> Resource:
         res(name, "NerDLModel", storage_ref=_dep(i), labels=["PER", "LOC"]), tmp / name
     )
     settings = get_settings()
-    with session_scope() as session:
-        out = accept_upload(
-            session,
-            settings,
-            UploadRequest(path=folder, kind="model", name=name, labels=["PER", "LOC"]),
-            guards=upload_guards(settings),
-        )
+    out = accept_upload(
+        session_scope,
+        settings,
+        UploadRequest(path=folder, kind="model", name=name, labels=["PER", "LOC"]),
+        guards=upload_guards(settings),
+    )
     assert out.missing == [_dep(i)], out
     with Session(get_engine()) as session:
         row = session.get(Resource, out.resource_id)

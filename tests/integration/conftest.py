@@ -131,7 +131,8 @@ def spawn(env: dict[str, Any]) -> Iterator[Callable[..., subprocess.Popen[bytes]
 @pytest.fixture
 def flower(spawn: Callable[..., subprocess.Popen[bytes]], tmp_path: Path) -> dict[str, Any]:
     """`nlphub flower` (nlphub's Flower: basic auth, signed callers) on a free port, answering:
-    its URL, basic-auth user and password, and its log file."""
+    its URL, a tenant's basic-auth user and password (NLPHUB_FLOWER_TENANTS), the operator's
+    (user, password) and its log file."""
     import sys
 
     import httpx
@@ -140,13 +141,15 @@ def flower(spawn: Callable[..., subprocess.Popen[bytes]], tmp_path: Path) -> dic
 
     port = free_port()
     user, password = "carol", f"pw-{uuid.uuid4().hex}"
+    operator, operator_password = "admin", f"op-{uuid.uuid4().hex}"
     log = tmp_path / "flower.log"
     spawn(
         [str(Path(sys.executable).with_name("nlphub")), "flower"],
         {
             "NLPHUB_FLOWER_PORT": str(port),
-            "NLPHUB_FLOWER_USER": user,
-            "NLPHUB_FLOWER_PASSWORD": password,
+            "NLPHUB_FLOWER_USER": operator,
+            "NLPHUB_FLOWER_PASSWORD": operator_password,
+            "NLPHUB_FLOWER_TENANTS": f"{user}:{password}",
         },
         log=log,
     )
@@ -159,7 +162,13 @@ def flower(spawn: Callable[..., subprocess.Popen[bytes]], tmp_path: Path) -> dic
             return False
 
     wait_for(healthy, 60, interval=0.2, what="Flower to answer")
-    return {"url": url, "user": user, "password": password, "log": log}
+    return {
+        "url": url,
+        "user": user,
+        "password": password,
+        "operator": (operator, operator_password),
+        "log": log,
+    }
 
 
 # The hub mirror fixtures, shared by the hub and update tests.

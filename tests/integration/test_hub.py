@@ -232,12 +232,10 @@ def test_licensed_edition_needs_a_valid_licence(mirror, tmp_path, monkeypatch) -
     )
     monkeypatch.setenv("NLPHUB_LICENSE_FILE", str(lic))
     get_settings.cache_clear()
-    with pytest.raises(
-        Refused,
-        match=r"the licence does not cover Healthcare NLP "
-        r"\(it covers: Finance NLP\)",
-    ):
+    with pytest.raises(Refused) as refused:
         _request("ner_clinical", language="de")
+    # the problem, not the licence's contents (security: nothing about the server)
+    assert str(refused.value) == "the configured licence does not cover Healthcare NLP"
     lic.write_text(
         json.dumps(
             {
@@ -248,8 +246,9 @@ def test_licensed_edition_needs_a_valid_licence(mirror, tmp_path, monkeypatch) -
             }
         )
     )
-    with pytest.raises(Refused, match=r"the licence for Healthcare NLP expired on 2020-01-31"):
+    with pytest.raises(Refused) as refused:
         _request("ner_clinical", language="de")
+    assert str(refused.value) == "the configured licence for Healthcare NLP has expired"
     lic.write_text(
         json.dumps(
             {
@@ -276,9 +275,10 @@ def test_two_x_free_disk_rule(mirror, monkeypatch) -> None:
     with pytest.raises(
         Exception,
         match=r"not enough free disk space for glove_100d 5.4.0: "
-        r"needs .* \(twice its size, .*\), .* available",
-    ):
+        r"needs .* \(twice its size, .*\), .* available$",
+    ) as refused:
         _request("glove_100d")
+    assert str(get_settings().home) not in str(refused.value)  # no server folder
     with Session(get_engine()) as session:
         assert session.exec(select(Resource)).all() == []
 
@@ -427,6 +427,7 @@ def test_disk_filling_up_fails_cleanly_and_leaves_others_alone(
     job = wait_job(nlphub.enqueue("nlphub.download", {"name": "slow_emb"}))
     assert job.state == JobState.FAILED
     assert "the disk filled up during the download" in job.error
+    assert str(small_disk) not in job.error  # the OS error's file is not named to the caller
     assert _resource("slow_emb").state == ResourceState.FAILED
     assert _leftovers(small_disk) == []
     assert not list((small_disk / "downloads").iterdir())

@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 import nlphub
 from nlphub.hub.policy import upload_guards
 from nlphub.uploads.service import UploadRejected, UploadRequest, accept_upload
-from schemas.db import get_engine
+from schemas.db import get_engine, session_scope
 from schemas.models import Resource, ResourceSource
 from schemas.settings import get_settings
 from schemas.states import JobState, ResourceState
@@ -51,16 +51,10 @@ def _rows() -> list[Resource]:
 
 
 def _accept(**kw: Any) -> Any:
-    req = UploadRequest(**kw)
-    with Session(get_engine()) as session:
-        try:
-            settings = get_settings()
-            result = accept_upload(session, settings, req, guards=upload_guards(settings))
-        except BaseException:
-            session.rollback()
-            raise
-        session.commit()
-        return result
+    settings = get_settings()
+    return accept_upload(
+        session_scope, settings, UploadRequest(**kw), guards=upload_guards(settings)
+    )
 
 
 def _bad_inputs(base: Path) -> dict[str, tuple[Path, dict[str, Any], list[str]]]:

@@ -336,3 +336,88 @@ def test_the_changes_requested_during_a_redeploy_are_the_new_tail_of_its_reasons
     assert _appended([], ["a", "b"]) == ["a", "b"]
     full = [f"edit {i}" for i in range(50)]  # request_redeploys keeps the last 50
     assert _appended(full, [*full, "x", "y"][-50:]) == ["x", "y"]
+
+
+# -- the outbox reconciler publishes with no transaction open ---------------------------------
+
+
+def _never_published(n: int) -> list[uuid.UUID]:
+    """`n` jobs committed 5 minutes ago whose publish never happened (past any grace)."""
+    ids = [uuid.uuid4() for _ in range(n)]
+    with Session(get_engine()) as session:
+        for job_id in ids:
+            session.execute(
+                text(
+                    "INSERT INTO job (id, task, queue, payload, state, progress, attempts, "
+                    "requested_by, created_at, updated_at) VALUES (:id, 'nlphub.ping', "
+                    "'default', '{\"requested_by\": \"app\"}', 'queued', 0, 0, 'app', "
+                    "now() - interval '5 minutes', now() - interval '5 minutes')"
+                ),
+                {"id": job_id},
+            )
+        session.commit()
+    return ids
+
+
+def _reconcile_once() -> list[uuid.UUID]:
+    from nlphub.jobs import reconcile_outbox
+
+    with Session(get_engine()) as session:
+        return reconcile_outbox(session, grace_seconds=30, republish_after=900)
+
+
+def test_the_reconciler_holds_no_lock_while_it_publishes(env, monkeypatch) -> None:
+    """The publish of the second stale job blocks (a slow Redis): an enqueue elsewhere still
+    completes at once (before, the first `job.republished` event had taken the chain lock,
+    held across every later publish), and a second reconciler skips the claimed jobs."""
+    from nlphub import jobs
+
+    stale = _never_published(3)
+    real_send = jobs._send
+    sent: list[uuid.UUID] = []
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_send(job_id: uuid.UUID, *args: Any, **kwargs: Any) -> bool:
+        if job_id not in stale:
+            return real_send(job_id, *args, **kwargs)  # the probes' enqueues
+        sent.append(job_id)
+        if len(sent) == 2:
+            entered.set()
+            release.wait(20)
+        return True
+
+    monkeypatch.setattr(jobs, "_send", slow_send)
+    first = _Call(_reconcile_once)
+    try:
+        wait_for(entered.is_set, 10, what="the second publish")
+        _enqueue_within(2.0)  # before: failed after the chain lock's 5 s timeout
+        again = _Call(_reconcile_once).result(2.0, "a concurrent reconciler")
+        assert again == []  # claimed by the first one: not published twice
+    finally:
+        release.set()
+    assert sorted(first.result(20, "the reconciler")) == sorted(stale)
+    assert sorted(sent) == sorted(stale)
+    republished = [e.job_id for e in audit_events(action="job.republished")]
+    assert len(republished) == len(stale) and set(republished) == set(stale)
+    assert _chain_ok()
+
+
+def test_a_failed_republish_is_found_again(env, monkeypatch) -> None:
+    """A publish that fails gives the claim back (`published_at` as it was), so the next run
+    sends the job, recorded as its first publish."""
+    from nlphub import jobs
+
+    [job_id] = _never_published(1)
+    monkeypatch.setattr(jobs, "_send", lambda *a, **k: False)
+    assert _reconcile_once() == []
+    with Session(get_engine()) as session:
+        assert (
+            session.execute(
+                text("SELECT published_at FROM job WHERE id = :id"), {"id": job_id}
+            ).scalar_one()
+            is None
+        )
+    monkeypatch.setattr(jobs, "_send", lambda *a, **k: True)
+    assert _reconcile_once() == [job_id]
+    [event] = audit_events(job_id, "job.republished")
+    assert event.details["first_publish"] is True and event.details["reason"] == "never_published"

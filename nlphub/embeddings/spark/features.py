@@ -66,7 +66,7 @@ def _parse_model(model: str) -> _Features:
     if kind not in ("tfidf", "count"):
         raise EmbeddingError(
             f"spark model must be 'tfidf', 'count', 'tfidf:<numFeatures>' or "
-            f"'count:<numFeatures>' (or 'sparknlp:<install path>'), not {model!r}"
+            f"'count:<numFeatures>' (or 'sparknlp:<installed resource>'), not {model!r}"
         )
     if not sep:
         return _Features(kind, None)  # type: ignore[arg-type]

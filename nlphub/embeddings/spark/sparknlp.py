@@ -1,7 +1,10 @@
-"""Spark NLP embeddings (`SparkNLPEncoder`, model ``sparknlp:<install path>``), and
+"""Spark NLP embeddings (`SparkNLPEncoder`, model ``sparknlp:<resource name or id>``), and
 `make_spark_encoder`, the ``spark`` platform's factory.
 
 A word or sentence embeddings resource installed by nlphub runs through `sparknlp_pipeline`.
+The model string names the resource, never a folder (`installed_embeddings`): only a resource
+in state installed, whose files lie in the resources folder, is used, so one that never passed
+the upload or licence checks cannot be, and a caller learns nothing about server paths.
 Spark NLP needs its JVM jar on the Spark classpath (it is not on PyPI); `sparknlp_available`
 says why it cannot run when it cannot.
 """
@@ -11,7 +14,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import logging
 import os
+import re
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -30,10 +36,13 @@ if TYPE_CHECKING:
 __all__ = [
     "SPARKNLP_CHECK_CLASS",
     "SparkNLPEncoder",
+    "installed_embeddings",
     "make_spark_encoder",
     "sparknlp_available",
     "sparknlp_pipeline",
 ]
+
+log = logging.getLogger(__name__)
 
 #: The class `sparknlp_available` looks for on the JVM classpath.
 SPARKNLP_CHECK_CLASS = "com.johnsnowlabs.nlp.DocumentAssembler"
@@ -84,19 +93,74 @@ def _jar_missing(session: SparkSession) -> str | None:
     return None
 
 
-def _resource(path: str | os.PathLike[str]) -> tuple[str, str | None, dict[str, Any]]:
-    """(class name, first storageRef, paramMap) of an installed embeddings resource."""
+_RESOURCE_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+
+
+def _not_installed(ref: str) -> EmbeddingError:
+    """The one refusal for a ``sparknlp:`` model that cannot be used, whatever the reason (a
+    path, an unknown name, a resource not installed): it tells nothing about the server."""
+    shown = ref if len(ref) <= 200 else ref[:200] + "..."
+    return EmbeddingError(
+        f"sparknlp:{shown} is not an installed embeddings resource (name one by its name or id, "
+        "never a path)"
+    )
+
+
+def installed_embeddings(ref: str) -> Path:
+    """The folder of the installed embeddings resource named `ref` (its name or its id).
+
+    The resource must be in state installed (so it passed the upload or download checks and
+    its licence) and its folder must lie in the resources folder (``NLPHUB_HOME/resources``).
+    `ref` is checked on its text first: a path is refused before the database or the file
+    system is asked anything. A name several installed resources share must be given as an
+    id. The session is closed before the caller loads anything."""
+    from sqlmodel import col, select
+
+    from schemas.db import session_scope
+    from schemas.models import Resource, ResourceKind
+    from schemas.settings import get_settings
+    from schemas.states import ResourceState
+
+    if not _RESOURCE_REF.fullmatch(ref):
+        raise _not_installed(ref)
+    try:
+        by: Any = col(Resource.id) == uuid.UUID(ref)
+    except ValueError:
+        by = col(Resource.name) == ref
+    query = select(Resource.install_path).where(
+        by,
+        col(Resource.kind) == ResourceKind.EMBEDDINGS,
+        col(Resource.state) == ResourceState.INSTALLED,
+    )
+    with session_scope() as session:
+        paths = list(session.exec(query.limit(2)).all())
+    if len(paths) > 1:
+        raise EmbeddingError(
+            f"sparknlp:{ref}: several installed embeddings resources have this name; "
+            "name one by its id"
+        )
+    if not paths or not paths[0]:
+        raise _not_installed(ref)
+    root = get_settings().resources_dir.resolve()
+    folder = Path(paths[0]).resolve()
+    if not folder.is_relative_to(root) or folder == root:
+        raise _not_installed(ref)
+    return folder
+
+
+def _resource(path: str | os.PathLike[str], label: str) -> tuple[str, str | None, dict[str, Any]]:
+    """(class name, first storageRef, paramMap) of an installed embeddings resource; refusals
+    name it by `label`, not by its folder."""
     from nlphub.uploads.sparknlp import ResourceProblem, validate_resource
 
     root = Path(path)
     if not root.is_dir():
-        raise EmbeddingError(f"{root} is not an installed resource folder")
+        raise EmbeddingError(f"{label} is not an installed resource folder")
     try:
         info = validate_resource(root, kind="embeddings", require_labels=False)
-    except ResourceProblem as exc:
-        raise EmbeddingError(
-            f"{root} is not a usable Spark NLP embeddings resource: {exc}"
-        ) from None
+    except ResourceProblem as exc:  # the problems name its folder: for the server's log
+        log.warning("%s (%s) is not usable: %s", label, root, exc)
+        raise EmbeddingError(f"{label} is not a usable Spark NLP embeddings resource") from None
     ref = info.storage_refs[0] if info.storage_refs else None
     return info.class_name, ref, dict(info.param_map)
 
@@ -188,7 +252,9 @@ def _pool(rows: Sequence[Sequence[Any]], kind: EmbeddingKind, dimension: int | N
 
 
 class SparkNLPEncoder:
-    """Pre-trained Spark NLP word or sentence embeddings installed by nlphub (`install_path`).
+    """Pre-trained Spark NLP word or sentence embeddings installed by nlphub (`install_path`,
+    a trusted folder: `make_spark_encoder` finds it with `installed_embeddings`; `resource` is
+    the name the model string gave, used in its name and messages).
 
     Word embeddings are averaged over a text's tokens. Refuses (EmbeddingError, with the reason
     of `sparknlp_available`) when Spark NLP cannot run here.
@@ -209,9 +275,10 @@ class SparkNLPEncoder:
         conf: Mapping[str, str] | None = None,
         kind: EmbeddingKind | None = None,
         storage_ref: str | None = None,
+        resource: str | None = None,
     ) -> None:
         self.install_path = Path(install_path)
-        self.model = f"sparknlp:{install_path}"
+        self.model = f"sparknlp:{resource if resource is not None else install_path}"
         self.name = f"spark:{self.model}"
         if kind is not None and kind not in ("word", "sentence"):
             raise EmbeddingError(f"kind must be 'word' or 'sentence', not {kind!r}")
@@ -225,7 +292,7 @@ class SparkNLPEncoder:
             reason = _jar_missing(session)
             if reason is not None:
                 raise EmbeddingError(f"{self.name} cannot run: {reason}")
-            class_name, ref, params = _resource(self.install_path)
+            class_name, ref, params = _resource(self.install_path, self.name)
             self.kind: EmbeddingKind = kind or _embedding_kind(class_name)
             self.storage_ref = storage_ref or ref
             dim = params.get("dimension")
@@ -278,21 +345,21 @@ class SparkNLPEncoder:
 
 def make_spark_encoder(model: str, **options: Any) -> Encoder:
     """`SparkEncoder` for ``tfidf``/``count``/``tfidf:<n>``/``count:<n>``, `SparkNLPEncoder` for
-    ``sparknlp:<install path>``; unknown options are refused."""
+    ``sparknlp:<name or id of an installed embeddings resource>`` (`installed_embeddings`;
+    never a path); unknown options are refused."""
     text = model.strip()
-    if text.lower().startswith("sparknlp:"):
-        cls: Any = SparkNLPEncoder
-        target = text[len("sparknlp:") :]
-        if not target:
-            raise EmbeddingError("'sparknlp:' needs the install path of an embeddings resource")
-    else:
-        cls = SparkEncoder
-        target = text
+    nlp = text.lower().startswith("sparknlp:")
+    cls: Any = SparkNLPEncoder if nlp else SparkEncoder
     unknown = sorted(set(options) - cls.OPTIONS)
     if unknown:
         raise EmbeddingError(
             f"unknown option(s) for spark ({cls.__name__}): {', '.join(unknown)}; "
             f"known: {', '.join(sorted(cls.OPTIONS))}"
         )
-    encoder: Encoder = cls(target, **options)
+    if not nlp:
+        return SparkEncoder(text, **options)
+    ref = text[len("sparknlp:") :]
+    if not ref:
+        raise EmbeddingError("'sparknlp:' needs the name or id of an installed embeddings resource")
+    encoder: Encoder = SparkNLPEncoder(installed_embeddings(ref), resource=ref, **options)
     return encoder

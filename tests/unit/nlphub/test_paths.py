@@ -4,6 +4,7 @@ writes, folders copied without following links."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -338,3 +339,43 @@ def test_roots_from_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("NLPHUB_INCOMING_ROOTS", "relative/folder")
     with pytest.raises(SettingsError, match=r"NLPHUB_INCOMING_ROOTS is invalid: .* not an abs"):
         load_settings()
+
+
+def test_a_crowded_folder_is_read_only_up_to_the_budget(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder of 2,000 entries against a budget of 10: listing stops at the 11th name (it
+    used to read every name into memory before counting), and the folder is refused."""
+    crowd = root / "crowd"
+    crowd.mkdir()
+    for i in range(2000):
+        (crowd / f"f{i:04d}").touch()
+    real_scandir = os.scandir
+    read: list[str] = []
+
+    class Counted:
+        def __init__(self, fd: int) -> None:
+            self.scan = real_scandir(fd)
+
+        def __enter__(self) -> Counted:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.scan.close()
+
+        def __iter__(self) -> Iterator[os.DirEntry[str]]:
+            for entry in self.scan:
+                read.append(entry.name)
+                yield entry
+
+    monkeypatch.setattr(paths.os, "scandir", Counted)
+    with open_confined("crowd", roots(root)) as opened:
+        assert tree_size(opened.fd, max_entries=10) == (11, 0)
+        assert len(read) <= 11
+        read.clear()
+        with pytest.raises(PathRefused, match="changed while it was copied"):
+            copy_tree(opened.fd, tmp_path / "copy", max_entries=10, max_bytes=0)
+        assert len(read) <= 11
+        read.clear()
+        assert tree_size(opened.fd, max_entries=2000) == (2000, 0)  # exactly the budget: whole
+        assert len(read) == 2000

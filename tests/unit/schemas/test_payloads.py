@@ -35,6 +35,13 @@ def test_every_task_has_a_json_schema() -> None:
         ),
         ("nlphub.delete", {"name": "x", "requested_by": ""}, "requested_by: String should have"),
         ("nlphub.reconcile_outbox", {"limit": 0}, "limit: Input should be greater than or equal"),
+        # maintenance knobs a tenant may set are bounded (tests/security/test_maintenance.py)
+        (
+            "nlphub.reconcile_outbox",
+            {"limit": 100_000},
+            "limit: Input should be less than or equal to 1000",
+        ),
+        ("nlphub.cleanup", {"older_than": 0}, "older_than: Input should be greater than or equal"),
         ("nlphub.unknown", {}, "unknown task 'nlphub.unknown'"),
     ],
 )

@@ -5,17 +5,27 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import flower.urls
 import pytest
-from flower.api.tasks import BaseTaskHandler
+from flower.api.tasks import BaseTaskHandler, TaskApply, TaskInfo
 from tornado.web import HTTPError
 
 from nlphub.callers import CALLER_HEADER, caller_key, verified_caller
 from schemas.settings import get_settings
-from workers.flower import ALLOWED_OPTIONS, checked_options, flower_user
+from workers.flower import (
+    ALLOWED_OPTIONS,
+    REFUSED_ROUTE,
+    SERVED_HANDLERS,
+    TASK_INFO_FIELDS,
+    checked_options,
+    delay_limit,
+    flower_user,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +70,13 @@ def _refusal(options: dict[str, Any]) -> HTTPError:
 
 
 def test_allowed_options_pass_and_a_task_id_is_made() -> None:
-    options = {"countdown": 5, "eta": "x", "expires": 60, "priority": 3, "timeout": 2}
+    options = {
+        "countdown": 5,
+        "eta": "2020-01-01 00:00:00.000000",
+        "expires": 60,
+        "priority": 3,
+        "timeout": 2,
+    }
     assert uuid.UUID(checked_options(options))
     given = uuid.uuid4()
     assert checked_options({"task_id": str(given).upper()}) == str(given)
@@ -125,3 +141,92 @@ def test_an_authenticated_request_without_a_user_is_refused() -> None:
     with pytest.raises(HTTPError) as caught:
         BaseTaskHandler.get_task_args(_handler({"kwargs": {}}, auth=".*", current_user=True))
     assert caught.value.status_code == 401
+
+
+def test_the_delay_limit_is_the_visibility_timeout_less_the_time_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NLPHUB_VISIBILITY_TIMEOUT", "3600")
+    monkeypatch.setenv("NLPHUB_TASK_TIME_LIMIT", "3000")
+    get_settings.cache_clear()
+    assert delay_limit() == 600
+    checked_options({"countdown": 600})
+    checked_options({"countdown": "-5"})  # past: runs now
+    assert _refusal({"countdown": 600.5}).get_message() == "countdown must be at most 600 seconds"
+    assert _refusal({"countdown": "1e9"}).get_message() == "countdown must be at most 600 seconds"
+    for bad in ("nan", "-inf", None, [1], "soon"):
+        assert _refusal({"countdown": bad}).get_message() == "countdown must be a number of seconds"
+    soon = (datetime.now(UTC) + timedelta(seconds=500)).strftime(BaseTaskHandler.DATE_FORMAT)
+    late = (datetime.now(UTC) + timedelta(seconds=700)).strftime(BaseTaskHandler.DATE_FORMAT)
+    checked_options({"eta": soon})
+    assert _refusal({"eta": late}).get_message() == "eta must be at most 600 seconds from now"
+    bad_etas: list[Any] = ["tomorrow", 5, "2999-01-01T00:00:00Z"]
+    for bad_eta in bad_etas:
+        assert "eta must be a UTC time" in (_refusal({"eta": bad_eta}).get_message() or "")
+
+
+def test_apply_takes_no_task_id() -> None:
+    apply = object.__new__(TaskApply)  # the handler of /api/task/apply, without a request
+    apply.__dict__.update(vars(_handler({"kwargs": {}, "task_id": str(uuid.uuid4())})))
+    with pytest.raises(HTTPError) as caught:
+        BaseTaskHandler.get_task_args(apply)
+    assert caught.value.status_code == 400
+    assert "task_id is not accepted by /api/task/apply" in (caught.value.get_message() or "")
+
+
+def _route_handlers() -> set[Any]:
+    return {
+        route.handler_class if hasattr(route, "handler_class") else route[1]
+        for route in flower.urls.handlers
+    }
+
+
+def test_only_the_served_routes_keep_their_handlers() -> None:
+    routes = _route_handlers()
+    assert SERVED_HANDLERS <= routes  # every one served is a Flower route
+    refused = routes - SERVED_HANDLERS
+    assert {h.__name__ for h in refused} >= {
+        "TaskRevoke",
+        "TaskAbort",
+        "TaskResult",
+        "WorkerShutDown",
+        "WorkerPoolGrow",
+        "WorkerQueueAddConsumer",
+        "ListTasks",
+        "ListWorkers",
+        "TasksDataTable",
+    }
+    options = SimpleNamespace(auth=None, basic_auth=["admin:op", "carol:pw"])
+    for handler in refused:
+        page = SimpleNamespace(status=0, headers={}, body="")
+        page.application = SimpleNamespace(options=options)
+        page.set_status = lambda code, page=page: setattr(page, "status", code)
+        page.set_header = lambda name, value, page=page: page.headers.update({name: value})
+        page.finish = lambda body, page=page: setattr(page, "body", body)
+        with pytest.MonkeyPatch.context() as patch:  # a tenant's request
+            patch.setattr("workers.flower.flower_user", lambda _handler: "carol")
+            patch.setattr("workers.flower.is_operator", lambda _handler: False)
+            handler.prepare(page)
+        assert (page.status, page.body) == (403, REFUSED_ROUTE), handler
+        page.status, page.body = 0, ""
+        with pytest.MonkeyPatch.context() as patch:  # the operator's: Flower's own prepare
+            patch.setattr("workers.flower.is_operator", lambda _handler: True)
+            handler.prepare(page)
+        assert (page.status, page.body) == (0, ""), handler
+    for handler in SERVED_HANDLERS:
+        assert handler.prepare.__name__ != "_refuse_route", handler
+
+
+def test_task_info_writes_the_state_only() -> None:
+    written: list[Any] = []
+    info = SimpleNamespace()
+    full = {"uuid": "u", "state": "SUCCESS", "args": "[1]", "result": "'/srv'"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("tornado.web.RequestHandler.write", lambda self, chunk: written.append(chunk))
+        patch.setattr("workers.flower.is_operator", lambda _handler: False)
+        TaskInfo.write(info, full)
+        TaskInfo.write(info, "Unknown task")
+        patch.setattr("workers.flower.is_operator", lambda _handler: True)
+        TaskInfo.write(info, full)
+    assert written == [{"uuid": "u", "state": "SUCCESS"}, "Unknown task", full]
+    assert not {"args", "kwargs", "result", "exception", "traceback", "worker"} & TASK_INFO_FIELDS

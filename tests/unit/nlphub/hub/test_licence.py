@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from nlphub.hub.licence import Licence, LicenceError, licence_problem, load_licence
+from nlphub.hub.licence import (
+    Licence,
+    LicenceError,
+    licence_problem,
+    licence_refusal,
+    load_licence,
+    unusable_licence,
+)
 
 KEY = "sk-very-secret-key-123"
 
@@ -148,3 +155,38 @@ def test_not_covered() -> None:
 def test_naive_now_is_utc() -> None:
     assert licence_problem("Healthcare NLP", LICENCE, now=datetime(2025, 2, 1)) is not None
     assert licence_problem("Healthcare NLP", LICENCE, now=datetime(2025, 1, 31)) is None
+
+
+# -- licence_refusal / unusable_licence: what a tenant is told ---------------------------------
+
+
+def test_a_tenant_is_told_the_problem_not_the_licence(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="nlphub.hub.licence")
+    assert licence_refusal("Open Source", None) is None
+    assert licence_refusal("Healthcare NLP", LICENCE, now=DURING) is None
+    assert licence_refusal("Healthcare NLP", None) == (
+        "Healthcare NLP needs a licence: none is configured (set NLPHUB_LICENSE_FILE)"
+    )
+    assert licence_refusal("Finance NLP", LICENCE, now=DURING) == (
+        "the configured licence does not cover Finance NLP"
+    )
+    assert licence_refusal("Healthcare NLP", LICENCE, now=AFTER) == (
+        "the configured licence for Healthcare NLP has expired"
+    )
+    # the details are for the operator: in the log
+    assert "it covers: Healthcare NLP" in caplog.text and "expired on 2025-01-31" in caplog.text
+
+
+def test_an_unusable_licence_file_is_not_named_to_a_tenant(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="nlphub.hub.licence")
+    path = tmp_path / "absent.json"
+    with pytest.raises(LicenceError) as caught:
+        load_licence(path)
+    told = unusable_licence("Healthcare NLP", caught.value)
+    assert told == (
+        "Healthcare NLP needs a valid licence: the configured licence cannot be used "
+        "(an administrator must check NLPHUB_LICENSE_FILE)"
+    )
+    assert str(path) in caplog.text  # logged for the operator

@@ -199,6 +199,40 @@ def test_library_of(cls: str, library: str | None) -> None:
     assert library_of(cls) == library
 
 
+@pytest.mark.parametrize(
+    ("cls", "library"),
+    [
+        ("com.johnsnowlabs.nlp.annotators.seq2seq.MedicalTextGenerator", "healthcare-nlp"),
+        ("com.johnsnowlabs.nlp.annotators.seq2seq.MedicalSummarizer", "healthcare-nlp"),
+        ("com.johnsnowlabs.nlp.annotators.qa.MedicalQuestionAnswering", "healthcare-nlp"),
+        ("com.johnsnowlabs.nlp.annotators.classifier.dl.ClinicalThing", "healthcare-nlp"),
+        ("com.johnsnowlabs.nlp.annotators.ner.FinanceNerModel", "finance-nlp"),
+        ("com.johnsnowlabs.ml.LegalSomething", "legal-nlp"),
+        ("com.johnsnowlabs.nlp.annotators.SomethingNew", "healthcare-nlp"),
+        ("com.johnsnowlabs.unknown.Tokenizer", "healthcare-nlp"),
+        ("com.johnsnowlabs.nlp.annotators.seq2seq.T5Transformer", "spark-nlp"),
+        ("com.johnsnowlabs.nlp.embeddings.BertEmbeddings", "spark-nlp"),
+        ("com.johnsnowlabs.reader.Reader2Doc", "spark-nlp"),
+    ],
+)
+def test_library_of_fails_closed(cls: str, library: str) -> None:
+    """Only Spark NLP's listed open-source classes are open source; any other class in its
+    packages is licensed (no install without a licence)."""
+    assert library_of(cls) == library
+
+
+def test_licensed_classes_are_named(spark: SparkBuilder) -> None:
+    generator = "com.johnsnowlabs.nlp.annotators.seq2seq.MedicalTextGenerator"
+    info = validate_resource(spark.resource("gen", generator), kind="model")
+    assert info.library == "healthcare-nlp" and info.libraries == ["healthcare-nlp"]
+    assert info.licensed_classes == ["MedicalTextGenerator"]
+    new = "com.johnsnowlabs.nlp.annotators.SomethingNew"
+    assert validate_resource(spark.resource("new", new), kind="model").licensed_classes == [
+        "SomethingNew"
+    ]
+    assert validate_resource(spark.ner_model(), kind="model", labels=LABELS).licensed_classes == []
+
+
 def test_library_table_has_no_duplicate_prefixes() -> None:
     prefixes = [prefix for prefix, _ in LIBRARY_BY_CLASS_PREFIX]
     assert len(prefixes) == len(set(prefixes))

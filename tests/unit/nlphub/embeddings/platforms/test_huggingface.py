@@ -86,6 +86,67 @@ def test_huggingface_bad_model_names(model: str, tmp_path: Path) -> None:
         make_encoder("huggingface", model, cache_dir=tmp_path, device="cpu", offline=True)
 
 
+def test_huggingface_paths_get_one_refusal_and_nothing_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model is a name, never a path: ``/etc`` (exists) and ``/nope`` (does not) get the same
+    refusal, decided on the text before any file is looked at or any model loaded."""
+    import os
+
+    from nlphub.embeddings.platforms import huggingface
+
+    looked: list[str] = []
+    real_stat = os.stat
+
+    def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        looked.append(os.fsdecode(path) if isinstance(path, str | bytes) else str(path))
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    def load(*args: object) -> None:
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(huggingface, "_load_sentence_transformer", load)
+    messages = []
+    for model in ("/etc", "/nope", "~root", "./x", "/etc/../nope"):
+        monkeypatch.setattr(os, "stat", stat)
+        monkeypatch.setattr(os, "lstat", stat)
+        with pytest.raises(EmbeddingError) as refused:
+            make_encoder("huggingface", model, cache_dir=tmp_path, device="cpu", offline=False)
+        monkeypatch.setattr(os, "stat", real_stat)
+        monkeypatch.setattr(os, "lstat", real_stat)
+        messages.append(str(refused.value).replace(repr(model), "M"))
+        assert not [p for p in looked if p.startswith(("/etc", "/nope", "./x", "~"))], looked
+    assert len(set(messages)) == 1, messages
+    assert messages[0].startswith("M is not a valid model name")
+
+
+def test_huggingface_ids_naming_a_local_folder_are_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sentence-transformers reads an id that names a folder relative to the working directory
+    as that folder: such an id is refused exactly like one that is nowhere."""
+    from nlphub.embeddings.platforms import huggingface
+
+    loaded: list[str] = []
+
+    def load(source: str, *args: object) -> None:
+        loaded.append(source)
+        raise OSError(f"Unrecognized model in {source} (a detail for the server's log)")
+
+    monkeypatch.setattr(huggingface, "_load_sentence_transformer", load)
+    (tmp_path / "work" / "acme" / "local").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "work")
+    errors = []
+    for model in ("acme/local", "acme/elsewhere"):
+        with pytest.raises(EmbeddingError) as refused:
+            make_encoder(
+                "huggingface", model, cache_dir=tmp_path / "cache", device="cpu", offline=False
+            )
+        errors.append(str(refused.value).replace(model, "M"))
+    assert loaded == ["acme/elsewhere"]  # the id naming a local folder was never loaded
+    assert errors == ["model M could not be loaded (add it with `nlphub models add M`)"] * 2
+
+
 def test_huggingface_default_device_follows_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 

@@ -36,7 +36,7 @@ def test_model_strings_and_factory() -> None:
         make_spark_encoder("tfidf", api_key="x")
     with pytest.raises(EmbeddingError, match=r"unknown option.*max_features"):
         make_spark_encoder("sparknlp:/nowhere", max_features=3)
-    with pytest.raises(EmbeddingError, match="install path"):
+    with pytest.raises(EmbeddingError, match="name or id of an installed embeddings"):
         make_spark_encoder("sparknlp:")
     with pytest.raises(EmbeddingError, match="max_features"):
         SparkEncoder("tfidf", max_features=0)

@@ -136,17 +136,52 @@ def embeddings_resource(spark: Any, dest: Path, class_name: str, dimension: int 
     return path
 
 
-def test_sparknlp_missing_package_is_a_clear_refusal(spark: Any, tmp_path: Path) -> None:
+def installed(monkeypatch: pytest.MonkeyPatch, **folders: Path) -> None:
+    """`installed_embeddings` (a database lookup) answering for these names only."""
+
+    def lookup(ref: str) -> Path:
+        if ref not in folders:
+            raise sp._not_installed(ref)
+        return folders[ref]
+
+    monkeypatch.setattr(sp, "installed_embeddings", lookup)
+
+
+def test_sparknlp_missing_package_is_a_clear_refusal(
+    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if importlib.util.find_spec("sparknlp") is not None:
         pytest.fail("spark-nlp is installed here; this test expects it not to be")
     reason = sparknlp_available(spark)
     assert reason == "python package spark-nlp is not installed"
     resource = embeddings_resource(spark, tmp_path / "glove", WORD_EMBEDDINGS)
+    installed(monkeypatch, glove=resource)
     with pytest.raises(EmbeddingError) as refused:
-        make_spark_encoder(f"sparknlp:{resource}", spark=spark)
-    assert str(refused.value) == f"spark:sparknlp:{resource} cannot run: {reason}"
+        make_spark_encoder("sparknlp:glove", spark=spark)
+    assert str(refused.value) == f"spark:sparknlp:glove cannot run: {reason}"
     with pytest.raises(EmbeddingError, match="Spark NLP cannot be used"):
         sparknlp_pipeline(spark, embeddings_path=str(resource), kind="word")
+
+
+def test_sparknlp_paths_are_refused_before_anything_is_asked(
+    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sparknlp:`` names an installed resource, never a folder: a path (one that exists,
+    one that does not) gets the one refusal, before the database or a folder is read."""
+    import schemas.db
+
+    def no_database() -> None:
+        raise AssertionError("the database was asked")
+
+    monkeypatch.setattr(schemas.db, "session_scope", no_database)
+    word = embeddings_resource(spark, tmp_path / "glove", WORD_EMBEDDINGS)
+    for ref in (str(word), "/etc", "/nope", "../resources/x", "~/x"):
+        with pytest.raises(EmbeddingError) as refused:
+            make_spark_encoder(f"sparknlp:{ref}", spark=spark)
+        assert str(refused.value) == (
+            f"sparknlp:{ref} is not an installed embeddings resource (name one by its name or "
+            "id, never a path)"
+        )
 
 
 def test_sparknlp_without_its_jar_names_the_missing_class(
@@ -196,8 +231,10 @@ def test_sparknlp_encoder_around_the_jar(
     with pytest.raises(EmbeddingError, match="not an installed resource folder"):
         SparkNLPEncoder(tmp_path / "missing", spark=spark)
     word = embeddings_resource(spark, tmp_path / "glove", WORD_EMBEDDINGS)
-    encoder = make_spark_encoder(f"sparknlp:{word}", spark=spark)
+    installed(monkeypatch, glove=word)
+    encoder = make_spark_encoder("sparknlp:glove", spark=spark)
     assert isinstance(encoder, SparkNLPEncoder) and isinstance(encoder, Encoder)
+    assert (encoder.model, encoder.install_path) == ("sparknlp:glove", word)
     assert (encoder.kind, encoder.storage_ref, encoder.dimension) == ("word", "glove_100d", 2)
     assert (encoder.platform, encoder.requires_fit) == ("spark", False)
     texts = ["abc", "", "hello world"]
