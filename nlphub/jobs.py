@@ -29,6 +29,7 @@ from nlphub.redact import redact
 from schemas.db import autocommit_engine, held_connection
 from schemas.models import utcnow
 from schemas.payloads import spec_for, validate_payload
+from schemas.states import JobState
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,13 @@ def enqueue(
     return job_id
 
 
+#: The error of a job the reconciler will not send again (`reconcile_outbox`).
+UNSENDABLE = (
+    "its message was lost and cannot be sent again: its payload held a secret, which the job "
+    "row keeps only redacted; enqueue it again"
+)
+
+
 @dataclass(frozen=True)
 class _Stale:
     """A job the reconciler claimed, as read in its claiming transaction."""
@@ -185,7 +193,13 @@ def reconcile_outbox(
     transaction of its own, unless the job finished meanwhile (its end stays its last event;
     the message is a harmless duplicate); a failed publish gets its `published_at` back. This
     commits `session`'s transactions: pass one with nothing else pending. docs/decisions.md:
-    "The reconciler publishes with no transaction open"."""
+    "The reconciler publishes with no transaction open".
+
+    A job whose stored payload redaction changed (a secret in it: `jobstate.sendable`) is not
+    sent: its message would run with `***` (or be refused, its digest not the job's). It
+    fails instead, in the claiming transaction (its row still locked, so no delivery starts
+    it meanwhile), with UNSENDABLE as its error. docs/decisions.md: "The reconciler does not
+    republish a redacted payload"."""
     found = [
         (job, "never_published" if job.published_at is None else "broker_lost")
         for job in jobstate.unpublished_or_lost(
@@ -202,9 +216,23 @@ def reconcile_outbox(
             job.id, job.task, job.queue, dict(job.payload), job.published_at, str(job.state), why
         )
         for job, why in found
+        if jobstate.sendable(job)
     ]
     claimed = utcnow()
     jobstate.claim_for_publish(session, [job.id for job in stale], claimed)
+    for row, why in found:
+        if not jobstate.sendable(row):
+            log.warning("job %s (%s): %s", row.id, row.task, UNSENDABLE)
+            jobstate.transition(
+                session,
+                row.id,
+                JobState.FAILED,
+                actor="reconciler",
+                action="job.failed",
+                task=row.task,
+                details={"error": UNSENDABLE, "reason": why},
+                error=UNSENDABLE,
+            )
     session.commit()  # the claim: row locks released, nothing held from here on
     republished: list[uuid.UUID] = []
     for job in stale:

@@ -79,8 +79,9 @@ def transition(
     """Move the job to `target` and audit it, in one statement.
 
     With `payload` (a delivery's), the row changes only if it was made for `task` with this
-    payload (compared as stored: redacted, as jsonb), and the run lock is not taken otherwise:
-    a message sent under another job's id (Flower's `task_id`) leaves that job as it was.
+    payload (its `payload_digest`, unredacted; a row from before migration 0009 has none and
+    is compared as stored: redacted, as jsonb), and the run lock is not taken otherwise: a
+    message sent under another job's id (Flower's `task_id`) leaves that job as it was.
 
     `lock="take"` first tries the session advisory lock `lock_key` and changes nothing if it
     is held elsewhere; `lock="release"` releases it in the same statement (after the change is
@@ -102,8 +103,8 @@ def transition(
         k=lock_key,
     )
     check = payload is not None
-    if check:
-        params.update(task=task, payload=canonical(redact(payload)))
+    if payload is not None:
+        params.update(task=task, payload=canonical(redact(payload)), digest=payload_digest(payload))
     take = lock == "take"
     row = one_row(conn, _transition_sql(target, lock, flush, check), params)
     attempts = None if row["attempts"] is None else int(row["attempts"])
@@ -134,7 +135,12 @@ def _transition_sql(
     if check:
         # The delivered task and payload against the row's: a mismatch takes no lock and
         # changes nothing. No row yet (sent without our API): the lock is taken as before.
-        match = "task = :task AND payload = CAST(:payload AS jsonb)"
+        # The payload's digest when the row has one (redaction hides what differs in a
+        # secret), else (a row from before 0009) its stored, redacted form.
+        match = (
+            "task = :task AND CASE WHEN payload_sha256 IS NULL "
+            "THEN payload = CAST(:payload AS jsonb) ELSE payload_sha256 = :digest END"
+        )
         same, where = f", {match} AS same", f" AND {match}"
         try_lock = f"CASE WHEN (SELECT same FROM o) IS NOT FALSE THEN {try_lock} ELSE false END"
     return f"""
@@ -189,9 +195,9 @@ _INSERT_JOB = f"""
                 -- joined to the audit insert's row: this statement's lock waits are bounded
                 {BOUND_LOCK_WAITS}
             ), j AS (
-                INSERT INTO job (id, task, queue, payload, state, progress, attempts,
-                                 requested_by, created_at, updated_at, published_at)
-                VALUES (:id, :task, :queue, CAST(:payload AS jsonb), :state, 0, 0, :by,
+                INSERT INTO job (id, task, queue, payload, payload_sha256, state, progress,
+                                 attempts, requested_by, created_at, updated_at, published_at)
+                VALUES (:id, :task, :queue, CAST(:payload AS jsonb), :digest, :state, 0, 0, :by,
                         now(), now(), CASE WHEN :published THEN now() END)
                 ON CONFLICT (id) DO NOTHING
                 RETURNING id
@@ -219,7 +225,8 @@ def insert_job(
     caller: dict[str, Any] | None = None,
 ) -> bool:
     """Insert the job row and its audit event in one statement; False if the id exists.
-    `caller`: who sent it as far as this process knows (`requested_by` is only claimed)."""
+    `caller`: who sent it as far as this process knows (`requested_by` is only claimed). The
+    row stores `payload` redacted, and the digest of it as given (`payload_digest`)."""
     clean = redact(payload)
     details: dict[str, Any] = {"payload": clean, "queue": queue}
     if caller is not None:
@@ -232,12 +239,27 @@ def insert_job(
         task=task,
         queue=queue,
         payload=canonical(clean),
+        digest=payload_digest(payload),
         state=state.value,
         by=requested_by[:255],
         published=published,
     )
     row = one_row(conn, _INSERT_JOB, params)
     return int(row["inserted"]) > 0
+
+
+def payload_digest(payload: dict[str, Any]) -> str:
+    """SHA-256 (hex) of the payload's canonical JSON, unredacted: what a delivery under the
+    job's id must match, and how the reconciler tells a payload that redaction changed."""
+    return hashlib.sha256(canonical(payload).encode()).hexdigest()
+
+
+def sendable(job: Job) -> bool:
+    """Whether the stored payload is the one the job was made with (a message made from it
+    would run as enqueued): False when redaction changed it (a row from before 0009, without
+    a digest, is taken as it is)."""
+    digest = job.payload_sha256
+    return digest is None or payload_digest(dict(job.payload)) == digest
 
 
 def record_progress(
@@ -326,6 +348,48 @@ def unpublished_or_lost(
 def run_lock_key(job_id: uuid.UUID) -> int:
     """The job's run lock: the session advisory lock a worker holds while it runs the job."""
     return int.from_bytes(hashlib.blake2b(job_id.bytes, digest_size=8).digest(), "big", signed=True)
+
+
+#: First key of the task locks (`try_task_lock`): two-key advisory locks, which Postgres
+#: keeps apart from the one-key run locks.
+TASK_LOCK_SPACE = 0x6E6C70
+
+
+def task_lock_key(task: str) -> int:
+    """The second key of `task`'s task lock (32 bits of its name's hash)."""
+    digest = hashlib.blake2b(task.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def try_task_lock(conn: Connection, task: str) -> bool:
+    """Take `task`'s task lock (a session advisory lock: one run of the task at a time,
+    system-wide) on `conn` if no session holds it; whether it was taken."""
+    return bool(
+        conn.execute(
+            text("SELECT pg_try_advisory_lock(CAST(:space AS integer), CAST(:k AS integer))"),
+            {"space": TASK_LOCK_SPACE, "k": task_lock_key(task)},
+        ).scalar_one()
+    )
+
+
+def release_task_lock(conn: Connection, task: str) -> None:
+    """Release `task`'s task lock taken on `conn`."""
+    conn.execute(
+        text("SELECT pg_advisory_unlock(CAST(:space AS integer), CAST(:k AS integer))"),
+        {"space": TASK_LOCK_SPACE, "k": task_lock_key(task)},
+    )
+
+
+def running_job(conn: Connection, task: str, other_than: uuid.UUID) -> uuid.UUID | None:
+    """The latest started job of `task` other than `other_than`, if any."""
+    found = conn.execute(
+        text(
+            "SELECT id FROM job WHERE state = 'started' AND task = :task AND id <> :me "
+            "ORDER BY started_at DESC NULLS LAST LIMIT 1"
+        ),
+        {"task": task, "me": other_than},
+    ).scalar_one_or_none()
+    return None if found is None else uuid.UUID(str(found))
 
 
 #: The keys of `:keys` that no session holds: each is taken and at once released (one

@@ -140,6 +140,9 @@ class Job(SQLModel, table=True):
     task: str = Field(max_length=128)
     queue: str = Field(max_length=64)
     payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
+    #: SHA-256 of the payload as enqueued, unredacted (`nlphub.jobstate.payload_digest`); None
+    #: on rows from before migration 0009.
+    payload_sha256: str | None = Field(default=None, max_length=64)
     state: JobState = Field(default=JobState.QUEUED, sa_type=TextEnum(JobState))
     progress: float = Field(default=0.0)
     progress_message: str | None = Field(default=None, sa_type=Text)

@@ -49,9 +49,12 @@ from nlphub.jobstate import (
     insert_job,
     record_progress,
     recorded_outcome,
+    release_task_lock,
     retake_run_lock,
     run_lock_key,
+    running_job,
     transition,
+    try_task_lock,
 )
 from nlphub.messaging.app import app
 from nlphub.redact import redact
@@ -250,6 +253,31 @@ class JobContext:
             self.task.send_event("task-progress", **meta)
         except Exception:  # progress display is best effort; the job row is the record
             log.debug("could not publish progress", exc_info=True)
+
+
+def one_at_a_time(job: JobContext, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """`work()`, unless another job of this task is running it now (system-wide): then at
+    once {"coalesced": True, "running_job": its id (None if not found)}, a success.
+
+    The task lock is a session advisory lock on the connection holding this job's run lock
+    (autocommit: no transaction is open while `work` runs), released at the end, or by
+    Postgres with that connection. docs/decisions.md: "Full scans one at a time"."""
+    if job._run_lock is None:
+        return work()
+    name = job.task.name
+    conn = job._run_lock.conn()
+    if not try_task_lock(conn, name):
+        running = running_job(conn, name, job.id)
+        log.info("%s[%s]: coalesced with running job %s", name, job.id, running)
+        return {"coalesced": True, "running_job": None if running is None else str(running)}
+    try:
+        return work()
+    finally:
+        if not conn.closed and not conn.invalidated:  # else the lock went with it
+            try:
+                release_task_lock(conn, name)
+            except sqlalchemy.exc.DBAPIError:
+                log.warning("%s[%s]: could not release its task lock", name, job.id)
 
 
 class NlphubTask(Task):

@@ -17,7 +17,7 @@ from schemas.payloads import (
     ReconcileOutboxPayload,
 )
 from schemas.settings import get_settings
-from tasks.base import JobContext, nlphub_task
+from tasks.base import JobContext, nlphub_task, one_at_a_time
 
 
 @nlphub_task("nlphub.reconcile_outbox")
@@ -84,6 +84,15 @@ def audit_anchor(job: JobContext, payload: AuditAnchorPayload) -> dict[str, Any]
 def audit_verify(job: JobContext, payload: AuditVerifyPayload) -> dict[str, Any]:
     """Check the audit chain and its anchors (as `nlphub audit verify`) and record the outcome,
     whose time and result the metrics report. A failed check is a result, not a job failure.
-    Side effects: one `audit_verification` row. Safe to run twice (one more row)."""
-    outcome = verify_log(actor=payload.requested_by)
-    return {"ok": outcome.ok, "events": outcome.chain.checked, "problems": outcome.problems[:20]}
+    Side effects: one `audit_verification` row. Safe to run twice (one more row). One run at a
+    time system-wide: a request while one runs returns at once, coalesced (`one_at_a_time`)."""
+
+    def verify() -> dict[str, Any]:
+        outcome = verify_log(actor=payload.requested_by)
+        return {
+            "ok": outcome.ok,
+            "events": outcome.chain.checked,
+            "problems": outcome.problems[:20],
+        }
+
+    return one_at_a_time(job, verify)

@@ -8,25 +8,30 @@ from nlphub import resources
 from schemas.db import session_scope
 from schemas.payloads import DeletePayload, InventoryPayload
 from schemas.settings import get_settings
-from tasks.base import JobContext, nlphub_task
+from tasks.base import JobContext, nlphub_task, one_at_a_time
 
 
 @nlphub_task("nlphub.inventory")
 def inventory(job: JobContext, payload: InventoryPayload) -> dict[str, Any]:
     """Scan NLPHUB_HOME, reconcile `resource` rows with the files, verify checksums, report disk
     usage. Side effects: resource states (installed ⇄ invalid), checksums and sizes, removal of
-    leftovers of interrupted deletes, audit events. Safe to run twice."""
-    # A transaction per finding, none open while files are hashed or progress is reported
-    # (progress audits on its own connection): see nlphub.resources.inventory.
-    report = resources.inventory(
-        session_scope,
-        get_settings().resources_dir,
-        actor=payload.requested_by,
-        job_id=job.id,
-        verify_checksums=payload.verify_checksums,
-        progress=job.progress,
-    )
-    return report.as_dict()
+    leftovers of interrupted deletes, audit events. Safe to run twice. One run at a time
+    system-wide: a request while one runs returns at once, coalesced (`one_at_a_time`)."""
+
+    def scan() -> dict[str, Any]:
+        # A transaction per finding, none open while files are hashed or progress is reported
+        # (progress audits on its own connection): see nlphub.resources.inventory.
+        report = resources.inventory(
+            session_scope,
+            get_settings().resources_dir,
+            actor=payload.requested_by,
+            job_id=job.id,
+            verify_checksums=payload.verify_checksums,
+            progress=job.progress,
+        )
+        return report.as_dict()
+
+    return one_at_a_time(job, scan)
 
 
 @nlphub_task("nlphub.delete")

@@ -6,15 +6,17 @@ Security). Importing this module:
   (`/api/task/apply`, `async-apply`, `send-task`) calls after authentication, so that only the
   options in ALLOWED_OPTIONS go to `apply_async`/`send_task` (any other top-level property of
   the body, `headers`, `queue`, `link`, ..., is refused with HTTP 400 naming it, as is a
-  `task_id` that is not a UUID, one given to `apply`, or a `countdown`/`eta` past
-  `delay_limit`), and the message gets the `nlphub_caller` header: the authenticated Flower
+  `task_id` that is not a UUID, one given to `apply`, a `countdown`/`eta` past
+  `delay_limit`, or a `timeout` past APPLY_TIMEOUT_LIMIT, which is also `apply`'s wait when
+  none is given), and the message gets the `nlphub_caller` header: the authenticated Flower
   user, signed for this message's id, task and arguments (`nlphub.callers`);
 - answers a tenant (an NLPHUB_FLOWER_TENANTS account) 403 on every route but SERVED_HANDLERS
   (worker and task control, results, listings, the web pages): they act on or show other
   tenants' jobs and the servers; the operator (NLPHUB_FLOWER_USER) keeps all of Flower;
 - cuts `/api/task/info/<id>` down to the job's state and times (TASK_INFO_FIELDS) for tenants.
 See docs/decisions.md, "Flower callers: a signed header, options allow-listed", "Flower:
-enqueue and job state only" and "Flower: countdown and eta bounded".
+enqueue and job state only", "Flower: countdown and eta bounded" and "Flower: apply's wait
+bounded".
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from workers.app import app
 
 __all__ = [
     "ALLOWED_OPTIONS",
+    "APPLY_TIMEOUT_LIMIT",
     "REFUSED_ROUTE",
     "SERVED_HANDLERS",
     "TASK_INFO_FIELDS",
@@ -59,6 +62,10 @@ log = logging.getLogger(__name__)
 #: job's id is refused by the worker) and how long `/api/task/apply` waits (`timeout`).
 #: Nothing that changes the message's headers, routing, callbacks or retry count.
 ALLOWED_OPTIONS = frozenset({"countdown", "eta", "expires", "priority", "task_id", "timeout"})
+
+#: Seconds `/api/task/apply` may wait for a job's result (its `timeout`; without one, Flower
+#: would wait until the job ends): each wait holds one of Flower's executor threads.
+APPLY_TIMEOUT_LIMIT = 300
 
 #: The Flower handlers nlphub's Flower serves: enqueuing (checked and signed), a job's state
 #: (TASK_INFO_FIELDS), the health check and metrics, login/logout, static files and the 404
@@ -147,10 +154,25 @@ def _checked_delay(options: dict[str, Any]) -> None:
             raise HTTPError(400, "%s", f"eta must be at most {limit} seconds from now")
 
 
+def _checked_timeout(options: dict[str, Any]) -> None:
+    """Refuse (HTTP 400) a `timeout` that is not a number of seconds from 0 to
+    APPLY_TIMEOUT_LIMIT."""
+    if "timeout" not in options:
+        return
+    try:
+        timeout = float(options["timeout"])
+    except (TypeError, ValueError):
+        timeout = math.nan
+    if not 0 <= timeout <= APPLY_TIMEOUT_LIMIT:  # NaN too
+        raise HTTPError(
+            400, "%s", f"timeout must be a number of seconds from 0 to {APPLY_TIMEOUT_LIMIT}"
+        )
+
+
 def checked_options(options: dict[str, Any]) -> str:
-    """Refuse (HTTP 400) an option not in ALLOWED_OPTIONS, a `task_id` that is not a UUID, or
-    a `countdown`/`eta` past delay_limit(); the message's task id: the given one (normalized)
-    or a new one."""
+    """Refuse (HTTP 400) an option not in ALLOWED_OPTIONS, a `task_id` that is not a UUID, a
+    `countdown`/`eta` past delay_limit(), or a `timeout` past APPLY_TIMEOUT_LIMIT; the
+    message's task id: the given one (normalized) or a new one."""
     refused = sorted(str(name) for name in options if name not in ALLOWED_OPTIONS)
     if refused:
         raise HTTPError(
@@ -160,6 +182,7 @@ def checked_options(options: dict[str, Any]) -> str:
             f"{', '.join(sorted(ALLOWED_OPTIONS))})",
         )
     _checked_delay(options)
+    _checked_timeout(options)
     given = options.get("task_id")
     if given is None:
         return str(uuid.uuid4())
@@ -200,6 +223,8 @@ def _signed_task_args(self: Any) -> tuple[Any, Any, dict[str, Any]]:
             400, "task_id is not accepted by /api/task/apply (use async-apply or send-task)"
         )
     task_id = checked_options(options)
+    if isinstance(self, TaskApply):
+        options.setdefault("timeout", APPLY_TIMEOUT_LIMIT)  # Flower's default: no limit
     if not self.path_args:  # pragma: no cover - every enqueuing route names the task
         raise HTTPError(400, "no task name")
     task = str(self.path_args[0])

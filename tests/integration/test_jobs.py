@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 import nlphub
+from nlphub import audit
 from nlphub.audit import verify_chain
 from schemas.db import get_engine
 from schemas.models import Job
@@ -484,7 +485,9 @@ def test_migration_0006_resolves_the_chain_sequence_and_drops_the_target_index(e
     _migrate(env, "0005")
     assert lookup in _chain_body(env)
     assert "ix_audit_event_target" in _indexes(env)
-    nlphub.enqueue("nlphub.ping", requested_by="t")
+    with Session(get_engine()) as session:  # at 0005 `job` has no payload_sha256 (0009)
+        audit.record(session, actor="t", action="test.between")
+        session.commit()
     _migrate(env, "head")
     assert lookup not in _chain_body(env)
     assert "ix_audit_event_target" not in _indexes(env)

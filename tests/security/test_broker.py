@@ -3,7 +3,10 @@
 - A delivery under a job's id runs only if its task name and payload are the job's: one sent
   with another task, another payload, or a payload that can never run (Flower's `task_id`, or
   `send_task(task_id=...)`) is refused, not retried, and leaves the job's row as it was; the
-  job runs when its own message arrives.
+  job runs when its own message arrives. Payloads are compared by their digest, unredacted:
+  one that differs only in a secret (a URL password) is another payload.
+- The reconciler never sends a payload that redaction changed (it would run with `***`): such
+  a job fails, saying to enqueue it again.
 - Workers run nlphub tasks only: Celery's built-ins (`celery.*`) and unknown names sent to the
   nlphub queues are refused and discarded before anything runs.
 - The embedded Redis (`nlphub up`) requires a generated password, kept in run/redis-password
@@ -28,9 +31,10 @@ from celery.states import READY_STATES
 from sqlmodel import Session
 
 import nlphub
-from nlphub.jobs import reconcile_outbox
+from nlphub.jobs import UNSENDABLE, reconcile_outbox
 from nlphub.jobstate import insert_job
 from schemas.db import get_engine, held_connection
+from schemas.payloads import validate_payload
 from schemas.states import JobState
 from tests.conftest import wait_for
 
@@ -110,6 +114,65 @@ def test_a_delivery_under_another_jobs_id_is_refused_and_that_job_runs_later(
     assert "checked" in job.result
     actions = audit_actions(job_id)
     assert actions.count("job.started") == 1 and actions[-1] == "job.succeeded"
+
+
+def _queued_import(content: str, *, published: bool = True) -> tuple[uuid.UUID, dict[str, Any]]:
+    """An `nlphub.rules_import` job of `content` as `nlphub.enqueue` records it (its payload
+    validated), committed, its message not sent."""
+    body = validate_payload("nlphub.rules_import", {"requested_by": "erp", "content": content})
+    payload = body.model_dump(mode="json")
+    job_id = uuid.uuid4()
+    with held_connection() as conn:
+        insert_job(
+            conn,
+            job_id,
+            task="nlphub.rules_import",
+            queue="default",
+            payload=payload,
+            requested_by="erp",
+            published=published,
+        )
+    return job_id, payload
+
+
+def test_a_delivery_differing_only_in_a_secret_is_another_payload(
+    worker, wait_job, job_state, audit_actions
+) -> None:
+    from workers.app import app
+
+    job_id, payload = _queued_import("x://u:p@h")
+    before = job_state(job_id)
+    app.send_task(
+        "nlphub.rules_import", kwargs={**payload, "content": "x://u:q@h"}, task_id=str(job_id)
+    )
+    refused = _handled(job_id)
+    assert refused["status"] == "FAILURE", refused
+    assert "belongs to another job" in str(refused["result"]), refused
+    after = job_state(job_id)
+    assert (after.state, after.attempts, after.updated_at, after.error) == (
+        JobState.QUEUED,
+        0,
+        before.updated_at,
+        None,
+    )
+    assert audit_actions(job_id) == ["job.enqueued"]
+    # its own payload (the same secret) is the job's: it runs (and fails: no rules in it)
+    app.send_task("nlphub.rules_import", kwargs=payload, task_id=str(job_id))
+    job = wait_job(job_id)
+    assert job.attempts == 1 and "belongs to another job" not in (job.error or "")
+    assert "job.started" in audit_actions(job_id)
+
+
+def test_the_reconciler_fails_a_job_whose_payload_lost_a_secret_to_redaction(
+    env, job_state, audit_actions
+) -> None:
+    job_id, _ = _queued_import("x://u:p@h", published=False)
+    with Session(get_engine()) as session:
+        assert reconcile_outbox(session, grace_seconds=0, republish_after=900) == []
+        session.commit()
+    job = job_state(job_id)
+    assert (job.state, job.error) == (JobState.FAILED, UNSENDABLE)
+    assert audit_actions(job_id) == ["job.enqueued", "job.failed"]
 
 
 @dataclass

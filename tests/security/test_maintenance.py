@@ -1,5 +1,7 @@
 """Maintenance tasks a tenant may enqueue (`nlphub.cleanup`, `nlphub.reconcile_outbox`): their
-knobs are bounded, and a cleanup never removes the files of work in progress.
+knobs are bounded, and a cleanup never removes the files of work in progress. The full scans
+(`nlphub.audit_verify`, `nlphub.inventory`) run one at a time: a request while one runs
+succeeds at once, coalesced with the running job.
 
 - An upload's staging is named by its job (`tmp/upload-<job>`, `.upload-<job>.*.partial`):
   while the job is not finished, cleanup keeps it whatever its age, so a running upload is
@@ -19,6 +21,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -166,3 +169,40 @@ def test_a_cleanup_of_young_leftovers_is_refused(env, worker, wait_job, job_stat
         "younger ones may belong to work in progress"
     )
     assert kept.exists()
+
+
+@pytest.mark.parametrize("task", ["nlphub.audit_verify", "nlphub.inventory"])
+def test_a_full_scan_requested_while_one_runs_is_coalesced_with_it(
+    worker, wait_job, monkeypatch: pytest.MonkeyPatch, task: str
+) -> None:
+    import tasks.maintenance
+    from nlphub import resources
+
+    entered, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def scan(*_: Any, **__: Any) -> Any:
+        calls.append(task)
+        entered.set()
+        assert release.wait(60)
+        chain = SimpleNamespace(checked=0)
+        return SimpleNamespace(ok=True, chain=chain, problems=[], as_dict=lambda: {"checked": 0})
+
+    monkeypatch.setattr(tasks.maintenance, "verify_log", scan)
+    monkeypatch.setattr(resources, "inventory", scan)
+    try:
+        first = nlphub.enqueue(task, {})
+        assert entered.wait(60)
+        second = wait_job(nlphub.enqueue(task, {}), timeout=30)
+    finally:
+        release.set()
+    assert second.state == JobState.SUCCEEDED, second.error
+    assert second.result == {"coalesced": True, "running_job": str(first)}
+    ran = wait_job(first)
+    assert ran.state == JobState.SUCCEEDED, ran.error
+    assert "coalesced" not in ran.result
+    assert calls == [task]
+    # the lock went with the run: the next request does the work
+    release.set()
+    assert "coalesced" not in wait_job(nlphub.enqueue(task, {})).result
+    assert calls == [task, task]

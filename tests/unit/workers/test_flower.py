@@ -19,6 +19,7 @@ from nlphub.callers import CALLER_HEADER, caller_key, verified_caller
 from schemas.settings import get_settings
 from workers.flower import (
     ALLOWED_OPTIONS,
+    APPLY_TIMEOUT_LIMIT,
     REFUSED_ROUTE,
     SERVED_HANDLERS,
     TASK_INFO_FIELDS,
@@ -163,6 +164,22 @@ def test_the_delay_limit_is_the_visibility_timeout_less_the_time_limit(
     bad_etas: list[Any] = ["tomorrow", 5, "2999-01-01T00:00:00Z"]
     for bad_eta in bad_etas:
         assert "eta must be a UTC time" in (_refusal({"eta": bad_eta}).get_message() or "")
+
+
+def test_apply_waits_at_most_the_timeout_limit() -> None:
+    """`timeout` (how long /api/task/apply holds a Flower thread waiting) is bounded, and is
+    the limit when not given."""
+    assert APPLY_TIMEOUT_LIMIT == 300
+    checked_options({"timeout": 300})
+    checked_options({"timeout": "0.5"})
+    refusal = "timeout must be a number of seconds from 0 to 300"
+    for bad in (300.5, "1e9", -1, "nan", "inf", None, [1], "soon"):
+        assert _refusal({"timeout": bad}).get_message() == refusal
+    apply = object.__new__(TaskApply)
+    apply.__dict__.update(vars(_handler({"kwargs": {}})))
+    assert BaseTaskHandler.get_task_args(apply)[2]["timeout"] == APPLY_TIMEOUT_LIMIT
+    apply.__dict__.update(vars(_handler({"kwargs": {}, "timeout": 5})))
+    assert BaseTaskHandler.get_task_args(apply)[2]["timeout"] == 5
 
 
 def test_apply_takes_no_task_id() -> None:
