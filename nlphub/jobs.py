@@ -27,7 +27,7 @@ from nlphub import audit, jobstate
 from nlphub.jobstate import insert_job
 from nlphub.redact import redact
 from schemas.db import autocommit_engine, held_connection
-from schemas.models import utcnow
+from schemas.models import Job, utcnow
 from schemas.payloads import spec_for, validate_payload
 from schemas.states import JobState
 
@@ -181,25 +181,33 @@ def reconcile_outbox(
     the started jobs whose worker is gone. Returns their ids. Each `job.republished` audit
     event names its reason: `never_published`, `broker_lost` or `worker_gone`.
 
-    Which ones: `nlphub.jobstate.unpublished_or_lost` and `nlphub.jobstate.workerless`. A
-    redelivery is safe: the task base takes the job's run lock, and a duplicate finds the job
-    running or finished.
+    A redelivery is safe: the task base takes the job's run lock, and a duplicate finds the
+    job running or finished. No lock is held while the broker is called: one short
+    transaction claims the jobs (`_claim`), each is then published with no transaction open
+    (`_publish_claimed`). This commits `session`'s transactions: pass one with nothing else
+    pending. docs/decisions.md: "The reconciler publishes with no transaction open" and "The
+    reconciler does not republish a redacted payload"."""
+    found = _find_stale(
+        session,
+        grace_seconds=grace_seconds,
+        republish_after=republish_after,
+        stuck_after=stuck_after,
+        limit=limit,
+    )
+    stale, claimed = _claim(session, found)
+    return _publish_claimed(session, stale, claimed)
 
-    No lock is held while the broker is called (a slow Redis would otherwise hold the jobs'
-    row locks, and from the first audit event the chain lock, so every enqueue elsewhere would
-    fail after NLPHUB_AUDIT_LOCK_TIMEOUT): one short transaction selects the jobs (SKIP LOCKED)
-    and claims them (`published_at` = now, so a concurrent reconciler skips them); each is
-    then published with no transaction open, and its `job.republished` recorded in a short
-    transaction of its own, unless the job finished meanwhile (its end stays its last event;
-    the message is a harmless duplicate); a failed publish gets its `published_at` back. This
-    commits `session`'s transactions: pass one with nothing else pending. docs/decisions.md:
-    "The reconciler publishes with no transaction open".
 
-    A job whose stored payload redaction changed (a secret in it: `jobstate.sendable`) is not
-    sent: its message would run with `***` (or be refused, its digest not the job's). It
-    fails instead, in the claiming transaction (its row still locked, so no delivery starts
-    it meanwhile), with UNSENDABLE as its error. docs/decisions.md: "The reconciler does not
-    republish a redacted payload"."""
+def _find_stale(
+    session: Session,
+    *,
+    grace_seconds: int,
+    republish_after: int,
+    stuck_after: int | None,
+    limit: int,
+) -> list[tuple[Job, str]]:
+    """The jobs to publish again, each with its reason (`nlphub.jobstate.unpublished_or_lost`
+    and, with `stuck_after`, `nlphub.jobstate.workerless`; both lock with SKIP LOCKED)."""
     found = [
         (job, "never_published" if job.published_at is None else "broker_lost")
         for job in jobstate.unpublished_or_lost(
@@ -211,6 +219,14 @@ def reconcile_outbox(
             (job, "worker_gone")
             for job in jobstate.workerless(session, stuck_after=stuck_after, limit=limit)
         ]
+    return found
+
+
+def _claim(session: Session, found: list[tuple[Job, str]]) -> tuple[list[_Stale], datetime]:
+    """In one short transaction: claim the sendable jobs (`published_at` = now, so a
+    concurrent reconciler skips them) and fail those whose stored payload redaction changed
+    (`jobstate.sendable`: its message would run with `***`), their rows still locked so no
+    delivery starts them meanwhile. Commits: no lock is held after it."""
     stale = [
         _Stale(
             job.id, job.task, job.queue, dict(job.payload), job.published_at, str(job.state), why
@@ -233,7 +249,15 @@ def reconcile_outbox(
                 details={"error": UNSENDABLE, "reason": why},
                 error=UNSENDABLE,
             )
-    session.commit()  # the claim: row locks released, nothing held from here on
+    session.commit()
+    return stale, claimed
+
+
+def _publish_claimed(session: Session, stale: list[_Stale], claimed: datetime) -> list[uuid.UUID]:
+    """Publish each claimed job with no transaction open, then record its `job.republished`
+    in a short transaction of its own, unless the job finished meanwhile (its end stays its
+    last event; the message is a harmless duplicate). A failed publish gets its
+    `published_at` back."""
     republished: list[uuid.UUID] = []
     for job in stale:
         if not _send(job.id, job.task, job.queue, job.payload):

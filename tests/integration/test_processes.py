@@ -212,128 +212,144 @@ def test_nlphub_up_runs_everything_and_stops_cleanly(monkeypatch) -> None:
 FIRST_MINUTE_LINES = 25
 
 
-def test_nlphub_up_demo_downloads_the_defaults_offline_with_a_quiet_console() -> None:
-    """As a new user runs it (Flower, beat, INFO): the console is the banner, one line per job
-    event and the warnings; each process' log is in its file, shown by `nlphub logs`; a failed
-    job is one console line with its reason."""
-    home = Path(tempfile.mkdtemp(prefix="nlphub-demo-"))
-    port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in (
-            "DATABASE_URL",
-            "REDIS_URL",
-            "NLPHUB_HUB_URLS",
-            "NLPHUB_LIBRARY_VERSIONS",
-            "NLPHUB_LICENSED_HUB_URLS",
-            "NLPHUB_LOG_FORMAT",
-            "NLPHUB_LOG_ROLE",
+#: Variables a developer's shell may set that would point the demo away from its own servers.
+_DEMO_UNSET = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "NLPHUB_HUB_URLS",
+    "NLPHUB_LIBRARY_VERSIONS",
+    "NLPHUB_LICENSED_HUB_URLS",
+    "NLPHUB_LOG_FORMAT",
+    "NLPHUB_LOG_ROLE",
+)
+
+
+class _Demo:
+    """`nlphub up --demo` as a new user runs it (Flower, beat, INFO), its console in a file."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.env = {k: v for k, v in os.environ.items() if k not in _DEMO_UNSET}
+        self.env.update(
+            {
+                "NLPHUB_HOME": str(home),
+                "NLPHUB_FLOWER_PORT": str(free_port()),
+                "NLPHUB_FLOWER_PASSWORD": "demo-pw",
+                "NLPHUB_LOG_LEVEL": "INFO",
+                "COLUMNS": "250",
+            }
         )
-    }
-    env.update(
-        {
-            "NLPHUB_HOME": str(home),
-            "NLPHUB_FLOWER_PORT": str(port),
-            "NLPHUB_FLOWER_PASSWORD": "demo-pw",
-            "NLPHUB_LOG_LEVEL": "INFO",
-            "COLUMNS": "250",
-        }
-    )
-    log = home / "up.log"
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        [NLPHUB, "up", "--demo"],
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+        self.log = home / "up.log"
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [NLPHUB, "up", "--demo"],
+            env=self.env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
-    def console() -> list[str]:
-        return log.read_text(errors="replace").splitlines()
+    def console(self) -> list[str]:
+        return self.log.read_text(errors="replace").splitlines()
 
-    def nlphub_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [NLPHUB, *args], env=env, capture_output=True, text=True, timeout=timeout
+            [NLPHUB, *args], env=self.env, capture_output=True, text=True, timeout=timeout
         )
 
-    def resources() -> dict[str, str]:
-        out = nlphub_cli("resources", "--json")
+    def resources(self) -> dict[str, str]:
+        out = self.cli("resources", "--json")
         if out.returncode != 0:
             return {}
         return {r["name"]: r["state"] for r in json.loads(out.stdout)}
 
-    try:
-        wait_for(
-            lambda: sum(": succeeded" in line for line in console()) >= 3,
-            180,
-            interval=0.5,
-            what="the default embeddings' downloads to succeed, on the console",
-        )
-        assert resources() == {
-            "glove_100d": "installed",
-            "bert_base_cased": "installed",
-            "tfhub_use": "installed",
-        }
-        wait_for(lambda: time.monotonic() - started >= 60, 90, interval=0.5, what="a minute")
-        first_minute = console()
-        shown = "\n".join(first_minute)
-        assert len(first_minute) <= FIRST_MINUTE_LINES, shown
-        assert "generated demo data" in shown and "default glove_100d" in shown
-        for name in ("glove_100d", "bert_base_cased", "tfhub_use"):
-            assert any(f"nlphub.download {name}: succeeded" in line for line in first_minute)
-        # the embedded servers' set-up, the workers' and beat's INFO lines: in files only
-        assert "initdb" not in shown and "Running commandline" not in shown
-        assert "Task nlphub" not in shown and "Scheduler: Sending" not in shown
-        assert "Logs: " in shown and str(home / "logs") in shown
-        folder = home / "logs"
-        for role in ("up", "postgres", "worker-downloads", "worker-default", "beat", "flower"):
-            assert (folder / f"{role}.log").is_file(), role
-        assert "initdb" in (folder / "postgres.log").read_text()
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        shutil.rmtree(self.home, ignore_errors=True)
 
-        # a job that fails: one console line with its reason
-        out = nlphub_cli(
-            "enqueue",
-            "nlphub.validate_upload",
-            "--payload",
-            '{"path": "missing.zip", "kind": "model", "name": "broken"}',
-        )
-        assert out.returncode == 0, out.stdout + out.stderr
-        job = out.stdout.split()[1][:8]
-        wait_for(
-            lambda: any(f"job {job} " in line and "failed" in line for line in console()),
-            120,
-            interval=0.5,
-            what="the failed job's line",
-        )
-        mentions = [line for line in console() if job in line or "missing.zip" in line]
-        failed = [line for line in mentions if "failed" in line]
-        assert len(failed) == 1, "\n".join(console())
-        assert failed[0].endswith(
-            "nlphub.validate_upload broken: failed: upload missing.zip rejected (1 problems): "
-            "- path 'missing.zip' does not exist"
-        ), failed
-        others = [line.split(": ", 1)[1] for line in mentions if line not in failed]
-        assert len(others) == 2 and others[0] == "queued", mentions  # no warning, no traceback
-        assert others[1].startswith("started on default@"), mentions
+
+def _check_first_minute(demo: _Demo) -> None:
+    """The console's first minute: the banner, one line per job event, nothing else; each
+    process' log in its file."""
+    wait_for(
+        lambda: sum(": succeeded" in line for line in demo.console()) >= 3,
+        180,
+        interval=0.5,
+        what="the default embeddings' downloads to succeed, on the console",
+    )
+    assert demo.resources() == {
+        "glove_100d": "installed",
+        "bert_base_cased": "installed",
+        "tfhub_use": "installed",
+    }
+    wait_for(lambda: time.monotonic() - demo.started >= 60, 90, interval=0.5, what="a minute")
+    first_minute = demo.console()
+    shown = "\n".join(first_minute)
+    assert len(first_minute) <= FIRST_MINUTE_LINES, shown
+    assert "generated demo data" in shown and "default glove_100d" in shown
+    for name in ("glove_100d", "bert_base_cased", "tfhub_use"):
+        assert any(f"nlphub.download {name}: succeeded" in line for line in first_minute)
+    # the embedded servers' set-up, the workers' and beat's INFO lines: in files only
+    assert "initdb" not in shown and "Running commandline" not in shown
+    assert "Task nlphub" not in shown and "Scheduler: Sending" not in shown
+    assert "Logs: " in shown and str(demo.home / "logs") in shown
+    folder = demo.home / "logs"
+    for role in ("up", "postgres", "worker-downloads", "worker-default", "beat", "flower"):
+        assert (folder / f"{role}.log").is_file(), role
+    assert "initdb" in (folder / "postgres.log").read_text()
+
+
+def _check_failed_job_is_one_line(demo: _Demo) -> None:
+    """A job that fails: one console line with its reason, no warning, no traceback."""
+    out = demo.cli(
+        "enqueue",
+        "nlphub.validate_upload",
+        "--payload",
+        '{"path": "missing.zip", "kind": "model", "name": "broken"}',
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    job = out.stdout.split()[1][:8]
+    wait_for(
+        lambda: any(f"job {job} " in line and "failed" in line for line in demo.console()),
+        120,
+        interval=0.5,
+        what="the failed job's line",
+    )
+    mentions = [line for line in demo.console() if job in line or "missing.zip" in line]
+    failed = [line for line in mentions if "failed" in line]
+    assert len(failed) == 1, "\n".join(demo.console())
+    assert failed[0].endswith(
+        "nlphub.validate_upload broken: failed: upload missing.zip rejected (1 problems): "
+        "- path 'missing.zip' does not exist"
+    ), failed
+    others = [line.split(": ", 1)[1] for line in mentions if line not in failed]
+    assert len(others) == 2 and others[0] == "queued", mentions
+    assert others[1].startswith("started on default@"), mentions
+
+
+def test_nlphub_up_demo_downloads_the_defaults_offline_with_a_quiet_console() -> None:
+    """As a new user runs it: the console is the banner, one line per job event and the
+    warnings; each process' log is in its file, shown by `nlphub logs`; a failed job is one
+    console line with its reason."""
+    demo = _Demo(Path(tempfile.mkdtemp(prefix="nlphub-demo-")))
+    try:
+        _check_first_minute(demo)
+        _check_failed_job_is_one_line(demo)
 
         # `nlphub logs`: the files, by role or prefix
-        shown_logs = nlphub_cli("logs", "worker", "-n", "1000")
+        shown_logs = demo.cli("logs", "worker", "-n", "1000")
         assert shown_logs.returncode == 0, shown_logs.stderr
         assert "==> worker-downloads" in shown_logs.stdout
         assert "Task nlphub.download" in shown_logs.stdout and "missing.zip" in shown_logs.stdout
 
-        out = nlphub_cli("download", "ner_dl", "--wait", "--timeout", "120", timeout=180)
+        out = demo.cli("download", "ner_dl", "--wait", "--timeout", "120", timeout=180)
         assert out.returncode == 0, out.stdout + out.stderr
-        assert resources()["ner_dl"] == "installed"
-        found = nlphub_cli("search", "glove")
+        assert demo.resources()["ner_dl"] == "installed"
+        found = demo.cli("search", "glove")
         assert "glove_100d" in found.stdout and "99.0.0" in found.stdout
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        shutil.rmtree(home, ignore_errors=True)
+        demo.stop()
