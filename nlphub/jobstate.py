@@ -507,3 +507,14 @@ def job_briefs(conn: Connection, job_ids: Sequence[uuid.UUID]) -> dict[str, dict
         {"ids": list(job_ids)},
     ).all()
     return {str(row.id): dict(row._mapping) for row in rows}
+
+
+def why_over(job_id: uuid.UUID, job: Job | None) -> str | None:
+    """Why the job can no longer move the work it owns on (a resource, an embedding): it
+    finished, or its row is gone; None while it may still."""
+    if job is None:
+        return f"its job {job_id} is missing"
+    if job.state in JOB_TERMINAL:
+        state = JobState(job.state).value
+        return f"its job {job_id} {state}" + (f": {job.error}" if job.error else "")
+    return None

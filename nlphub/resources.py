@@ -441,6 +441,11 @@ def _ids_in(name: str) -> set[uuid.UUID]:
     return {uuid.UUID(found) for found in _ID_IN_NAME.findall(name)}
 
 
+#: Leftovers beside the install folders: a hub download's staging folder, the hidden work
+#: folder a killed `safe_extract` into it leaves (`..staging-<id>.<random>.partial`), trash.
+_BESIDE_INSTALLS = (".staging-", "..staging-", TRASH_PREFIX)
+
+
 def cleanup_leftovers(session: Session, home: Path, *, older_than: float, actor: str) -> list[str]:
     """Remove what interrupted work left behind and nothing uses any more: partial downloads
     of resources not being downloaded, upload temp folders, staging and trash folders — all
@@ -469,9 +474,7 @@ def cleanup_leftovers(session: Session, home: Path, *, older_than: float, actor:
     if resources.is_dir():
         for kind in resources.iterdir():
             if kind.is_dir():
-                candidates += [
-                    p for p in kind.iterdir() if p.name.startswith((".staging-", TRASH_PREFIX))
-                ]
+                candidates += [p for p in kind.iterdir() if p.name.startswith(_BESIDE_INSTALLS)]
     named = set().union(*(_ids_in(p.name) for p in candidates)) if candidates else set()
     busy = {
         r.id

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from nlphub.anchors import verify_log, write_anchor
+from nlphub.embeddings.service import fail_abandoned_embeddings
 from nlphub.hub.service import fail_abandoned_resources
 from nlphub.jobs import reconcile_outbox as reconcile
 from nlphub.resources import cleanup_leftovers
@@ -24,7 +25,7 @@ from tasks.base import JobContext, nlphub_task, one_at_a_time
 def reconcile_outbox(job: JobContext, payload: ReconcileOutboxPayload) -> dict[str, Any]:
     """Publish again jobs that are `queued` but never reached the broker, or were lost by it,
     and `started` jobs whose worker is gone (run lock free after NLPHUB_STUCK_AFTER); fail the
-    resources a finished or missing job left in a transitional state.
+    resources and embeddings a finished or missing job left in a transitional state.
     Side effects: Celery messages, `job.published_at`, audit events. Safe to run twice (skips
     rows another reconciler holds or claimed; a job published twice runs once). Publishes with
     no transaction open (`nlphub.jobs.reconcile_outbox`); `limit` is bounded by its payload."""
@@ -40,10 +41,14 @@ def reconcile_outbox(job: JobContext, payload: ReconcileOutboxPayload) -> dict[s
     with session_scope() as session:
         # Resources a finished (or missing) job left queued/downloading/verifying: failed.
         abandoned = fail_abandoned_resources(session, actor="reconciler", limit=payload.limit)
+    with session_scope() as session:
+        # Embeddings it left initializing/waiting/encoding: failed too.
+        embeddings = fail_abandoned_embeddings(session, actor="reconciler", limit=payload.limit)
     return {
         "republished": len(ids),
         "job_ids": [str(i) for i in ids[:50]],
         "abandoned_resources": abandoned[:50],
+        "abandoned_embeddings": embeddings[:50],
     }
 
 

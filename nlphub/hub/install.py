@@ -24,10 +24,12 @@ resource `failed` with its message, ready for `nlphub redownload`.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import sqlalchemy.exc
@@ -132,7 +134,28 @@ def _tenant_reason(exc: Exception, message: str) -> str:
         if exc.errno == 28:  # ENOSPC
             return "the disk filled up during the download"
         return f"the download could not be stored: {exc.strerror or type(exc).__name__}"
-    return message
+    return without_locations(message)
+
+
+#: A URL, or an absolute path, in a download's error. Each alternative starts only where a
+#: run of its characters starts (the look-behinds), so a long message is matched in linear time.
+_LOCATION = re.compile(
+    r"(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*://[^\s'\"]*|(?<![\w.~/-])/[^\s'\"]+", re.IGNORECASE
+)
+
+
+def without_locations(text: str) -> str:
+    """`text` with each URL or absolute path cut to its last part: a download's error names
+    the archive (`ner_dl_en_5.0.0_3.0_….zip`), not the hub's address nor, for a `file://` hub
+    or a partial download, a server folder. The worker log and the resource keep the whole
+    message for the operator."""
+
+    def last_part(match: re.Match[str]) -> str:
+        found = match.group()
+        path = urlsplit(found).path if "://" in found else found
+        return PurePosixPath(path).name or "the hub"
+
+    return _LOCATION.sub(last_part, text)
 
 
 def download_and_install(
@@ -149,10 +172,12 @@ def download_and_install(
             resource_id, settings, actor=actor, job_id=job_id, progress=progress
         )
     except TemporaryDownloadError as exc:
+        # The worker log and the resource get the whole reason; the job, no location.
+        log.warning("download of resource %s failed: %s", resource_id, exc)
         if last_try:
             _fail(resource_id, settings, f"download failed: {exc}", actor=actor, job_id=job_id)
-            raise Refused(f"download failed: {exc}") from exc
-        raise TemporaryError(str(exc)) from exc
+            raise Refused(f"download failed: {without_locations(str(exc))}") from exc
+        raise TemporaryError(without_locations(str(exc))) from exc
     except (DownloadError, ProblemError, NlphubError, OSError) as exc:
         # The resource (operator: `nlphub resources`, the audit log) gets the whole reason;
         # the job's error, which the tenant sees, no server path (`_tenant_reason`).
@@ -160,7 +185,7 @@ def download_and_install(
         if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC
             message = f"the disk filled up during the download: {exc}"
         _fail(resource_id, settings, message, actor=actor, job_id=job_id)
-        if isinstance(exc, NlphubError):
+        if isinstance(exc, NlphubError) and not isinstance(exc, Refused):
             raise
         raise Refused(_tenant_reason(exc, message)) from exc
     except Exception as exc:

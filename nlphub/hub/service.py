@@ -28,6 +28,7 @@ from nlphub.hub.licence import (
 )
 from nlphub.hub.metadata import HubEntry
 from nlphub.install import Installed
+from nlphub.jobstate import why_over
 from nlphub.versions import Version, VersionSpec
 from schemas.editions import OPEN_SOURCE
 from schemas.models import (
@@ -44,7 +45,6 @@ from schemas.states import (
     JOB_TERMINAL,
     RESOURCE_IN_PROGRESS,
     RESOURCE_INSTALLED,
-    JobState,
     ResourceState,
 )
 
@@ -341,16 +341,7 @@ def request_download(
 def _dead_job(session: Session, job_id: uuid.UUID) -> str | None:
     """Why the job can no longer move its resource on (None while it may): it finished, or
     its row is gone."""
-    return _why_over(job_id, session.get(Job, job_id))
-
-
-def _why_over(job_id: uuid.UUID, job: Job | None) -> str | None:
-    if job is None:
-        return f"its job {job_id} is missing"
-    if job.state in JOB_TERMINAL:
-        state = JobState(job.state).value
-        return f"its job {job_id} {state}" + (f": {job.error}" if job.error else "")
-    return None
+    return why_over(job_id, session.get(Job, job_id))
 
 
 def fail_abandoned(session: Session, res: Resource, reason: str, *, actor: str) -> None:
@@ -385,7 +376,7 @@ def fail_abandoned_resources(session: Session, *, actor: str, limit: int = 1000)
     ).all()
     failed = []
     for res, job in rows:
-        reason = _why_over(res.job_id, job) if res.job_id is not None else None
+        reason = why_over(res.job_id, job) if res.job_id is not None else None
         if reason is not None:
             fail_abandoned(session, res, reason, actor=actor)
             failed.append(res.label)

@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy.exc
 from sqlmodel import Session, col, select
 
-from nlphub.errors import NlphubError
+from nlphub.errors import NlphubError, TemporaryError
 from nlphub.install import Installed, Staged, install_resource, missing_dependencies
 from nlphub.paths import Opened, PathRefused, copy_tree, incoming_roots, open_confined, tree_size
 from nlphub.resources import SessionFactory, install_dir, tree_checksum
@@ -380,27 +381,61 @@ def accept_upload(
         if found is not None:
             return found
         staged, info, edition = _stage(req, settings, staging, target, guards)
-        with session_factory() as session:
-            found = _done_or_taken(session, req, version)
+        try:
+            with session_factory() as session:
+                return _record(session, req, kind, version, info, edition, staged, target)
+        except sqlalchemy.exc.IntegrityError as exc:
+            if _constraint_of(exc) != _IDENTITY:
+                raise
+            # Another upload of this identity committed between the look-up and the insert:
+            # this one is rejected as if it had come second (the insert failed before
+            # anything was renamed into place).
+            with session_factory() as session:
+                found = _done_or_taken(session, req, version)
             if found is not None:
                 return found
-            res = _new_row(session, req, kind, version, info, edition, staged.size)
-            done = install_resource(
-                session,
-                res,
-                staged,
-                target,
-                actor=req.requested_by,
-                job_id=req.job_id,
-                action="resource.uploaded",
-                details={"class": info.class_name, "kind": kind.value},
-            )
-            notice = _missing_notice(req, done.missing) if done.missing else None
-            res.error = notice
-            session.add(res)
-            session.flush()
-            return UploadResult(
-                res.id, res.label, res.state.value, str(target), done.missing, notice
-            )
+            raise TemporaryError(f"{req.name} was uploaded and deleted meanwhile") from None
     finally:
         remove_extraction(staging)
+
+
+#: The resource table's unique (name, language, version).
+_IDENTITY = "uq_resource_nlv"
+
+
+def _constraint_of(exc: sqlalchemy.exc.IntegrityError) -> str | None:
+    diag = getattr(exc.orig, "diag", None)
+    return getattr(diag, "constraint_name", None)
+
+
+def _record(
+    session: Session,
+    req: UploadRequest,
+    kind: ResourceKind,
+    version: str,
+    info: ResourceInfo,
+    edition: str,
+    staged: Staged,
+    target: Path,
+) -> UploadResult:
+    """The upload's install, in `session`'s transaction: the identity looked up again (another
+    upload may have taken it while this one was unpacked), the row, then the shared install."""
+    found = _done_or_taken(session, req, version)
+    if found is not None:
+        return found
+    res = _new_row(session, req, kind, version, info, edition, staged.size)
+    done = install_resource(
+        session,
+        res,
+        staged,
+        target,
+        actor=req.requested_by,
+        job_id=req.job_id,
+        action="resource.uploaded",
+        details={"class": info.class_name, "kind": kind.value},
+    )
+    notice = _missing_notice(req, done.missing) if done.missing else None
+    res.error = notice
+    session.add(res)
+    session.flush()
+    return UploadResult(res.id, res.label, res.state.value, str(target), done.missing, notice)

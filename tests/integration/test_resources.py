@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,34 @@ def test_cleanup_removes_old_leftovers_but_not_active_downloads(env, worker, wai
     assert job.result["removed"] == 2
     assert not stale.exists() and not temp.exists()
     assert busy.exists() and fresh.exists()
+
+
+def test_cleanup_removes_a_killed_extractions_work_folder_beside_the_install_folders(
+    env, worker, wait_job
+) -> None:
+    """A worker killed while unpacking a hub download leaves `safe_extract`'s hidden work
+    folder, `..staging-<id>.<random>.partial`, beside the install folders; cleanup removes it
+    once old, like the staging folder itself, and keeps the one of a resource in progress."""
+    import os
+    import time
+
+    active = Resource(
+        name="busy", version="1", kind=ResourceKind.EMBEDDINGS, state=ResourceState.VERIFYING
+    )
+    with Session(get_engine(), expire_on_commit=False) as session:
+        session.add(active)
+        session.commit()
+    kind = env["home"] / "resources" / "embeddings"
+    gone = uuid.uuid4()
+    left = [kind / f"..staging-{gone}.k1ll3d.partial", kind / f".staging-{gone}"]
+    busy = kind / f"..staging-{active.id}.w0rk1n.partial"
+    old = time.time() - 3 * 86400
+    for path in (*left, busy):
+        (path / "metadata").mkdir(parents=True)
+        os.utime(path, (old, old))
+    job = wait_job(nlphub.enqueue("nlphub.cleanup", {"older_than": 86400}))
+    assert job.state == JobState.SUCCEEDED, job.error
+    assert sorted(job.result["paths"]) == sorted(
+        p.relative_to(env["home"]).as_posix() for p in left
+    )
+    assert not any(p.exists() for p in left) and busy.exists()

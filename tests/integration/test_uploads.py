@@ -12,6 +12,7 @@ from sqlmodel import Session, select
 
 import nlphub
 from nlphub.hub.policy import upload_guards
+from nlphub.uploads import service
 from nlphub.uploads.service import UploadRejected, UploadRequest, accept_upload
 from schemas.db import get_engine, session_scope
 from schemas.models import Resource, ResourceSource
@@ -277,3 +278,31 @@ def test_corpus_resource_rejected_without_trace(uploads, case) -> None:
     root = case.build(SparkBuilder(uploads / "src"))
     expected = SERVICE_MESSAGE.get(case.id, case.expected)
     _rejected_cleanly(root, case.kind, expected, case.labels)
+
+
+def test_two_uploads_of_one_identity_at_once_reject_the_second_cleanly(
+    uploads, monkeypatch
+) -> None:
+    """Both look the identity up before either commits (the race, replayed: the second's
+    look-ups see nothing); the second's insert then meets the first's row and it is rejected
+    like a later upload, not failed with a database error, and leaves nothing behind."""
+    spark = SparkBuilder(uploads / "src")
+    first = zip_dir(spark.embeddings("glove_100d"), uploads / "a.zip")
+    assert _accept(path=first, kind="embeddings", name="glove_100d").state == "installed"
+    before = _snapshot(get_settings().home)
+    real = service._done_or_taken
+    blind = iter([None, None])  # the second upload's two look-ups, made before the first commit
+
+    def look_up(session: Any, req: Any, version: str) -> Any:
+        for answer in blind:
+            return answer
+        return real(session, req, version)
+
+    monkeypatch.setattr(service, "_done_or_taken", look_up)
+    # The same archive (a double submit): the install folder then holds the same files, as it
+    # does for a racing twin that renamed first, so only the identity tells them apart.
+    with pytest.raises(UploadRejected, match=r"glove_100d/en/upload already exists \(installed\)"):
+        _accept(path=first, kind="embeddings", name="glove_100d")
+    assert _snapshot(get_settings().home) == before
+    assert not list((get_settings().home / "tmp").iterdir())
+    assert [r.state for r in _rows()] == [ResourceState.INSTALLED]

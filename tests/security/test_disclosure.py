@@ -3,12 +3,13 @@
 A download refused for its licence or for disk space says what is wrong, without the licence
 file's name, what the licence covers or when it expires, `NLPHUB_HOME` or the resources folder
 (the worker log has the details); a download's or an upload's result names the resource's
-folder under the resources folder, never an absolute path.
+folder under the resources folder, never an absolute path; a failed download names the
+archive, not the hub's URL nor a `file://` hub's folder.
 
 Each test fails with its fix removed (checked by undoing each in turn): `licence_refusal` /
 `unusable_licence` (`nlphub.hub.licence`, used by `check_licence`), `space_refusal` and
 `_tenant_reason` (`nlphub.hub.service`, `nlphub.hub.install`), the result `path` of
-`nlphub.hub.install` and `UploadResult.as_dict`.
+`nlphub.hub.install`, `UploadResult.as_dict` and `without_locations` (`nlphub.hub.install`).
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlmodel import Session, select
 
 import nlphub
 from nlphub.hub.fetch_errors import NotEnoughSpace
-from nlphub.hub.install import _tenant_reason
+from nlphub.hub.install import _tenant_reason, without_locations
 from nlphub.hub.mirror import build_mirror
 from nlphub.uploads.service import UploadResult
+from schemas.db import get_engine
+from schemas.models import Resource
 from schemas.settings import get_settings
 from schemas.states import JobState
 from tests.integration.test_hub import LIBS, res
@@ -140,3 +144,27 @@ def test_a_failed_download_tells_no_path_of_a_disk_or_os_error(tmp_path) -> None
     assert _tenant_reason(filled, f"the disk filled up: {filled}") == (
         "the disk filled up during the download"
     )
+
+
+def test_a_failed_download_names_the_archive_not_the_hub_folder(hub, worker, wait_job) -> None:
+    """A `file://` hub's folder is a server path: the tenant is told the archive's name; the
+    resource (the operator's view) keeps the whole reason."""
+    archive = next(hub.glob("good_emb_*.zip"))
+    archive.unlink()
+    error = _failed(wait_job, {"name": "good_emb"})
+    assert f"hub answered HTTP 404 Not Found (no such file) for {archive.name}" in error, error
+    assert str(hub) not in error and "file://" not in error
+    with Session(get_engine()) as session:
+        resource = session.exec(select(Resource).where(Resource.name == "good_emb")).one()
+    assert resource.error is not None and archive.as_uri() in resource.error
+
+
+def test_a_download_error_keeps_only_the_last_part_of_each_location() -> None:
+    assert without_locations(
+        "checksum mismatch for https://hub.example.com/models/x_en_1_3_2.zip: hub says MD5 AB"
+    ) == ("checksum mismatch for x_en_1_3_2.zip: hub says MD5 AB")
+    assert without_locations(
+        "/srv/nlphub/downloads/x.zip.partial is being written by another process"
+    ) == ("x.zip.partial is being written by another process")
+    assert without_locations("HEAD https://hub.example.com/ failed") == "HEAD the hub failed"
+    assert without_locations("needs 2/3 and/or 1.0 GiB") == "needs 2/3 and/or 1.0 GiB"

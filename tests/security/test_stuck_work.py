@@ -11,6 +11,7 @@
 - A resource in a transitional state (queued/downloading/verifying) whose job finished or is
   missing is failed with its reason and can be downloaded again: a download request never
   returns a dead job; any error after the extraction fails the resource with its message.
+  An embedding its compute job left initializing/waiting/encoding is failed the same way.
 
 Each test fails with its fix removed (checked once by removing it, then restored).
 """
@@ -33,7 +34,7 @@ from nlphub.hub.sync import sync_hubs
 from nlphub.jobs import enqueue, reconcile_outbox
 from nlphub.jobstate import run_lock_key
 from schemas.db import get_engine, session_scope
-from schemas.models import Job, Resource
+from schemas.models import Dataset, Embedding, Job, Resource
 from schemas.settings import get_settings
 from schemas.states import JobState, ResourceState
 from tests.conftest import wait_for
@@ -369,3 +370,68 @@ def test_the_reconciler_fails_resources_whose_job_is_over(hub, worker, wait_job)
     assert row.error is not None and str(dead) in row.error and "failed" in row.error
     # and it can be downloaded again
     assert wait_job(_request("tfhub_use").job_id).state == JobState.SUCCEEDED
+
+
+def _embedding(state: str, job_id: uuid.UUID) -> uuid.UUID:
+    """An embedding in `state` that the job `job_id` created."""
+    with session_scope() as session:
+        dataset = session.exec(select(Dataset).where(Dataset.name == "stuck")).first()
+        if dataset is None:
+            dataset = Dataset(name="stuck")
+            session.add(dataset)
+            session.flush()
+        emb = Embedding(
+            dataset_id=dataset.id, attribute="text", platform="bow", model="tfidf", state=state
+        )
+        emb.job_id = job_id
+        session.add(emb)
+        session.flush()
+        return emb.id
+
+
+def _embedding_row(emb_id: uuid.UUID) -> Embedding:
+    with Session(get_engine()) as session:
+        row = session.get(Embedding, emb_id)
+        assert row is not None
+        session.expunge(row)
+        return row
+
+
+def test_the_reconciler_fails_embeddings_whose_job_is_over(env, worker, wait_job) -> None:
+    """An embedding its compute job left initializing/waiting/encoding (the job revoked,
+    killed past its time limit, or gone) is failed with the reason; one whose job is still
+    running is left alone."""
+    revoked = _abandon_job("revoked")
+    running = _stuck_job("started", age="1 second")
+    abandoned = {
+        _embedding("encoding", revoked): "revoked",
+        _embedding("waiting", uuid.uuid4()): "is missing",
+    }
+    alive = _embedding("encoding", running)
+    out = wait_job(enqueue("nlphub.reconcile_outbox", {}))
+    assert out.state == JobState.SUCCEEDED, out.error
+    assert sorted(out.result["abandoned_embeddings"]) == sorted(str(e) for e in abandoned)
+    for emb_id, why in abandoned.items():
+        row = _embedding_row(emb_id)
+        assert row.state == "failed" and row.error is not None, row
+        assert row.error.startswith("abandoned: its job") and why in row.error, row.error
+    assert _embedding_row(alive).state == "encoding"
+    failed = audit_events(revoked, "embedding.failed")
+    assert len(failed) == 1 and failed[0].details["abandoned"] is True
+
+
+def _abandon_job(state: str) -> uuid.UUID:
+    """A compute job that is over (`state`)."""
+    job_id = uuid.uuid4()
+    with Session(get_engine()) as session:
+        session.execute(
+            text(
+                "INSERT INTO job (id, task, queue, payload, state, progress, attempts, "
+                "requested_by, created_at, updated_at, finished_at, error) VALUES "
+                "(:id, 'nlphub.compute_embeddings', 'embeddings', '{}', :state, 0, 1, 'test', "
+                "now(), now(), now(), 'revoked by the test')"
+            ),
+            {"id": job_id, "state": state},
+        )
+        session.commit()
+    return job_id
