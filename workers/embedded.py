@@ -77,6 +77,20 @@ def tuning() -> dict[str, str]:
     }
 
 
+#: The embedded server's own log, rotated by Postgres: its collector writes
+#: `<data>/server-log/postgresql-<weekday>.log`, a new file each day, each overwritten a week
+#: later, so the log never grows without bound (pg_ctl's `<data>/log` keeps only what the
+#: postmaster prints before the collector starts). Needs a restart, once per data folder.
+SERVER_LOG = {
+    "logging_collector": "on",
+    "log_directory": "server-log",
+    "log_filename": "postgresql-%a.log",
+    "log_truncate_on_rotation": "on",
+    "log_rotation_age": "1d",
+    "log_rotation_size": "0",
+}
+
+
 @dataclass
 class EmbeddedPostgres:
     datadir: Path
@@ -97,15 +111,18 @@ class EmbeddedPostgres:
         return uri
 
     def _tune(self) -> bool:
-        """Apply `tuning()` with ALTER SYSTEM; True when a restart is needed to use it."""
+        """Apply `tuning()` and `SERVER_LOG` with ALTER SYSTEM; True when a restart is needed
+        to use them."""
         import psycopg
 
+        sizes = "pg_size_bytes(current_setting(%s)) = pg_size_bytes(%s)"
+        wanted = [(name, value, sizes) for name, value in tuning().items()]
+        wanted += [(name, value, "current_setting(%s) = %s") for name, value in SERVER_LOG.items()]
         restart = False
         with psycopg.connect(str(self._server.get_uri()), autocommit=True) as conn:
-            for name, value in tuning().items():
+            for name, value, same in wanted:
                 row = conn.execute(
-                    "SELECT pg_size_bytes(current_setting(%s)) = pg_size_bytes(%s), context "
-                    "FROM pg_settings WHERE name = %s",
+                    f"SELECT {same}, context FROM pg_settings WHERE name = %s",
                     (name, value, name),
                 ).fetchone()
                 if row is None or row[0]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -225,6 +226,20 @@ def test_embedded_postgres_runs_with_its_tuning(env) -> None:
                 {"n": name, "v": value},
             ).scalar_one()
             assert same, f"{name} is not {value}"
+
+
+def test_embedded_postgres_rotates_its_own_log(env) -> None:
+    """The server's log goes to Postgres' collector, one file a weekday, overwritten a week
+    later, instead of one file in the data folder that grows for good."""
+    from workers.embedded import SERVER_LOG
+
+    with Session(get_engine()) as session:
+        for name, value in SERVER_LOG.items():
+            shown = session.execute(text("SELECT current_setting(:n)"), {"n": name}).scalar_one()
+            assert shown == value, name
+        data = session.execute(text("SELECT current_setting('data_directory')")).scalar_one()
+        session.execute(text("SELECT pg_rotate_logfile()"))
+    assert [p.name for p in (Path(data) / "server-log").glob("postgresql-*.log")]
 
 
 def test_enqueue_publishes_after_the_broker_pool_was_closed(env) -> None:
