@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, func, text
+from sqlalchemy import Connection, func, or_, text
 from sqlmodel import Session, col, select
 
 from nlphub.audit import BOUND_LOCK_WAITS, audit_params, canonical, lock_timeout
@@ -518,3 +518,28 @@ def why_over(job_id: uuid.UUID, job: Job | None) -> str | None:
         state = JobState(job.state).value
         return f"its job {job_id} {state}" + (f": {job.error}" if job.error else "")
     return None
+
+
+def abandoned(
+    session: Session, model: Any, states: Sequence[str], *, limit: int
+) -> list[tuple[Any, str]]:
+    """Rows of `model` (a table with `state` and `job_id`: resources, embeddings) in one of
+    `states` whose job is over or missing, each with why (`why_over`); locked for this
+    transaction, rows another transaction holds skipped."""
+    rows = session.exec(
+        select(model, Job)
+        .outerjoin(Job, col(Job.id) == col(model.job_id))
+        .where(
+            col(model.state).in_(list(states)),
+            col(model.job_id).is_not(None),
+            or_(col(Job.id).is_(None), col(Job.state).in_([s.value for s in JOB_TERMINAL])),
+        )
+        .limit(limit)
+        .with_for_update(of=model, skip_locked=True)
+    ).all()
+    found = []
+    for row, job in rows:
+        reason = why_over(row.job_id, job)
+        if reason is not None:
+            found.append((row, reason))
+    return found

@@ -77,6 +77,11 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 }
 
 JOB_TERMINAL: frozenset[JobState] = frozenset({JS.SUCCEEDED, JS.FAILED, JS.REVOKED})
+#: The states a job is in while it waits or runs, in their order.
+JOB_ACTIVE: tuple[JobState, ...] = tuple(s for s in JobState if s not in JOB_TERMINAL)
+
+#: An embedding its compute job is still working on (then `finished`, `failed` or `deleted`).
+EMBEDDING_IN_PROGRESS = ("initializing", "waiting", "encoding")
 
 
 class IllegalTransition(ValueError):

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import or_, text
+from sqlalchemy import text
 from sqlmodel import Session, col, select
 
-from nlphub import audit, counters, credentials
+from nlphub import audit, counters, credentials, jobstate
 from nlphub.embeddings.platforms import EmbeddingError, Encoder
 from nlphub.embeddings.records import get_dataset
 from nlphub.embeddings.reduce import Reducer
@@ -35,12 +35,11 @@ from nlphub.embeddings.registry import http_platform, make_encoder
 from nlphub.embeddings.tokens import token_vectors
 from nlphub.embeddings.vectors import Cancelled, _index, _store, _store_window, _vec
 from nlphub.errors import NotFound
-from nlphub.jobstate import why_over
 from schemas.db import session_scope
 from schemas.embedding_platforms import PLATFORMS
-from schemas.models import Dataset, Embedding, Job, utcnow
+from schemas.models import Dataset, Embedding, utcnow
 from schemas.settings import Settings, get_settings
-from schemas.states import JOB_TERMINAL
+from schemas.states import EMBEDDING_IN_PROGRESS
 
 log = logging.getLogger(__name__)
 
@@ -480,31 +479,13 @@ def delete_embedding(session: Session, emb_id: uuid.UUID, *, actor: str) -> None
     audit.record(session, actor=actor, action="embedding.deleted", target=str(emb.id))
 
 
-#: An embedding its compute job is still working on.
-EMBEDDING_IN_PROGRESS = ("initializing", "waiting", "encoding")
-
-
 def fail_abandoned_embeddings(session: Session, *, actor: str, limit: int = 1000) -> list[str]:
     """Fail every embedding left initializing, waiting or encoding by a compute job that is
     over (revoked, killed past its time limit, failed by the reconciler) or missing (run by
     the reconciler, like `nlphub.hub.service.fail_abandoned_resources`): it would otherwise
     stay in progress for good. Rows another transaction holds are skipped. Returns their ids."""
-    rows = session.exec(
-        select(Embedding, Job)
-        .outerjoin(Job, col(Job.id) == col(Embedding.job_id))
-        .where(
-            col(Embedding.state).in_(EMBEDDING_IN_PROGRESS),
-            col(Embedding.job_id).is_not(None),
-            or_(col(Job.id).is_(None), col(Job.state).in_([s.value for s in JOB_TERMINAL])),
-        )
-        .limit(limit)
-        .with_for_update(of=Embedding, skip_locked=True)
-    ).all()
     failed = []
-    for emb, job in rows:
-        reason = why_over(emb.job_id, job) if emb.job_id is not None else None
-        if reason is None:
-            continue
+    for emb, reason in jobstate.abandoned(session, Embedding, EMBEDDING_IN_PROGRESS, limit=limit):
         emb.state, emb.error, emb.updated_at = "failed", f"abandoned: {reason}", utcnow()
         session.add(emb)
         audit.record(

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import delete, literal, or_, text
 from sqlmodel import Session, col, select
 
-from nlphub import audit
+from nlphub import audit, jobstate
 from nlphub.errors import NotFound, Refused
 from nlphub.hub.catalog import archive_url
 from nlphub.hub.fetch_errors import NotEnoughSpace
@@ -28,7 +28,6 @@ from nlphub.hub.licence import (
 )
 from nlphub.hub.metadata import HubEntry
 from nlphub.install import Installed
-from nlphub.jobstate import why_over
 from nlphub.versions import Version, VersionSpec
 from schemas.editions import OPEN_SOURCE
 from schemas.models import (
@@ -42,7 +41,6 @@ from schemas.models import (
 )
 from schemas.settings import Settings
 from schemas.states import (
-    JOB_TERMINAL,
     RESOURCE_IN_PROGRESS,
     RESOURCE_INSTALLED,
     ResourceState,
@@ -341,7 +339,7 @@ def request_download(
 def _dead_job(session: Session, job_id: uuid.UUID) -> str | None:
     """Why the job can no longer move its resource on (None while it may): it finished, or
     its row is gone."""
-    return why_over(job_id, session.get(Job, job_id))
+    return jobstate.why_over(job_id, session.get(Job, job_id))
 
 
 def fail_abandoned(session: Session, res: Resource, reason: str, *, actor: str) -> None:
@@ -363,23 +361,11 @@ def fail_abandoned_resources(session: Session, *, actor: str, limit: int = 1000)
     """Fail every resource in a transitional state whose job is finished (failed, succeeded,
     revoked) or missing (run by the reconciler). Rows another transaction holds are skipped.
     Returns their labels."""
-    rows = session.exec(
-        select(Resource, Job)
-        .outerjoin(Job, col(Job.id) == col(Resource.job_id))
-        .where(
-            col(Resource.state).in_([s.value for s in RESOURCE_IN_PROGRESS]),
-            col(Resource.job_id).is_not(None),
-            or_(col(Job.id).is_(None), col(Job.state).in_([s.value for s in JOB_TERMINAL])),
-        )
-        .limit(limit)
-        .with_for_update(of=Resource, skip_locked=True)
-    ).all()
+    states = [s.value for s in RESOURCE_IN_PROGRESS]
     failed = []
-    for res, job in rows:
-        reason = why_over(res.job_id, job) if res.job_id is not None else None
-        if reason is not None:
-            fail_abandoned(session, res, reason, actor=actor)
-            failed.append(res.label)
+    for res, reason in jobstate.abandoned(session, Resource, states, limit=limit):
+        fail_abandoned(session, res, reason, actor=actor)
+        failed.append(res.label)
     return failed
 
 

@@ -18,12 +18,12 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from nlphub.counters import DOWNLOAD_BYTES, EMBEDDING_RECORDS
-from nlphub.metrics.queries import ACTIVE_JOB_STATES, Snapshot, read_snapshot
+from nlphub.metrics.queries import Snapshot, read_snapshot
 from nlphub.resources import disk_usage
 from schemas.embedding_platforms import PLATFORMS
 from schemas.payloads import TASKS
 from schemas.settings import Settings
-from schemas.states import JOB_TERMINAL
+from schemas.states import JOB_ACTIVE, JOB_TERMINAL
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def job_families(snap: Snapshot) -> Iterator[Family]:
     counts = {(a.task, a.state): a.jobs for a in snap.active}
     tasks = sorted(set(TASKS) | {task for task, _ in counts})
     for task in tasks:
-        for state in ACTIVE_JOB_STATES:
+        for state in JOB_ACTIVE:
             jobs.add_metric([task, state.value], counts.get((task, state.value), 0))
     yield jobs
     finished = _counter("nlphub_jobs_finished_total", ["task", "state"])

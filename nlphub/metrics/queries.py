@@ -18,10 +18,8 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from schemas.states import RESOURCE_IN_PROGRESS, JobState, ResourceState
+from schemas.states import JOB_ACTIVE, RESOURCE_IN_PROGRESS, ResourceState
 
-#: Job states a job is in while it waits or runs (the others are final and counted).
-ACTIVE_JOB_STATES = (JobState.QUEUED, JobState.RECEIVED, JobState.STARTED, JobState.RETRYING)
 #: Resource states of a download still to come (its archive not yet all on disk).
 PENDING_DOWNLOAD = tuple(s for s in RESOURCE_IN_PROGRESS if s != ResourceState.VERIFYING)
 #: Most a scrape's statements may take together before the database cancels them.
@@ -132,7 +130,7 @@ def read_snapshot(conn: Connection) -> Snapshot:
                 unpublished=int(row.unpublished),
                 oldest_unpublished=_float(row.oldest_unpublished),
             )
-            for row in conn.execute(_JOBS, {"active": [s.value for s in ACTIVE_JOB_STATES]})
+            for row in conn.execute(_JOBS, {"active": [s.value for s in JOB_ACTIVE]})
         ]
         counters = {(row.name, row.label): int(row.value) for row in conn.execute(_COUNTERS)}
         resources = [
@@ -162,7 +160,7 @@ def read_snapshot(conn: Connection) -> Snapshot:
 
 #: Every statement above, for the plan checks (benchmark, tests): name → (SQL, parameters).
 STATEMENTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "jobs": (_JOBS.text, {"active": [s.value for s in ACTIVE_JOB_STATES]}),
+    "jobs": (_JOBS.text, {"active": [s.value for s in JOB_ACTIVE]}),
     "counters": (_COUNTERS.text, {}),
     "resources": (_RESOURCES.text, {"pending": [s.value for s in PENDING_DOWNLOAD]}),
     "singles": (_SINGLES.text, {}),
