@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -40,6 +40,8 @@ from schemas.states import JobState, ResourceState
 from tests.conftest import wait_for
 from tests.integration.conftest import audit_events
 from tests.integration.test_hub import LIBS, res
+
+T = TypeVar("T")
 
 _INVENTORY = '{"requested_by": "app", "verify_checksums": false}'
 
@@ -212,12 +214,17 @@ def test_a_run_whose_connection_dropped_takes_its_lock_again_or_stops(
         other.close()
 
 
-def _job(job_id: uuid.UUID) -> Job:
+def _row(model: type[T], row_id: uuid.UUID) -> T:
+    """A row of `model`, read in a session of its own and detached from it."""
     with Session(get_engine()) as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        session.expunge(job)
-        return job
+        row = session.get(model, row_id)
+        assert row is not None
+        session.expunge(row)
+        return row
+
+
+def _job(job_id: uuid.UUID) -> Job:
+    return _row(Job, job_id)
 
 
 def test_the_lock_is_taken_again_only_for_this_runs_attempt(env, held_lock) -> None:
@@ -293,20 +300,27 @@ def _resource(name: str) -> Resource:
         return row
 
 
+def _job_over(state: str, task: str = "nlphub.download", queue: str = "downloads") -> uuid.UUID:
+    """A job that is over (`state`: failed, revoked, succeeded), as its worker left it."""
+    job_id = uuid.uuid4()
+    with Session(get_engine()) as session:
+        session.execute(
+            text(
+                "INSERT INTO job (id, task, queue, payload, state, progress, attempts, "
+                "requested_by, created_at, updated_at, finished_at, error) VALUES "
+                "(:id, :task, :queue, '{}', :state, 0, 1, 'test', now(), now(), now(), "
+                "'killed by the test')"
+            ),
+            {"id": job_id, "task": task, "queue": queue, "state": state},
+        )
+        session.commit()
+    return job_id
+
+
 def _abandon(name: str, state: str, job: str) -> uuid.UUID:
     """Leave the resource `state` for a job that is `job` ('missing': no row)."""
-    dead = uuid.uuid4()
+    dead = uuid.uuid4() if job == "missing" else _job_over(job)
     with Session(get_engine()) as session:
-        if job != "missing":
-            session.execute(
-                text(
-                    "INSERT INTO job (id, task, queue, payload, state, progress, attempts, "
-                    "requested_by, created_at, updated_at, finished_at, error) VALUES "
-                    "(:id, 'nlphub.download', 'downloads', '{}', :state, 0, 1, 'test', now(), "
-                    "now(), now(), 'killed by the test')"
-                ),
-                {"id": dead, "state": job},
-            )
         session.execute(
             text("UPDATE resource SET state = :s, job_id = :j WHERE name = :n"),
             {"s": state, "j": dead, "n": name},
@@ -389,19 +403,11 @@ def _embedding(state: str, job_id: uuid.UUID) -> uuid.UUID:
         return emb.id
 
 
-def _embedding_row(emb_id: uuid.UUID) -> Embedding:
-    with Session(get_engine()) as session:
-        row = session.get(Embedding, emb_id)
-        assert row is not None
-        session.expunge(row)
-        return row
-
-
 def test_the_reconciler_fails_embeddings_whose_job_is_over(env, worker, wait_job) -> None:
     """An embedding its compute job left initializing/waiting/encoding (the job revoked,
     killed past its time limit, or gone) is failed with the reason; one whose job is still
     running is left alone."""
-    revoked = _abandon_job("revoked")
+    revoked = _job_over("revoked", "nlphub.compute_embeddings", "embeddings")
     running = _stuck_job("started", age="1 second")
     abandoned = {
         _embedding("encoding", revoked): "revoked",
@@ -412,26 +418,9 @@ def test_the_reconciler_fails_embeddings_whose_job_is_over(env, worker, wait_job
     assert out.state == JobState.SUCCEEDED, out.error
     assert sorted(out.result["abandoned_embeddings"]) == sorted(str(e) for e in abandoned)
     for emb_id, why in abandoned.items():
-        row = _embedding_row(emb_id)
+        row = _row(Embedding, emb_id)
         assert row.state == "failed" and row.error is not None, row
         assert row.error.startswith("abandoned: its job") and why in row.error, row.error
-    assert _embedding_row(alive).state == "encoding"
+    assert _row(Embedding, alive).state == "encoding"
     failed = audit_events(revoked, "embedding.failed")
     assert len(failed) == 1 and failed[0].details["abandoned"] is True
-
-
-def _abandon_job(state: str) -> uuid.UUID:
-    """A compute job that is over (`state`)."""
-    job_id = uuid.uuid4()
-    with Session(get_engine()) as session:
-        session.execute(
-            text(
-                "INSERT INTO job (id, task, queue, payload, state, progress, attempts, "
-                "requested_by, created_at, updated_at, finished_at, error) VALUES "
-                "(:id, 'nlphub.compute_embeddings', 'embeddings', '{}', :state, 0, 1, 'test', "
-                "now(), now(), now(), 'revoked by the test')"
-            ),
-            {"id": job_id, "state": state},
-        )
-        session.commit()
-    return job_id
