@@ -227,28 +227,30 @@ def _claim(session: Session, found: list[tuple[Job, str]]) -> tuple[list[_Stale]
     concurrent reconciler skips them) and fail those whose stored payload redaction changed
     (`jobstate.sendable`: its message would run with `***`), their rows still locked so no
     delivery starts them meanwhile. Commits: no lock is held after it."""
-    stale = [
-        _Stale(
-            job.id, job.task, job.queue, dict(job.payload), job.published_at, str(job.state), why
-        )
-        for job, why in found
-        if jobstate.sendable(job)
-    ]
+    stale: list[_Stale] = []
+    unsendable: list[tuple[Job, str]] = []
+    for job, why in found:
+        if jobstate.sendable(job):
+            payload = dict(job.payload)
+            stale.append(
+                _Stale(job.id, job.task, job.queue, payload, job.published_at, str(job.state), why)
+            )
+        else:
+            unsendable.append((job, why))
     claimed = utcnow()
     jobstate.claim_for_publish(session, [job.id for job in stale], claimed)
-    for row, why in found:
-        if not jobstate.sendable(row):
-            log.warning("job %s (%s): %s", row.id, row.task, UNSENDABLE)
-            jobstate.transition(
-                session,
-                row.id,
-                JobState.FAILED,
-                actor="reconciler",
-                action="job.failed",
-                task=row.task,
-                details={"error": UNSENDABLE, "reason": why},
-                error=UNSENDABLE,
-            )
+    for row, why in unsendable:
+        log.warning("job %s (%s): %s", row.id, row.task, UNSENDABLE)
+        jobstate.transition(
+            session,
+            row.id,
+            JobState.FAILED,
+            actor="reconciler",
+            action="job.failed",
+            task=row.task,
+            details={"error": UNSENDABLE, "reason": why},
+            error=UNSENDABLE,
+        )
     session.commit()
     return stale, claimed
 

@@ -271,13 +271,6 @@ class Settings(BaseSettings):
                 raise ValueError(f"{user!r} is NLPHUB_FLOWER_USER, the operator: not a tenant")
         return ",".join(accounts)
 
-    def flower_tenant_users(self) -> list[str]:
-        """The tenants' Flower user names (NLPHUB_FLOWER_TENANTS), without their passwords."""
-        if self.flower_tenants is None:
-            return []
-        accounts = self.flower_tenants.get_secret_value().split(",")
-        return [account.partition(":")[0] for account in accounts]
-
     @field_validator("stuck_after_seconds")
     @classmethod
     def _check_stuck_after(cls, value: int, info: ValidationInfo) -> int:

@@ -71,8 +71,8 @@ class Child:
         return self.proc is not None and self.proc.poll() is None
 
 
-def celery_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "workers.app", *args]
+def celery_argv(*args: str, app: str = "workers.app") -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", app, *args]
 
 
 def worker_children(settings: Settings, env: dict[str, str], run_dir: Path) -> list[Child]:
@@ -235,7 +235,7 @@ class Stack:
             self.children.append(
                 Child(
                     "flower",
-                    [sys.executable, "-m", "celery", "-A", "workers.flower", "flower"],
+                    celery_argv("flower", app="workers.flower"),
                     flower_env(self.settings, env),
                 )
             )

@@ -19,7 +19,24 @@ from typing import Any
 from nlphub.redact import redact_text
 from schemas.settings import Settings
 
-__all__ = ["Check", "Context", "Finding", "Status", "exit_code", "run_checks", "summary"]
+__all__ = [
+    "Check",
+    "Context",
+    "Finding",
+    "Status",
+    "exit_code",
+    "one_line",
+    "run_checks",
+    "summary",
+]
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line, without a URL's password: the driver's own error when SQLAlchemy
+    wrapped it (its first line), else the exception's."""
+    inner = getattr(exc, "orig", None) or exc
+    text = str(inner).strip().splitlines()
+    return redact_text(text[0].strip() if text else type(inner).__name__)
 
 
 class Status(StrEnum):
@@ -138,7 +155,7 @@ def _run_one(check: Check, ctx: Context) -> list[Finding]:
         return [found]
     if "error" in box:
         exc = box["error"]
-        message = redact_text(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+        message = one_line(exc)
         return [
             Finding(
                 check.name,

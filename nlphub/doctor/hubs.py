@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
-from nlphub.doctor.core import Context, Finding, fail, ok
+from nlphub.doctor.core import Context, Finding, fail, ok, one_line
 from nlphub.hub.catalog import HubFolder, folders_from_settings
 
 __all__ = ["hubs_check", "judge_hub", "probe_hub"]
@@ -40,8 +40,6 @@ def judge_hub(folder: HubFolder, *, status: int | None = None, error: str | None
 def probe_hub(folder: HubFolder, timeout: float) -> Finding:
     """Ask `folder` for its metadata.json, at most `timeout` seconds per request."""
     import httpx
-
-    from nlphub.doctor.services import one_line
 
     if folder.url.startswith("file://"):
         path = Path(url2pathname(unquote(urlparse(folder.metadata_url).path)))

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from nlphub.doctor.core import Context, Finding, fail, ok, skip, warn
+from nlphub.doctor.core import Context, Finding, fail, ok, one_line, skip, warn
 from nlphub.hub.licence import Licence, LicenceError, licence_problem, load_licence
 
 __all__ = [
@@ -202,7 +202,7 @@ def spark_check(ctx: Context) -> list[Finding]:
         try:
             import sparknlp as _sparknlp  # noqa: F401  (importable is what is checked)
         except Exception as exc:
-            import_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            import_error = one_line(exc)
     deep = None
     if ctx.deep and sparknlp is not None and pyspark is not None and import_error is None:
         from nlphub.embeddings.spark.sparknlp import sparknlp_available

@@ -8,8 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nlphub.beat import BeatSession
-from nlphub.doctor.core import Context, Finding, fail, ok
-from nlphub.redact import redact_text
+from nlphub.doctor.core import Context, Finding, fail, ok, one_line
 from schemas.settings import SettingsError
 
 if TYPE_CHECKING:
@@ -25,19 +24,10 @@ __all__ = [
     "judge_database",
     "judge_flower",
     "judge_workers",
-    "one_line",
     "workers_check",
 ]
 
 _ENGINE_LOCK = threading.Lock()
-
-
-def one_line(exc: BaseException) -> str:
-    """An error as one line, without a URL's password: the driver's own error when SQLAlchemy
-    wrapped it (its first line), else the exception's."""
-    inner = getattr(exc, "orig", None) or exc
-    text = str(inner).strip().splitlines()
-    return redact_text(text[0].strip() if text else type(inner).__name__)
 
 
 # -- database ------------------------------------------------------------------------------------

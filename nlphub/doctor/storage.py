@@ -5,21 +5,16 @@ download still on its way."""
 from __future__ import annotations
 
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from nlphub.doctor.core import Context, Finding, fail, ok
-from nlphub.hub.space import human_size
+from nlphub.doctor.core import Context, Finding, fail, ok, one_line
+from nlphub.hub.space import DOWNLOAD_FACTOR, human_size, volume_space
 
 __all__ = ["Pending", "disk_check", "judge_disk", "parse_size"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
-
-#: The download rule's factor (`nlphub.hub.space.check_free_space`): the archive and what it
-#: unpacks to.
-FACTOR = 2
 
 
 def parse_size(text: str) -> int:
@@ -60,30 +55,22 @@ def judge_disk(
             "free space on that volume (`nlphub disk` lists what resources use; "
             "`nlphub delete` removes one), or move NLPHUB_HOME to a larger one",
         )
-    if pending is not None and free < FACTOR * pending.size:
+    if pending is not None and free < DOWNLOAD_FACTOR * pending.size:
         return fail(
             "disk",
             f"nearly full: {where}, but the pending download {pending.label} needs "
-            f"{human_size(FACTOR * pending.size)} (twice its {human_size(pending.size)})",
+            f"{human_size(DOWNLOAD_FACTOR * pending.size)} (twice its {human_size(pending.size)})",
             "free space on that volume before it runs (`nlphub disk`, `nlphub delete`), "
             "or it fails for want of space",
         )
     if pending is not None:
-        need = human_size(FACTOR * pending.size)
+        need = human_size(DOWNLOAD_FACTOR * pending.size)
         rule = f"; the largest pending download ({pending.label}) needs {need}"
     elif pending_error is not None:
         rule = f"; pending downloads not known ({pending_error})"
     else:
         rule = "; no download pending"
     return ok("disk", f"{where} (minimum {human_size(minimum)}){rule}")
-
-
-def free_bytes(path: Path) -> tuple[Path, int]:
-    """The folder measured (`path` or its nearest existing parent) and its free bytes."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    return probe, shutil.disk_usage(probe).free
 
 
 def largest_pending(ctx: Context) -> Pending | None:
@@ -108,9 +95,7 @@ def largest_pending(ctx: Context) -> Pending | None:
 
 
 def disk_check(ctx: Context) -> list[Finding]:
-    from nlphub.doctor.services import one_line
-
-    path, free = free_bytes(ctx.settings.resources_dir)
+    path, _, free = volume_space(ctx.settings.resources_dir)
     pending: Pending | None = None
     pending_error: str | None = None
     if ctx.failed("database"):

@@ -12,7 +12,13 @@ import logging
 from pathlib import Path
 
 from nlphub.hub.fetch_errors import NotEnoughSpace
-from nlphub.hub.licence import Licence, LicenceError, licence_refusal, load_licence
+from nlphub.hub.licence import (
+    Licence,
+    LicenceError,
+    licence_refusal,
+    load_licence,
+    unusable_licence,
+)
 from nlphub.hub.space import check_free_space, human_size
 from nlphub.uploads.service import UploadGuards
 from schemas.editions import OPEN_SOURCE
@@ -34,12 +40,7 @@ def upload_guards(settings: Settings) -> UploadGuards:
             try:
                 loaded.append(load_licence(settings.license_file))
             except LicenceError as exc:
-                # The reason names the licence file: for the server's log, not for the caller.
-                log.warning("licence unusable for an upload of %s: %s", edition, exc)
-                return (
-                    f"{edition} needs a valid licence: the configured licence cannot be used "
-                    "(an administrator must check NLPHUB_LICENSE_FILE)"
-                )
+                return unusable_licence(edition, exc)  # the reason is logged, not told
         return licence_refusal(edition, loaded[0])  # nothing of the licence's contents
 
     def space_check(path: Path, size: int) -> str | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from nlphub.hub.fetch_errors import NotEnoughSpace
 
-__all__ = ["check_free_space", "human_size"]
+__all__ = ["DOWNLOAD_FACTOR", "check_free_space", "human_size", "volume_space"]
 
 _UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
 
@@ -24,12 +24,23 @@ def human_size(size: float) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _free_bytes(path: Path) -> int:
-    """Free bytes on the file system holding ``path`` (or its nearest existing parent)."""
+#: The download rule's factor: room for the archive and for what it unpacks to.
+DOWNLOAD_FACTOR = 2.0
+
+
+def volume_space(path: Path) -> tuple[Path, int, int]:
+    """The folder measured (``path`` or its nearest existing parent: nothing is created) and
+    its file system's size and free bytes."""
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    return shutil.disk_usage(probe).free
+    usage = shutil.disk_usage(probe)
+    return probe, usage.total, usage.free
+
+
+def _free_bytes(path: Path) -> int:
+    """Free bytes on the file system holding ``path`` (or its nearest existing parent)."""
+    return volume_space(path)[2]
 
 
 def _times(factor: float) -> str:
@@ -41,7 +52,12 @@ def _times(factor: float) -> str:
 
 
 def check_free_space(
-    path: Path, size: int, *, what: str, factor: float = 2.0, already_have: int = 0
+    path: Path,
+    size: int,
+    *,
+    what: str,
+    factor: float = DOWNLOAD_FACTOR,
+    already_have: int = 0,
 ) -> None:
     """Require ``factor * size`` bytes of free space at ``path`` (the 2x rule).
 

@@ -18,8 +18,8 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from nlphub.counters import DOWNLOAD_BYTES, EMBEDDING_RECORDS
+from nlphub.hub.space import volume_space
 from nlphub.metrics.queries import Snapshot, read_snapshot
-from nlphub.resources import disk_usage
 from schemas.embedding_platforms import PLATFORMS
 from schemas.payloads import TASKS
 from schemas.settings import Settings
@@ -171,10 +171,10 @@ def setting_families(settings: Settings) -> Iterator[Family]:
 
 def disk_families(settings: Settings) -> Iterator[Family]:
     """The resources volume's size and free space."""
-    usage = disk_usage(settings.resources_dir, {})
+    _, total, free = volume_space(settings.resources_dir)
     for name, value in (
-        ("nlphub_resources_volume_free_bytes", usage.free_bytes),
-        ("nlphub_resources_volume_size_bytes", usage.total_bytes),
+        ("nlphub_resources_volume_free_bytes", free),
+        ("nlphub_resources_volume_size_bytes", total),
     ):
         gauge = _gauge(name)
         gauge.add_metric([], value)

@@ -38,8 +38,10 @@ def doctor(
 ) -> None:
     """Check the installation: database, broker, workers per queue, beat, Flower, disk, Spark
     NLP, licence, hubs, audit chain. Exit 0 only when no check fails."""
-    from nlphub.doctor import CHECK_NAMES, Context, Finding, Status, diagnose, exit_code
+    from nlphub.doctor import CHECK_NAMES, Context, Status, diagnose, exit_code
     from nlphub.doctor import summary as count
+    from nlphub.doctor.core import fail
+    from nlphub.doctor.core import skip as skipped  # `skip` is an option here
     from nlphub.doctor.storage import parse_size
     from schemas.settings import SettingsError, get_settings
 
@@ -51,11 +53,8 @@ def doctor(
         settings = get_settings()
     except SettingsError as exc:
         findings = [
-            Finding("settings", "settings", Status.FAIL, str(exc), "correct that setting"),
-            *(
-                Finding(name, name, Status.SKIP, "not checked: the settings are invalid")
-                for name in CHECK_NAMES
-            ),
+            fail("settings", str(exc), "correct that setting"),
+            *(skipped(name, "not checked: the settings are invalid") for name in CHECK_NAMES),
         ]
     else:
         ctx = Context(

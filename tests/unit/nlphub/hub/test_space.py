@@ -9,7 +9,7 @@ import pytest
 
 from nlphub.hub import space as space_module
 from nlphub.hub.fetch_errors import NotEnoughSpace
-from nlphub.hub.space import check_free_space, human_size
+from nlphub.hub.space import check_free_space, human_size, volume_space
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -57,3 +57,10 @@ def test_free_space_on_the_real_disk(tmp_path: Path) -> None:
 )
 def test_human_size(size: int, text: str) -> None:
     assert human_size(size) == text
+
+
+def test_volume_space_measures_the_nearest_existing_folder(tmp_path: Path) -> None:
+    where, total, free = volume_space(tmp_path / "not" / "yet")
+    assert where == tmp_path
+    assert free > 0 and total >= free
+    assert not (tmp_path / "not").exists()  # nothing is created
